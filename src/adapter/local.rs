@@ -1,0 +1,53 @@
+//! The single-node adapter: the local hub is the whole cluster.
+
+use std::future::ready;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use futures_util::future::BoxFuture;
+
+use super::{Adapter, AdapterResult};
+use crate::hub::{AppHub, ChannelStats};
+use crate::protocol::SocketId;
+
+/// Delivers and answers from this node's hub alone.
+#[derive(Debug, Default)]
+pub struct LocalAdapter;
+
+impl Adapter for LocalAdapter {
+    fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
+        app.publish(channel, &frame, except);
+    }
+
+    fn store_cached(&self, app: &AppHub, channel: &str, frame: ByteString) {
+        app.store_cached(channel, frame);
+    }
+
+    fn terminate_user(&self, app: &AppHub, user_id: &str) {
+        app.terminate_user(user_id);
+    }
+
+    fn channels(
+        &self,
+        app: Arc<AppHub>,
+        prefix: Option<String>,
+    ) -> BoxFuture<'static, AdapterResult<Vec<(String, ChannelStats)>>> {
+        Box::pin(ready(Ok(app.channels(prefix.as_deref()))))
+    }
+
+    fn channel(
+        &self,
+        app: Arc<AppHub>,
+        name: String,
+    ) -> BoxFuture<'static, AdapterResult<Option<ChannelStats>>> {
+        Box::pin(ready(Ok(app.channel(&name))))
+    }
+
+    fn channel_users(
+        &self,
+        app: Arc<AppHub>,
+        name: String,
+    ) -> BoxFuture<'static, AdapterResult<Vec<String>>> {
+        Box::pin(ready(Ok(app.channel_users(&name))))
+    }
+}

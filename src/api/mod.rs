@@ -1,0 +1,130 @@
+//! The Pusher HTTP API under `/apps/{app_id}`: one handler per endpoint, each
+//! taking a [`Signed`] request (app found, body read within its limit,
+//! signature checked) before doing anything.
+
+mod channels;
+pub mod error;
+mod events;
+pub mod signature;
+mod users;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::Payload;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::StreamExt;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::hub::AppHub;
+use crate::state::State;
+
+/// Registers the API routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/apps/{app_id}")
+            .route("/events", web::post().to(events::trigger))
+            .route("/batch_events", web::post().to(events::trigger_batch))
+            .route("/channels", web::get().to(channels::list))
+            .route("/channels/{channel}", web::get().to(channels::show))
+            .route("/channels/{channel}/users", web::get().to(channels::users))
+            .route(
+                "/users/{user_id}/terminate_connections",
+                web::post().to(users::terminate_connections),
+            ),
+    );
+}
+
+/// A request whose app exists and whose signature is valid.
+pub struct Signed {
+    pub app: Arc<AppHub>,
+    pub state: State,
+    pub body: Bytes,
+    /// Percent-decoded query parameters.
+    pub params: Vec<(String, String)>,
+}
+
+impl Signed {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl FromRequest for Signed {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move { authenticate(req, payload).await })
+    }
+}
+
+async fn authenticate(req: HttpRequest, payload: Payload) -> ApiResult<Signed> {
+    let state = req
+        .app_data::<web::Data<State>>()
+        .ok_or_else(|| ApiError::Unavailable("server state missing".into()))?
+        .get_ref()
+        .clone();
+    let app_id = req.match_info().get("app_id").unwrap_or_default();
+    let app = state
+        .hub
+        .by_id(app_id)
+        .ok_or_else(|| ApiError::NotFound(format!("Unknown app {app_id:?}")))?
+        .clone();
+    let body = read_body(payload, state.server.max_request_bytes).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    signature::verify(
+        &app.app,
+        &signature::SignedParts {
+            method: req.method().as_str(),
+            path: req.path(),
+            query: req.query_string(),
+            body: &body,
+        },
+        now,
+        state.server.http_timestamp_window,
+    )?;
+    if !app.app.enabled {
+        return Err(ApiError::Forbidden("Application disabled".into()));
+    }
+    let params = signature::parse_query(req.query_string())?;
+    Ok(Signed {
+        app,
+        state,
+        body,
+        params,
+    })
+}
+
+/// Reads the whole body, refusing it with 413 past `limit` bytes.
+async fn read_body(mut payload: Payload, limit: usize) -> ApiResult<Bytes> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Could not read body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "Request body larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a JSON body, 400 with the parser's message otherwise.
+pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+}

@@ -1,0 +1,251 @@
+//! Checks the signature of an HTTP API request exactly as the official SDKs
+//! (PHP, node, python) sign it: `auth_key`, `auth_timestamp` within the
+//! window, `auth_version` 1.0, `body_md5` of the exact body bytes, and
+//! `auth_signature` over every other received parameter.
+
+use super::error::ApiError;
+use crate::auth;
+use crate::config::AppConfig;
+
+/// A request as the signature sees it.
+pub struct SignedParts<'a> {
+    pub method: &'a str,
+    /// The path as received (percent-encoded, without query).
+    pub path: &'a str,
+    pub query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Query parameters percent-decoded, repeated keys joined with `,`.
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let raw: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|_| ApiError::BadRequest("Malformed query string".into()))?;
+    let mut merged: Vec<(String, String)> = Vec::with_capacity(raw.len());
+    for (k, v) in raw {
+        match merged.iter_mut().find(|(mk, _)| *mk == k) {
+            Some((_, mv)) => {
+                mv.push(',');
+                mv.push_str(&v);
+            }
+            None => merged.push((k, v)),
+        }
+    }
+    Ok(merged)
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::Unauthorized(message.into())
+}
+
+/// Verifies the request; `now` is Unix seconds.
+pub fn verify(
+    app: &AppConfig,
+    request: &SignedParts,
+    now: u64,
+    window: u64,
+) -> Result<(), ApiError> {
+    let params = parse_query(request.query)?;
+    let required = |key: &str| {
+        param(&params, key).ok_or_else(|| unauthorized(format!("Missing {key} parameter")))
+    };
+    let key = required("auth_key")?;
+    let timestamp = required("auth_timestamp")?;
+    let version = required("auth_version")?;
+    let signature = required("auth_signature")?;
+
+    if version != "1.0" {
+        return Err(unauthorized(
+            "Version not supported: auth_version must be 1.0",
+        ));
+    }
+    if key != app.key {
+        return Err(unauthorized("Unknown auth_key"));
+    }
+    let ts: u64 = timestamp
+        .parse()
+        .map_err(|_| unauthorized("auth_timestamp must be Unix seconds"))?;
+    if now.abs_diff(ts) >= window {
+        return Err(unauthorized(format!(
+            "Timestamp expired: given timestamp {ts} not within {window}s of server time {now}"
+        )));
+    }
+    let body_md5 = param(&params, "body_md5");
+    if !request.body.is_empty() || body_md5.is_some() {
+        let actual = auth::md5_hex(request.body);
+        match body_md5 {
+            Some(sent) if sent.eq_ignore_ascii_case(&actual) => {}
+            Some(_) => return Err(unauthorized("body_md5 does not match the request body")),
+            None => {
+                return Err(unauthorized(
+                    "Missing body_md5 parameter for a request with a body",
+                ))
+            }
+        }
+    }
+
+    // The decoded path is what the SDKs sign; the raw one is tried too in
+    // case a client signed it as sent.
+    let decoded = percent_decode(request.path);
+    let mut tried = Vec::with_capacity(2);
+    for path in [decoded.as_str(), request.path] {
+        let to_sign = auth::http_string_to_sign(request.method, path, &params);
+        if auth::verify(&app.secret, to_sign.as_bytes(), signature) {
+            return Ok(());
+        }
+        tried.push(to_sign);
+    }
+    Err(unauthorized(format!(
+        "Invalid signature: you should have sent HmacSHA256Hex({:?}, your_secret_key)",
+        tried[0]
+    )))
+}
+
+/// Decodes `%XX` escapes; invalid escapes are kept as they are.
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> AppConfig {
+        AppConfig::new("1", "app-key", "app-secret")
+    }
+
+    fn check(method: &str, path: &str, query: &str, body: &[u8], now: u64) -> Result<(), ApiError> {
+        verify(
+            &app(),
+            &SignedParts {
+                method,
+                path,
+                query,
+                body,
+            },
+            now,
+            600,
+        )
+    }
+
+    const BODY: &[u8] =
+        br#"{"name":"my-event","channel":"my-channel","data":"{\"hello\":\"world\"}"}"#;
+    const Q: &str = "auth_key=app-key&auth_timestamp=1700000000&auth_version=1.0&body_md5=349c71b13ec8d76fc16325f273365ba5&auth_signature=fee634367542f75080291c3d2d0e1acb69fed9aa363eb720c643283fb5ba3158";
+
+    #[test]
+    fn accepts_sdk_requests() {
+        check("POST", "/apps/1/events", Q, BODY, 1_700_000_100).expect("php/node POST");
+        let php = "auth_key=app-key&auth_timestamp=1700000000&auth_version=1.0&info=user_count%2Csubscription_count&auth_signature=467f42910f775913fbfd8b974c490c726316f16c2bf2fc1bcfe7558125c99cd0";
+        check(
+            "GET",
+            "/apps/1/channels/presence-room.1",
+            php,
+            b"",
+            1_700_000_000,
+        )
+        .expect("php GET");
+        let node = php.replace("%2C", ",");
+        check(
+            "GET",
+            "/apps/1/channels/presence-room.1",
+            &node,
+            b"",
+            1_700_000_000,
+        )
+        .expect("node GET");
+        let python = "auth_key=app-key&auth_signature=951b8afd0d8bccbbdc941d33c3e1f5a026b422ffaf4e2aeae720bc3195c707a7&auth_timestamp=1700000000&auth_version=1.0&body_md5=d41d8cd98f00b204e9800998ecf8427e&filter_by_prefix=presence-&info=user_count";
+        check("GET", "/apps/1/channels", python, b"", 1_700_000_000).expect("python GET");
+    }
+
+    #[test]
+    fn rejects_every_signing_failure() {
+        let now = 1_700_000_000;
+        let unauthorized = |r: Result<(), ApiError>| matches!(r, Err(ApiError::Unauthorized(_)));
+        assert!(
+            unauthorized(check("POST", "/apps/1/events", Q, b"{}", now)),
+            "body changed"
+        );
+        assert!(
+            unauthorized(check("POST", "/apps/1/events", Q, BODY, now + 600)),
+            "expired"
+        );
+        assert!(
+            unauthorized(check("POST", "/apps/1/events", Q, BODY, now - 600)),
+            "future"
+        );
+        assert!(
+            unauthorized(check("POST", "/apps/2/events", Q, BODY, now)),
+            "path"
+        );
+        assert!(
+            unauthorized(check("GET", "/apps/1/events", Q, BODY, now)),
+            "method"
+        );
+        for drop in [
+            "auth_key",
+            "auth_timestamp",
+            "auth_version",
+            "auth_signature",
+            "body_md5",
+        ] {
+            let q: Vec<&str> = Q.split('&').filter(|p| !p.starts_with(drop)).collect();
+            assert!(
+                unauthorized(check("POST", "/apps/1/events", &q.join("&"), BODY, now)),
+                "{drop}"
+            );
+        }
+        let q = Q.replace("auth_version=1.0", "auth_version=2.0");
+        assert!(unauthorized(check("POST", "/apps/1/events", &q, BODY, now)));
+        let q = Q.replace("auth_key=app-key", "auth_key=other");
+        assert!(unauthorized(check("POST", "/apps/1/events", &q, BODY, now)));
+        let err = check(
+            "POST",
+            "/apps/1/events",
+            &Q.replace("fee6", "0000"),
+            BODY,
+            now,
+        )
+        .expect_err("bad signature")
+        .to_string();
+        assert!(
+            err.contains("POST\\n/apps/1/events\\nauth_key=app-key"),
+            "{err}"
+        );
+        assert!(!err.contains("app-secret"));
+    }
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(
+            percent_decode("/apps/1/channels/a%2Cb"),
+            "/apps/1/channels/a,b"
+        );
+        assert_eq!(percent_decode("/x%2"), "/x%2");
+        assert_eq!(percent_decode("/x%zz"), "/x%zz");
+        assert_eq!(percent_decode("%23server"), "#server");
+    }
+}

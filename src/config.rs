@@ -1,0 +1,416 @@
+//! Configuration: `config.toml` (optional) plus environment overrides, checked
+//! once at start-up into one [`Config`] value.
+//!
+//! Precedence, lowest first: built-in defaults, the config file, environment
+//! variables, command-line flags. With no `[[apps]]` in the file, one default
+//! app is made from `HERALD_APP_ID/KEY/SECRET` or the `PUSHER_APP_ID/KEY/SECRET`
+//! variables a Laravel `.env` already has.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Built-in credentials of the default app; a warning is logged while the
+/// secret is in use.
+pub const DEFAULT_APP_ID: &str = "app-id";
+pub const DEFAULT_APP_KEY: &str = "app-key";
+pub const DEFAULT_APP_SECRET: &str = "app-secret";
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+/// Settings of the node itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port for WebSocket and HTTP API alike.
+    pub port: u16,
+    /// Seconds of silence before the server pings a client; also what
+    /// `connection_established` advertises.
+    pub activity_timeout: u64,
+    /// Seconds to wait for any frame after a server ping before closing 4201.
+    pub pong_timeout: u64,
+    /// Frames queued for one connection before it is dropped as too slow.
+    pub connection_queue: usize,
+    /// Largest accepted HTTP request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Allowed clock skew of `auth_timestamp` on HTTP API requests, seconds.
+    pub http_timestamp_window: u64,
+    /// Refuse connections that send no `protocol` query parameter (4008).
+    pub require_protocol_param: bool,
+    /// Seconds given to open connections to leave on shutdown.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 6001,
+            activity_timeout: 30,
+            pong_timeout: 30,
+            connection_queue: 1024,
+            max_request_bytes: 1024 * 1024,
+            http_timestamp_window: 600,
+            require_protocol_param: false,
+            shutdown_timeout: 10,
+        }
+    }
+}
+
+/// One application: credentials, switches and limits (Pusher's values by
+/// default; 0 means unlimited where noted).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub enabled: bool,
+    /// Accept `client-*` events on private and presence channels.
+    pub client_events: bool,
+    /// Broadcast `pusher_internal:subscription_count` on non-presence channels.
+    pub subscription_count: bool,
+    /// Close connections that have not signed in within `signin_timeout`.
+    pub require_signin: bool,
+    /// Seconds a connection may stay unauthenticated when `require_signin` is on.
+    pub signin_timeout: u64,
+    /// Send watchlist online/offline events to signed-in users.
+    pub watchlist_events: bool,
+    /// Concurrent connections (0 = unlimited).
+    pub max_connections: usize,
+    /// Distinct users per presence channel.
+    pub max_presence_members: usize,
+    /// Serialised size of a presence member's `user_info`, bytes.
+    pub max_presence_user_info_bytes: usize,
+    /// Length of a presence or signed-in `user_id`.
+    pub max_user_id_length: usize,
+    /// Size of one event's `data`, bytes (API events and client events).
+    pub max_event_bytes: usize,
+    /// Channels one API event may target.
+    pub max_channels_per_event: usize,
+    /// Events in one `batch_events` request.
+    pub max_batch_events: usize,
+    pub max_channel_name_length: usize,
+    pub max_event_name_length: usize,
+    /// Client events per connection per second (0 = unlimited).
+    pub client_event_rate: u32,
+    /// Largest WebSocket message accepted from a client, bytes.
+    pub max_message_bytes: usize,
+    /// Seconds a cache channel keeps its last event.
+    pub cache_ttl: u64,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: String::new(),
+            key: String::new(),
+            secret: String::new(),
+            enabled: true,
+            client_events: true,
+            subscription_count: false,
+            require_signin: false,
+            signin_timeout: 30,
+            watchlist_events: true,
+            max_connections: 0,
+            max_presence_members: 100,
+            max_presence_user_info_bytes: 1024,
+            max_user_id_length: 128,
+            max_event_bytes: 10 * 1024,
+            max_channels_per_event: 100,
+            max_batch_events: 10,
+            max_channel_name_length: 200,
+            max_event_name_length: 200,
+            client_event_rate: 10,
+            max_message_bytes: 64 * 1024,
+            cache_ttl: 30 * 60,
+        }
+    }
+}
+
+impl AppConfig {
+    /// An app with the given credentials and every default.
+    pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        AppConfig {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            ..AppConfig::default()
+        }
+    }
+}
+
+/// Reads environment variables; a function so tests can supply their own.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies environment overrides and validates.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: display,
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error message names the offending key.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    fn apply_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+        if let Some(host) = env.var("HERALD_HOST") {
+            self.server.host = host;
+        }
+        if let Some(port) = env.var("HERALD_PORT") {
+            self.server.port = port
+                .parse()
+                .map_err(|_| invalid("HERALD_PORT", format!("{port:?} is not a port number")))?;
+        }
+        if let Some(t) = env.var("HERALD_ACTIVITY_TIMEOUT") {
+            self.server.activity_timeout = t.parse().map_err(|_| {
+                invalid(
+                    "HERALD_ACTIVITY_TIMEOUT",
+                    format!("{t:?} is not a number of seconds"),
+                )
+            })?;
+        }
+        if self.apps.is_empty() {
+            let pick = |herald: &str, pusher: &str, default: &str| {
+                env.var(herald)
+                    .or_else(|| env.var(pusher))
+                    .unwrap_or_else(|| default.to_owned())
+            };
+            self.apps.push(AppConfig::new(
+                pick("HERALD_APP_ID", "PUSHER_APP_ID", DEFAULT_APP_ID),
+                pick("HERALD_APP_KEY", "PUSHER_APP_KEY", DEFAULT_APP_KEY),
+                pick("HERALD_APP_SECRET", "PUSHER_APP_SECRET", DEFAULT_APP_SECRET),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every value that could make the server misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.host.trim().is_empty() {
+            return Err(invalid("server.host", "must not be empty"));
+        }
+        positive("server.activity_timeout", s.activity_timeout)?;
+        positive("server.pong_timeout", s.pong_timeout)?;
+        positive("server.connection_queue", s.connection_queue as u64)?;
+        positive("server.max_request_bytes", s.max_request_bytes as u64)?;
+        positive("server.http_timestamp_window", s.http_timestamp_window)?;
+        if self.apps.is_empty() {
+            return Err(invalid("apps", "at least one app is required"));
+        }
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let at = |field: &str| format!("apps[{i}].{field}");
+            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+                if value.trim().is_empty() {
+                    return Err(invalid(at(field), "must not be empty"));
+                }
+            }
+            if app.key.contains(':') {
+                return Err(invalid(at("key"), "must not contain ':'"));
+            }
+            if app.id.contains('/') || app.key.contains('/') {
+                return Err(invalid(at("id"), "id and key must not contain '/'"));
+            }
+            if !ids.insert(app.id.as_str()) {
+                return Err(invalid(at("id"), format!("duplicate app id {:?}", app.id)));
+            }
+            if !keys.insert(app.key.as_str()) {
+                return Err(invalid(
+                    at("key"),
+                    format!("duplicate app key {:?}", app.key),
+                ));
+            }
+            let l = app;
+            positive(&at("max_presence_members"), l.max_presence_members as u64)?;
+            positive(
+                &at("max_presence_user_info_bytes"),
+                l.max_presence_user_info_bytes as u64,
+            )?;
+            positive(&at("max_user_id_length"), l.max_user_id_length as u64)?;
+            positive(&at("max_event_bytes"), l.max_event_bytes as u64)?;
+            positive(
+                &at("max_channels_per_event"),
+                l.max_channels_per_event as u64,
+            )?;
+            positive(&at("max_batch_events"), l.max_batch_events as u64)?;
+            positive(
+                &at("max_channel_name_length"),
+                l.max_channel_name_length as u64,
+            )?;
+            positive(&at("max_event_name_length"), l.max_event_name_length as u64)?;
+            positive(&at("max_message_bytes"), l.max_message_bytes as u64)?;
+            positive(&at("cache_ttl"), l.cache_ttl)?;
+            if app.require_signin {
+                positive(&at("signin_timeout"), app.signin_timeout)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True while any app still uses the built-in default secret.
+    pub fn uses_default_secret(&self) -> bool {
+        self.apps.iter().any(|a| a.secret == DEFAULT_APP_SECRET)
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, &'static str>);
+
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+    }
+
+    fn env(pairs: &[(&'static str, &'static str)]) -> MapEnv {
+        MapEnv(pairs.iter().copied().collect())
+    }
+
+    #[test]
+    fn zero_config_has_the_default_app() {
+        let c = Config::load(None, &env(&[])).expect("valid");
+        assert_eq!(c.server.port, 6001);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].key, "app-key");
+        assert!(c.uses_default_secret());
+    }
+
+    #[test]
+    fn laravel_and_herald_variables_override() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("PUSHER_APP_ID", "1"),
+                ("PUSHER_APP_KEY", "k"),
+                ("PUSHER_APP_SECRET", "s"),
+                ("HERALD_APP_SECRET", "s2"),
+                ("HERALD_PORT", "7000"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!((c.apps[0].id.as_str(), c.apps[0].key.as_str()), ("1", "k"));
+        assert_eq!(c.apps[0].secret, "s2");
+        assert_eq!(c.server.port, 7000);
+        assert!(!c.uses_default_secret());
+    }
+
+    #[test]
+    fn file_apps_and_limits() {
+        let c = Config::from_toml(
+            r#"
+            [server]
+            port = 7001
+            [[apps]]
+            id = "1"
+            key = "k1"
+            secret = "s1"
+            max_presence_members = 5
+            client_events = false
+            [[apps]]
+            id = "2"
+            key = "k2"
+            secret = "s2"
+            "#,
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.apps[0].max_presence_members, 5);
+        assert!(!c.apps[0].client_events);
+        assert_eq!(c.apps[1].max_presence_members, 100);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let e = Config::from_toml("[server]\nprot = 1\n").expect_err("unknown key");
+        assert!(e.contains("prot"), "{e}");
+        let e = Config::from_toml("[server]\nport = \"x\"\n").expect_err("wrong type");
+        assert!(e.contains("port"), "{e}");
+        let mut c =
+            Config::from_toml("[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"\"\n").expect("parses");
+        let e = c.validate().expect_err("empty secret").to_string();
+        assert!(e.contains("apps[0].secret"), "{e}");
+        c.apps[0].secret = "s".into();
+        c.apps.push(c.apps[0].clone());
+        let e = c.validate().expect_err("duplicate").to_string();
+        assert!(e.contains("apps[1].id"), "{e}");
+        let e = Config::load(None, &env(&[("HERALD_PORT", "nope")])).expect_err("bad port");
+        assert!(e.to_string().contains("HERALD_PORT"));
+    }
+}

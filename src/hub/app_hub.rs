@@ -1,0 +1,399 @@
+//! The in-node state of one app: its channels and their subscribers, presence
+//! rosters, cached events, signed-in users and watchlists, plus local fan-out.
+//!
+//! Every method is synchronous and holds at most one map shard at a time, so
+//! no lock is ever held across an `.await`. Frames are built once by the
+//! caller and cloned (a refcount) per subscriber.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use dashmap::DashMap;
+
+use super::connection::{CloseRequest, Connection};
+use super::presence::{MemberInfo, Roster};
+use crate::config::AppConfig;
+use crate::protocol::channel::server_to_user_id;
+use crate::protocol::{messages, ChannelType, SocketId};
+
+/// One channel's subscribers, and its roster when it is a presence channel.
+#[derive(Debug)]
+struct Channel {
+    subscribers: HashMap<SocketId, Arc<Connection>>,
+    roster: Option<Roster>,
+}
+
+impl Channel {
+    fn deliver(&self, frame: &ByteString, except: Option<SocketId>) -> usize {
+        let mut delivered = 0;
+        for (id, conn) in &self.subscribers {
+            if Some(*id) != except && conn.send(frame.clone()) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+}
+
+/// The last event of a cache channel.
+#[derive(Debug)]
+struct CachedEvent {
+    frame: ByteString,
+    expires: Instant,
+}
+
+/// Counts reported by channel queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelStats {
+    pub subscription_count: usize,
+    /// Distinct members; `None` for non-presence channels.
+    pub user_count: Option<usize>,
+}
+
+/// What a subscribe did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The channel had no subscribers before.
+    pub occupied: bool,
+    /// A presence member joined (their first socket on the channel).
+    pub member_added: bool,
+}
+
+/// What an unsubscribe did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unsubscribed {
+    /// The channel has no subscribers left.
+    pub vacated: bool,
+    /// The presence member that left with their last socket.
+    pub member_removed: Option<Arc<str>>,
+}
+
+/// Why a subscribe was refused by the hub.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("Presence channel is full: at most {0} members")]
+    MemberLimit(usize),
+}
+
+/// Live state of one app on this node.
+#[derive(Debug)]
+pub struct AppHub {
+    pub app: Arc<AppConfig>,
+    channels: DashMap<Box<str>, Channel>,
+    cache: DashMap<Box<str>, CachedEvent>,
+    connections: DashMap<SocketId, Arc<Connection>>,
+    connection_count: AtomicUsize,
+    /// Signed-in sockets per user id.
+    users: DashMap<Arc<str>, Vec<Arc<Connection>>>,
+    /// Sockets watching a user id (watchlist events).
+    watchers: DashMap<Arc<str>, Vec<Arc<Connection>>>,
+}
+
+impl AppHub {
+    pub fn new(app: Arc<AppConfig>) -> Self {
+        AppHub {
+            app,
+            channels: DashMap::new(),
+            cache: DashMap::new(),
+            connections: DashMap::new(),
+            connection_count: AtomicUsize::new(0),
+            users: DashMap::new(),
+            watchers: DashMap::new(),
+        }
+    }
+
+    // ----- connections -------------------------------------------------
+
+    /// Registers a connection unless the app is at its connection quota.
+    pub fn admit(&self, conn: &Arc<Connection>) -> bool {
+        let max = self.app.max_connections;
+        let before = self.connection_count.fetch_add(1, Ordering::AcqRel);
+        if max > 0 && before >= max {
+            self.connection_count.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.connections.insert(conn.socket_id, conn.clone());
+        true
+    }
+
+    /// Forgets a connection admitted earlier.
+    pub fn release(&self, socket: SocketId) {
+        if self.connections.remove(&socket).is_some() {
+            self.connection_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connection_count.load(Ordering::Acquire)
+    }
+
+    /// Asks every connection of the app to close (shutdown).
+    pub fn close_all(&self, request: &CloseRequest) {
+        for conn in self.connections.iter() {
+            conn.request_close(request.clone());
+        }
+    }
+
+    // ----- channels ----------------------------------------------------
+
+    /// Adds `conn` to a channel and queues, in this order: the
+    /// `subscription_succeeded` frame, then `member_added` to the others,
+    /// then the subscription count, then the cached event or cache miss.
+    /// Queuing while the channel is locked guarantees the subscriber sees
+    /// `subscription_succeeded` before any event of the channel.
+    ///
+    /// A repeated subscribe is idempotent: `subscription_succeeded` is sent
+    /// again and nothing else changes.
+    pub fn subscribe(
+        &self,
+        conn: &Arc<Connection>,
+        name: &str,
+        member: Option<&MemberInfo>,
+    ) -> Result<Subscribed, SubscribeError> {
+        let kind = ChannelType::of(name);
+        let mut entry = self.channels.entry(name.into()).or_insert_with(|| Channel {
+            subscribers: HashMap::new(),
+            roster: kind.is_presence().then(Roster::default),
+        });
+        let channel = entry.value_mut();
+        let socket = conn.socket_id;
+        let already = channel.subscribers.contains_key(&socket);
+
+        let mut member_added = false;
+        if let (Some(roster), Some(member), false) = (channel.roster.as_mut(), member, already) {
+            let max = self.app.max_presence_members;
+            if !roster.is_member(&member.user_id) && roster.member_count() >= max {
+                return Err(SubscribeError::MemberLimit(max));
+            }
+            member_added = roster.join(socket, member);
+        }
+        let occupied = channel.subscribers.is_empty();
+        channel.subscribers.insert(socket, conn.clone());
+
+        let data = match &channel.roster {
+            Some(roster) => roster.subscription_data(),
+            None => "{}".to_owned(),
+        };
+        conn.send(messages::subscription_succeeded(name, &data));
+        if let (true, Some(member)) = (member_added, member) {
+            let frame = messages::member_added(name, &member.user_id, &member.user_info);
+            channel.deliver(&frame, Some(socket));
+        }
+        if !already && self.app.subscription_count && channel.roster.is_none() {
+            let frame = messages::subscription_count(name, channel.subscribers.len());
+            channel.deliver(&frame, None);
+        }
+        if kind.cached {
+            match self.cached(name) {
+                Some(frame) => conn.send(frame),
+                None => conn.send(messages::cache_miss(name)),
+            };
+        }
+        Ok(Subscribed {
+            occupied,
+            member_added,
+        })
+    }
+
+    /// Removes a socket from a channel, announcing `member_removed` when it
+    /// was its user's last socket there. Unknown channels or sockets are ignored.
+    pub fn unsubscribe(&self, socket: SocketId, name: &str) -> Unsubscribed {
+        let mut outcome = Unsubscribed::default();
+        {
+            let Some(mut channel) = self.channels.get_mut(name) else {
+                return outcome;
+            };
+            if channel.subscribers.remove(&socket).is_none() {
+                return outcome;
+            }
+            if let Some(user_id) = channel.roster.as_mut().and_then(|r| r.leave(socket)) {
+                channel.deliver(&messages::member_removed(name, &user_id), None);
+                outcome.member_removed = Some(user_id);
+            }
+            if self.app.subscription_count && channel.roster.is_none() {
+                let frame = messages::subscription_count(name, channel.subscribers.len());
+                channel.deliver(&frame, None);
+            }
+            outcome.vacated = channel.subscribers.is_empty();
+        }
+        if outcome.vacated {
+            self.channels
+                .remove_if(name, |_, c| c.subscribers.is_empty());
+        }
+        outcome
+    }
+
+    /// The presence user id a socket joined a channel as.
+    pub fn member_of(&self, socket: SocketId, name: &str) -> Option<Arc<str>> {
+        let channel = self.channels.get(name)?;
+        channel.roster.as_ref()?.user_of(socket).cloned()
+    }
+
+    /// Delivers a frame to a channel's local subscribers (or, for
+    /// `#server-to-user-{id}`, to that user's signed-in sockets), except one
+    /// socket. Returns how many connections it was queued for.
+    pub fn publish(&self, name: &str, frame: &ByteString, except: Option<SocketId>) -> usize {
+        if let Some(user_id) = server_to_user_id(name) {
+            return self.send_to_user(user_id, frame, except);
+        }
+        match self.channels.get(name) {
+            Some(channel) => channel.deliver(frame, except),
+            None => 0,
+        }
+    }
+
+    // ----- cache channels ----------------------------------------------
+
+    /// Keeps `frame` as the channel's last event for `cache_ttl`.
+    pub fn store_cached(&self, name: &str, frame: ByteString) {
+        let expires = Instant::now() + Duration::from_secs(self.app.cache_ttl);
+        self.cache
+            .insert(name.into(), CachedEvent { frame, expires });
+    }
+
+    /// The channel's cached event, if it has not expired.
+    pub fn cached(&self, name: &str) -> Option<ByteString> {
+        let entry = self.cache.get(name)?;
+        (entry.expires > Instant::now()).then(|| entry.frame.clone())
+    }
+
+    /// Drops expired cache entries (run periodically).
+    pub fn sweep_cache(&self) {
+        let now = Instant::now();
+        self.cache.retain(|_, e| e.expires > now);
+    }
+
+    // ----- queries -----------------------------------------------------
+
+    /// Occupied channels, optionally filtered by prefix; never the
+    /// `#server-to-user-` channels.
+    pub fn channels(&self, prefix: Option<&str>) -> Vec<(String, ChannelStats)> {
+        self.channels
+            .iter()
+            .filter(|c| prefix.is_none_or(|p| c.key().starts_with(p)))
+            .map(|c| (c.key().to_string(), stats(&c)))
+            .collect()
+    }
+
+    /// Counts for one channel; `None` when nobody is subscribed.
+    pub fn channel(&self, name: &str) -> Option<ChannelStats> {
+        self.channels.get(name).map(|c| stats(&c))
+    }
+
+    /// Distinct user ids on a presence channel.
+    pub fn channel_users(&self, name: &str) -> Vec<String> {
+        match self.channels.get(name) {
+            Some(c) => match &c.roster {
+                Some(r) => r.user_ids().map(|id| id.to_string()).collect(),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    }
+
+    // ----- signed-in users ---------------------------------------------
+
+    /// Records a signed-in socket; returns true when the user came online.
+    pub fn add_user(&self, user_id: &Arc<str>, conn: &Arc<Connection>) -> bool {
+        let came_online = {
+            let mut sockets = self.users.entry(user_id.clone()).or_default();
+            sockets.push(conn.clone());
+            sockets.len() == 1
+        };
+        if came_online && self.app.watchlist_events {
+            self.notify_watchers(user_id, true);
+        }
+        came_online
+    }
+
+    /// Forgets a signed-in socket; returns true when the user went offline.
+    pub fn remove_user(&self, user_id: &str, socket: SocketId) -> bool {
+        let went_offline = match self.users.get_mut(user_id) {
+            Some(mut sockets) => {
+                sockets.retain(|c| c.socket_id != socket);
+                sockets.is_empty()
+            }
+            None => false,
+        };
+        if went_offline {
+            self.users.remove_if(user_id, |_, s| s.is_empty());
+            if self.app.watchlist_events {
+                self.notify_watchers(user_id, false);
+            }
+        }
+        went_offline
+    }
+
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.users.contains_key(user_id)
+    }
+
+    fn send_to_user(&self, user_id: &str, frame: &ByteString, except: Option<SocketId>) -> usize {
+        let Some(sockets) = self.users.get(user_id) else {
+            return 0;
+        };
+        sockets
+            .iter()
+            .filter(|c| Some(c.socket_id) != except && c.send(frame.clone()))
+            .count()
+    }
+
+    /// Closes every socket signed in as `user_id`; returns how many.
+    pub fn terminate_user(&self, user_id: &str) -> usize {
+        let Some(sockets) = self.users.get(user_id) else {
+            return 0;
+        };
+        for conn in sockets.iter() {
+            conn.request_close(CloseRequest {
+                code: crate::protocol::codes::UNAUTHORIZED,
+                reason: "You got disconnected by the app.",
+                send_error: true,
+            });
+        }
+        sockets.len()
+    }
+
+    /// Subscribes `conn` to online/offline events of `watched` user ids.
+    pub fn watch(&self, watched: &[Arc<str>], conn: &Arc<Connection>) {
+        for id in watched {
+            self.watchers
+                .entry(id.clone())
+                .or_default()
+                .push(conn.clone());
+        }
+    }
+
+    pub fn unwatch(&self, watched: &[Arc<str>], socket: SocketId) {
+        for id in watched {
+            if let Some(mut list) = self.watchers.get_mut(id) {
+                list.retain(|c| c.socket_id != socket);
+            }
+            self.watchers.remove_if(id, |_, l| l.is_empty());
+        }
+    }
+
+    fn notify_watchers(&self, user_id: &str, online: bool) {
+        let Some(list) = self.watchers.get(user_id) else {
+            return;
+        };
+        let ids = [user_id];
+        let frame = if online {
+            messages::watchlist_events(&ids, &[])
+        } else {
+            messages::watchlist_events(&[], &ids)
+        };
+        for conn in list.iter() {
+            conn.send(frame.clone());
+        }
+    }
+}
+
+fn stats(channel: &Channel) -> ChannelStats {
+    ChannelStats {
+        subscription_count: channel.subscribers.len(),
+        user_count: channel.roster.as_ref().map(Roster::member_count),
+    }
+}

@@ -1,0 +1,16 @@
+//! Herald: a self-hosted, Pusher-protocol-compatible broadcast server.
+//!
+//! `protocol` and `auth` are pure (wire types and signatures); `hub` holds
+//! the in-node state; `adapter` is the seam to the cluster; `ws` and `api`
+//! are the two ways in; `server` wires them onto actix-web.
+
+pub mod adapter;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod state;
+pub mod trigger;
+pub mod ws;

@@ -1,0 +1,137 @@
+//! Builds the HTTP server (WebSocket upgrade, HTTP API, health check), runs
+//! it, and shuts it down gracefully: on SIGTERM or Ctrl-C every client is
+//! told to reconnect elsewhere (close 4200) before the listener stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use tracing::{info, warn};
+
+use crate::adapter::LocalAdapter;
+use crate::config::{Config, DEFAULT_APP_SECRET};
+use crate::hub::{CloseRequest, Hub};
+use crate::protocol::codes;
+use crate::state::State;
+use crate::{api, ws};
+
+/// How often expired cache-channel events are dropped.
+const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Runs Herald until a shutdown signal.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let state = State {
+        server: Arc::new(config.server.clone()),
+        hub: Arc::new(Hub::new(config.apps.clone())),
+        adapter: Arc::new(LocalAdapter),
+    };
+    let data = web::Data::new(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(state.server.shutdown_timeout)
+    .bind((state.server.host.as_str(), state.server.port))?;
+
+    for addr in server.addrs() {
+        info!("Herald listening on {addr} (WebSocket /app/{{key}}, HTTP API /apps/{{id}})");
+    }
+    log_app_settings(&config, server.addrs().first().map(|a| a.port()));
+
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(sweep_caches(state.hub.clone()));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down: asking clients to reconnect");
+        let request = CloseRequest {
+            code: codes::RECONNECT,
+            reason: "Server shutting down",
+            send_error: true,
+        };
+        for app in state.hub.apps() {
+            app.close_all(&request);
+        }
+        // Give sessions a moment to send their close frames.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while state.hub.apps().any(|a| a.connection_count() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle.stop(true).await;
+    });
+    server.await
+}
+
+/// Every route of the server.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/up", web::get().to(up))
+        .route("/app/{key}", web::get().to(ws::upgrade))
+        .configure(api::routes);
+}
+
+async fn up() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({ "error": "Not found" }))
+}
+
+async fn sweep_caches(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(CACHE_SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        for app in hub.apps() {
+            app.sweep_cache();
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Logs what a Laravel `.env` needs, never a configured secret.
+fn log_app_settings(config: &Config, port: Option<u16>) {
+    let port = port.unwrap_or(config.server.port);
+    for app in &config.apps {
+        let secret = if app.secret == DEFAULT_APP_SECRET {
+            DEFAULT_APP_SECRET
+        } else {
+            "<the secret from your Herald config>"
+        };
+        info!(
+            "app {:?}: Laravel .env lines:\n  BROADCAST_CONNECTION=pusher\n  PUSHER_APP_ID={}\n  PUSHER_APP_KEY={}\n  PUSHER_APP_SECRET={}\n  PUSHER_HOST=127.0.0.1\n  PUSHER_PORT={}\n  PUSHER_SCHEME=http\n  PUSHER_APP_CLUSTER=mt1",
+            app.id, app.id, app.key, secret, port
+        );
+    }
+    if config.uses_default_secret() {
+        warn!(
+            "the built-in default app secret {DEFAULT_APP_SECRET:?} is in use: anyone can sign requests. \
+             Set PUSHER_APP_SECRET (or HERALD_APP_SECRET, or apps in --config) before exposing Herald"
+        );
+    }
+}

@@ -1,0 +1,391 @@
+// Shared harness for Herald's end-to-end tests: starts the real server binary
+// on a free port, builds real pusher-js / laravel-echo clients and the official
+// `pusher` server SDK against it, and offers promise helpers in which every
+// wait has a timeout (no sleeps used as synchronisation).
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import PusherJs from 'pusher-js';
+import Echo from 'laravel-echo';
+import PusherSdk from 'pusher';
+
+export const APP = Object.freeze({ id: 'app-id', key: 'app-key', secret: 'app-secret' });
+
+/** Default time any single wait may take, in milliseconds. */
+export const WAIT_MS = 5000;
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+export const HERALD_BIN = process.env.HERALD_BIN || path.join(REPO, 'target', 'debug', 'herald');
+
+if (process.env.HERALD_E2E_DEBUG) {
+  PusherJs.log = (message) => console.error('[pusher-js]', message);
+}
+
+// ---------------------------------------------------------------------------
+// Promise helpers
+// ---------------------------------------------------------------------------
+
+/** Rejects with `label` if `promise` has not settled within `ms`. */
+export function withTimeout(promise, ms = WAIT_MS, label = 'operation') {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${label}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Generic waiter: `subscribe(resolve, reject)` registers listeners and may
+ * return a cleanup function, which runs once the wait ends either way.
+ */
+export function waitFor(subscribe, { timeout = WAIT_MS, label = 'event' } = {}) {
+  let cleanup;
+  const promise = new Promise((resolve, reject) => {
+    cleanup = subscribe(resolve, reject);
+  });
+  return withTimeout(promise, timeout, label).finally(() => {
+    if (typeof cleanup === 'function') cleanup();
+  });
+}
+
+/**
+ * Waits for `event` on a pusher-js style emitter (channel, connection,
+ * pusher.user: anything with bind/unbind). Resolves with `{ data, metadata }`
+ * of the first emission that passes `filter`.
+ */
+export function waitForEvent(emitter, event, { filter = () => true, timeout = WAIT_MS } = {}) {
+  const name = emitter.name ? `'${event}' on ${emitter.name}` : `'${event}'`;
+  return waitFor(
+    (resolve) => {
+      const handler = (data, metadata) => {
+        if (filter(data, metadata)) resolve({ data, metadata });
+      };
+      emitter.bind(event, handler);
+      return () => emitter.unbind(event, handler);
+    },
+    { timeout, label: name },
+  );
+}
+
+/** Waits until a pusher-js client's connection reaches `state`. */
+export function waitForState(pusher, state, timeout = WAIT_MS) {
+  if (pusher.connection.state === state) return Promise.resolve();
+  return waitForEvent(pusher.connection, 'state_change', {
+    filter: ({ current }) => current === state,
+    timeout,
+  }).then(() => undefined);
+}
+
+/** Waits for a raw protocol frame (any `event` name) seen by a pusher-js connection. */
+export function waitForFrame(pusher, eventName, timeout = WAIT_MS) {
+  return waitForEvent(pusher.connection, 'message', {
+    filter: (message) => message.event === eventName,
+    timeout,
+  }).then(({ data }) => data);
+}
+
+/** Records every emission of `event` on an emitter into the returned array. */
+export function record(emitter, event) {
+  const seen = [];
+  emitter.bind(event, (data, metadata) => seen.push({ data, metadata }));
+  return seen;
+}
+
+/**
+ * A callback to hand to APIs that take one (Echo's listen/here/joining, ...).
+ * `await cb.wait()` resolves with the first argument of its first call.
+ */
+export function latch(label = 'callback') {
+  let settle;
+  const called = new Promise((resolve) => { settle = resolve; });
+  const cb = (...args) => {
+    cb.calls.push(args);
+    settle(args[0]);
+  };
+  cb.calls = [];
+  cb.wait = (timeout = WAIT_MS) => withTimeout(called, timeout, label);
+  return cb;
+}
+
+/**
+ * Lets `ms` pass. Only for asserting that something does NOT happen within a
+ * window (e.g. no reconnect); never use it to wait for something to happen.
+ */
+export function observeFor(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// ---------------------------------------------------------------------------
+// The server under test
+// ---------------------------------------------------------------------------
+
+/** Finds a free TCP port on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.unref();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** GET http://127.0.0.1:port/path without keep-alive; resolves with the status code. */
+function httpStatus(port, urlPath) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Starts the Herald binary on a free port and waits until GET /up answers 200.
+ * `configToml`, if given, is written to a temporary file passed as --config.
+ * Resolves with { port, output(), stop() }.
+ */
+export async function startServer({ configToml, startTimeout = 15000 } = {}) {
+  const port = await freePort();
+  const args = ['--host', '127.0.0.1', '--port', String(port)];
+  let configDir;
+  if (configToml) {
+    configDir = await mkdtemp(path.join(tmpdir(), 'herald-e2e-'));
+    const file = path.join(configDir, 'herald.toml');
+    await writeFile(file, configToml);
+    args.push('--config', file);
+  }
+
+  const child = spawn(HERALD_BIN, args, {
+    env: {
+      ...process.env,
+      PUSHER_APP_ID: APP.id,
+      PUSHER_APP_KEY: APP.key,
+      PUSHER_APP_SECRET: APP.secret,
+      RUST_LOG: process.env.RUST_LOG || 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+
+  let log = '';
+  const capture = (chunk) => {
+    log += chunk.toString();
+    if (log.length > 200_000) log = log.slice(-100_000);
+  };
+  child.stdout.on('data', capture);
+  child.stderr.on('data', capture);
+
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+    child.on('error', (error) => resolve({ error }));
+  });
+  let exitInfo = null;
+  exited.then((info) => { exitInfo = info; });
+
+  const describeExit = () =>
+    exitInfo.error
+      ? `could not start ${HERALD_BIN}: ${exitInfo.error.message}`
+      : `herald exited early (code ${exitInfo.code}, signal ${exitInfo.signal})`;
+
+  const deadline = Date.now() + startTimeout;
+  for (;;) {
+    if (exitInfo) throw new Error(`${describeExit()}\n--- server output ---\n${log}`);
+    const status = await httpStatus(port, '/up').catch(() => null);
+    if (status === 200) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`herald did not answer 200 on /up within ${startTimeout} ms\n--- server output ---\n${log}`);
+    }
+    await Promise.race([observeFor(50), exited]);
+  }
+
+  return {
+    port,
+    output: () => log,
+    async stop() {
+      if (!exitInfo) {
+        child.kill('SIGTERM');
+        const stopped = await Promise.race([exited, observeFor(5000).then(() => null)]);
+        if (!stopped) {
+          child.kill('SIGKILL');
+          await exited;
+        }
+      }
+      if (configDir) await rm(configDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** TOML for a single app with the standard credentials plus `settings`. */
+export function appConfigToml(settings = {}) {
+  const lines = ['[[apps]]', `id = "${APP.id}"`, `key = "${APP.key}"`, `secret = "${APP.secret}"`];
+  for (const [name, value] of Object.entries(settings)) {
+    lines.push(`${name} = ${JSON.stringify(value)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------
+// Server SDK (`pusher` npm package)
+// ---------------------------------------------------------------------------
+
+/** The official server SDK pointed at Herald; `overrides` can change e.g. the secret. */
+export function makeSdk(port, overrides = {}) {
+  return new PusherSdk({
+    appId: APP.id,
+    key: APP.key,
+    secret: APP.secret,
+    host: '127.0.0.1',
+    port: String(port),
+    useTLS: false,
+    timeout: WAIT_MS,
+    ...overrides,
+  });
+}
+
+/** A random 32-byte master key for encrypted channels, base64. */
+export function randomMasterKey() {
+  return randomBytes(32).toString('base64');
+}
+
+// ---------------------------------------------------------------------------
+// Clients (pusher-js and laravel-echo)
+// ---------------------------------------------------------------------------
+
+/**
+ * pusher-js options for Herald. Authorization happens in-process with the
+ * server SDK, standing in for the app's /broadcasting/auth endpoints:
+ *   signer   - SDK instance that signs (default: correct credentials)
+ *   presence - { user_id, user_info } used as channel_data for presence channels
+ *   user     - user_data for pusher.signin(), e.g. { id: '42', user_info: {...} }
+ */
+export function pusherOptions(port, { signer, presence, user, ...extra } = {}) {
+  const sdk = signer || makeSdk(port);
+  return {
+    cluster: 'mt1',
+    wsHost: '127.0.0.1',
+    wsPort: port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    disableStats: true,
+    channelAuthorization: {
+      customHandler({ socketId, channelName }, callback) {
+        try {
+          const data = channelName.startsWith('presence-') ? presence : undefined;
+          callback(null, sdk.authorizeChannel(socketId, channelName, data));
+        } catch (error) {
+          callback(error, null);
+        }
+      },
+    },
+    userAuthentication: {
+      customHandler({ socketId }, callback) {
+        try {
+          if (!user) throw new Error('this test client has no user to sign in as');
+          callback(null, sdk.authenticateUser(socketId, user));
+        } catch (error) {
+          callback(error, null);
+        }
+      },
+    },
+    ...extra,
+  };
+}
+
+/** A pusher-js client (connects at once). */
+export function makePusher(port, opts = {}) {
+  return new PusherJs(APP.key, pusherOptions(port, opts));
+}
+
+/** A Laravel Echo instance (pusher broadcaster) that builds its own pusher-js client. */
+export function makeEcho(port, opts = {}) {
+  return new Echo({
+    broadcaster: 'pusher',
+    key: APP.key,
+    Pusher: PusherJs,
+    ...pusherOptions(port, opts),
+  });
+}
+
+/**
+ * Tracks the clients a test creates so an after hook can close them all.
+ * Every factory resolves once the client is connected.
+ */
+export class Clients {
+  constructor(port) {
+    this.port = port;
+    this.open = [];
+  }
+
+  async pusher(opts) {
+    const client = makePusher(this.port, opts);
+    this.open.push(client);
+    await waitForState(client, 'connected');
+    return client;
+  }
+
+  async echo(opts) {
+    const echo = makeEcho(this.port, opts);
+    this.open.push(echo.connector.pusher);
+    await waitForState(echo.connector.pusher, 'connected');
+    return echo;
+  }
+
+  /** Disconnects every client created so far. */
+  closeAll() {
+    for (const client of this.open.splice(0)) client.disconnect();
+  }
+}
+
+/**
+ * Subscribes a pusher-js client and waits for pusher:subscription_succeeded;
+ * rejects with the error data on pusher:subscription_error. Resolves with the
+ * channel (the succeeded data is kept as `channel.succeededWith`).
+ */
+export async function subscribe(pusher, channelName, timeout = WAIT_MS) {
+  const channel = pusher.subscribe(channelName);
+  channel.succeededWith = await waitOnChannel(channel, timeout);
+  return channel;
+}
+
+/** Waits for a channel's subscription outcome (resolves with the success data). */
+export function waitOnChannel(channel, timeout = WAIT_MS) {
+  if (channel.subscribed) return Promise.resolve(undefined);
+  return waitFor(
+    (resolve, reject) => {
+      const ok = (data) => resolve(data);
+      const failed = (error) =>
+        reject(new Error(`subscription to ${channel.name} failed: ${JSON.stringify(error)}`));
+      channel.bind('pusher:subscription_succeeded', ok);
+      channel.bind('pusher:subscription_error', failed);
+      return () => {
+        channel.unbind('pusher:subscription_succeeded', ok);
+        channel.unbind('pusher:subscription_error', failed);
+      };
+    },
+    { timeout, label: `subscription to ${channel.name}` },
+  );
+}
+
+/** Waits until an Echo channel (PusherChannel) has subscribed. */
+export function echoSubscribed(echoChannel, timeout = WAIT_MS) {
+  return waitOnChannel(echoChannel.subscription, timeout);
+}
+
+/** Reads a JSON body from an SDK response (node-fetch Response). */
+export async function json(responsePromise) {
+  const response = await responsePromise;
+  return response.json();
+}
