@@ -54,8 +54,9 @@ describe('features', () => {
       const received = waitForEvent(channel, 'secret');
       await signer.trigger('private-encrypted-x', 'secret', { msg: 'top secret' });
 
-      const wire = await frame;
+      const { data: wire } = await frame;
       assert.deepEqual(Object.keys(wire).sort(), ['ciphertext', 'nonce']);
+      assert.ok(!JSON.stringify(wire).includes('top secret'));
       assert.deepEqual((await received).data, { msg: 'top secret' });
     });
 

@@ -84,12 +84,15 @@ export function waitForState(pusher, state, timeout = WAIT_MS) {
   }).then(() => undefined);
 }
 
-/** Waits for a raw protocol frame (any `event` name) seen by a pusher-js connection. */
+/**
+ * Waits for a protocol frame with the given `event` name as pusher-js decoded
+ * it; resolves with the frame ({ event, channel?, data, user_id? }).
+ */
 export function waitForFrame(pusher, eventName, timeout = WAIT_MS) {
   return waitForEvent(pusher.connection, 'message', {
-    filter: (message) => message.event === eventName,
+    filter: (frame) => frame.event === eventName,
     timeout,
-  }).then(({ data }) => data);
+  }).then(({ data: frame }) => frame);
 }
 
 /** Records every emission of `event` on an emitter into the returned array. */
@@ -153,6 +156,21 @@ function httpStatus(port, urlPath) {
 }
 
 /**
+ * The server's environment: ours minus any HERALD_* settings (config file,
+ * port, app credentials...) that would make a run depend on the caller's
+ * shell; HERALD_LOG / RUST_LOG pass through for debugging.
+ */
+function serverEnv() {
+  const env = { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret };
+  for (const [name, value] of Object.entries(process.env)) {
+    if (name.startsWith('HERALD_') && name !== 'HERALD_LOG') continue;
+    if (name.startsWith('PUSHER_')) continue;
+    env[name] = value;
+  }
+  return env;
+}
+
+/**
  * Starts the Herald binary on a free port and waits until GET /up answers 200.
  * `configToml`, if given, is written to a temporary file passed as --config.
  * Resolves with { port, output(), stop() }.
@@ -169,13 +187,7 @@ export async function startServer({ configToml, startTimeout = 15000 } = {}) {
   }
 
   const child = spawn(HERALD_BIN, args, {
-    env: {
-      ...process.env,
-      PUSHER_APP_ID: APP.id,
-      PUSHER_APP_KEY: APP.key,
-      PUSHER_APP_SECRET: APP.secret,
-      RUST_LOG: process.env.RUST_LOG || 'info',
-    },
+    env: serverEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 
@@ -217,8 +229,9 @@ export async function startServer({ configToml, startTimeout = 15000 } = {}) {
     async stop() {
       if (!exitInfo) {
         child.kill('SIGTERM');
-        const stopped = await Promise.race([exited, observeFor(5000).then(() => null)]);
-        if (!stopped) {
+        try {
+          await withTimeout(exited, 5000, 'herald to exit after SIGTERM');
+        } catch {
           child.kill('SIGKILL');
           await exited;
         }

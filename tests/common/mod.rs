@@ -1,0 +1,451 @@
+//! Shared harness for the integration tests: runs the real `herald` binary
+//! on a free port and talks to it over real sockets (awc for both the
+//! WebSocket protocol and the signed HTTP API).
+//!
+//! Every wait has a timeout; nothing sleeps to synchronise.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_codec::Framed;
+use awc::ws::{self, Codec, Frame};
+use awc::BoxedSocket;
+use futures_util::{SinkExt, StreamExt};
+use herald::config::AppConfig;
+use serde_json::{json, Value};
+
+pub const KEY: &str = "app-key";
+pub const SECRET: &str = "app-secret";
+pub const APP_ID: &str = "app-id";
+
+/// How long any single expected frame or response may take.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running `herald` process, killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    _config: Option<tempfile::TempPath>,
+}
+
+pub mod tempfile {
+    //! A config file that is deleted when the test ends.
+    use std::path::{Path, PathBuf};
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn write(contents: &str) -> TempPath {
+            let path = std::env::temp_dir().join(format!(
+                "herald-test-{}-{}.toml",
+                std::process::id(),
+                rand_suffix()
+            ));
+            std::fs::write(&path, contents).expect("write temp config");
+            TempPath(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Server {
+    /// Starts Herald with the default app (app-id / app-key / app-secret).
+    pub fn start() -> Server {
+        Server::launch(None, &[])
+    }
+
+    /// Starts Herald with a TOML config file.
+    pub fn with_config(toml: &str) -> Server {
+        Server::launch(Some(toml), &[])
+    }
+
+    /// Starts Herald with a config and extra environment variables.
+    pub fn launch(toml: Option<&str>, env: &[(&str, &str)]) -> Server {
+        let config = toml.map(tempfile::TempPath::write);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["--host", "127.0.0.1", "--port", "0"])
+            .env_remove("PUSHER_APP_ID")
+            .env_remove("PUSHER_APP_KEY")
+            .env_remove("PUSHER_APP_SECRET")
+            .env("HERALD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(path) = &config {
+            cmd.arg("--config").arg(path.path());
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn herald");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(port) = listening_port(&line) {
+                    let _ = tx.send(port);
+                }
+                if std::env::var_os("HERALD_TEST_LOG").is_some() {
+                    let _ = writeln!(std::io::stderr(), "[herald] {line}");
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("herald did not report its port");
+        Server {
+            child,
+            port,
+            _config: config,
+        }
+    }
+
+    pub fn ws_url(&self, key: &str, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/app/{key}?{query}", self.port)
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = line.split("listening on ").nth(1)?;
+    let addr = rest.split_whitespace().next()?;
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+// ----- WebSocket client -----------------------------------------------
+
+/// A raw protocol client.
+pub struct Client {
+    framed: Framed<BoxedSocket, Codec>,
+    pub socket_id: String,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub code: u16,
+}
+
+impl Client {
+    /// Connects and reads `pusher:connection_established`.
+    pub async fn connect(server: &Server) -> Client {
+        let mut client =
+            Client::open(&server.ws_url(KEY, "protocol=7&client=js&version=8.4.0&flash=false"))
+                .await;
+        let hello = client.recv().await;
+        assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+        client.socket_id = hello["data"]["socket_id"]
+            .as_str()
+            .expect("socket_id")
+            .to_owned();
+        client
+    }
+
+    /// Opens a socket without reading anything.
+    pub async fn open(url: &str) -> Client {
+        let (_, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .expect("websocket connect");
+        Client {
+            framed,
+            socket_id: String::new(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.framed
+            .send(ws::Message::Text(text.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next protocol frame, with `data` decoded when it is a JSON string
+    /// holding JSON (the raw string is kept as `raw_data`).
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Ok(v) => v,
+            Err(closed) => panic!("connection closed with {closed:?} while a frame was expected"),
+        }
+    }
+
+    /// The next frame, or how the connection closed.
+    pub async fn next(&mut self) -> Result<Value, Closed> {
+        loop {
+            let frame = actix_rt::time::timeout(TIMEOUT, self.framed.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match frame {
+                Some(Ok(Frame::Text(bytes))) => {
+                    let mut v: Value = serde_json::from_slice(&bytes).expect("frame is JSON");
+                    if let Some(s) = v["data"].as_str().map(str::to_owned) {
+                        v["raw_data"] = Value::String(s.clone());
+                        if let Ok(decoded) = serde_json::from_str::<Value>(&s) {
+                            v["data"] = decoded;
+                        }
+                    }
+                    return Ok(v);
+                }
+                Some(Ok(Frame::Close(reason))) => {
+                    let code = reason.map(|r| u16::from(r.code)).unwrap_or(1005);
+                    return Err(Closed { code });
+                }
+                Some(Ok(Frame::Ping(p))) => {
+                    let _ = self.framed.send(ws::Message::Pong(p)).await;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("websocket error: {e}"),
+                None => return Err(Closed { code: 1006 }),
+            }
+        }
+    }
+
+    /// The next frame must be `event`; returns it.
+    pub async fn expect(&mut self, event: &str) -> Value {
+        let frame = self.recv().await;
+        assert_eq!(frame["event"], event, "unexpected frame {frame}");
+        frame
+    }
+
+    /// Reads frames until the connection closes; returns the close code and
+    /// the frames seen before it.
+    pub async fn expect_close(&mut self) -> (u16, Vec<Value>) {
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                Ok(v) => seen.push(v),
+                Err(closed) => return (closed.code, seen),
+            }
+        }
+    }
+
+    /// Proves nothing else is queued for this client: a ping sent now must
+    /// be answered by the very next frame.
+    pub async fn expect_nothing_pending(&mut self) {
+        self.send(json!({"event": "pusher:ping", "data": {}})).await;
+        let frame = self.recv().await;
+        assert_eq!(
+            frame["event"], "pusher:pong",
+            "expected no pending frames, got {frame}"
+        );
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
+            .await;
+        self.recv().await
+    }
+
+    /// Subscribes to a private/encrypted channel with a valid signature.
+    pub async fn subscribe_private(&mut self, channel: &str) -> Value {
+        let auth = herald::auth::make_auth(
+            KEY,
+            SECRET,
+            &herald::auth::channel_string_to_sign(&self.socket_id, channel, None),
+        );
+        self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}}))
+            .await;
+        self.recv().await
+    }
+
+    /// Joins a presence channel as `user_id` with `user_info`.
+    pub async fn join(&mut self, channel: &str, user_id: &str, user_info: Value) -> Value {
+        let channel_data = json!({"user_id": user_id, "user_info": user_info}).to_string();
+        let auth = herald::auth::make_auth(
+            KEY,
+            SECRET,
+            &herald::auth::channel_string_to_sign(&self.socket_id, channel, Some(&channel_data)),
+        );
+        self.send(json!({"event": "pusher:subscribe", "data": {
+            "channel": channel, "auth": auth, "channel_data": channel_data}}))
+            .await;
+        self.recv().await
+    }
+
+    /// Signs in with `user_data` (a JSON value serialised compactly).
+    pub async fn signin(&mut self, user_data: Value) -> Value {
+        let user_data = user_data.to_string();
+        let auth = herald::auth::make_auth(
+            KEY,
+            SECRET,
+            &herald::auth::user_string_to_sign(&self.socket_id, &user_data),
+        );
+        self.send(
+            json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}),
+        )
+        .await;
+        self.recv().await
+    }
+}
+
+// ----- HTTP API client --------------------------------------------------
+
+/// An HTTP response: status and JSON body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+fn default_app() -> AppConfig {
+    AppConfig::new(APP_ID, KEY, SECRET)
+}
+
+/// A signed API request, as the SDKs sign it.
+pub async fn api(
+    server: &Server,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<&str>,
+) -> Response {
+    api_as(server, &default_app(), method, path, query, body).await
+}
+
+pub async fn api_as(
+    server: &Server,
+    app: &AppConfig,
+    method: &str,
+    path: &str,
+    extra_query: &str,
+    body: Option<&str>,
+) -> Response {
+    let body = body.unwrap_or("");
+    let mut params: Vec<(String, String)> = vec![
+        ("auth_key".into(), app.key.clone()),
+        ("auth_timestamp".into(), unix_now().to_string()),
+        ("auth_version".into(), "1.0".into()),
+    ];
+    if !body.is_empty() {
+        params.push(("body_md5".into(), herald::auth::md5_hex(body.as_bytes())));
+    }
+    // Extra parameters are sent as written and signed decoded, as the SDKs do.
+    let mut signed = params.clone();
+    signed.extend(herald::api::signature::parse_query(extra_query).expect("query"));
+    let to_sign = herald::auth::http_string_to_sign(method, path, &signed);
+    params.push((
+        "auth_signature".into(),
+        herald::auth::sign(&app.secret, to_sign.as_bytes()),
+    ));
+    let mut query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !extra_query.is_empty() {
+        query.push(extra_query.to_owned());
+    }
+    raw_request(server, method, &format!("{path}?{}", query.join("&")), body).await
+}
+
+/// An unsigned request with the given path and query.
+pub async fn raw_request(
+    server: &Server,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+) -> Response {
+    let url = format!("http://127.0.0.1:{}{}", server.port, path_and_query);
+    let client = awc::Client::builder().timeout(TIMEOUT).finish();
+    let request = match method {
+        "GET" => client.get(url),
+        "POST" => client
+            .post(url)
+            .insert_header(("Content-Type", "application/json")),
+        other => panic!("unsupported method {other}"),
+    };
+    let mut response = request
+        .send_body(body.to_owned())
+        .await
+        .expect("http request");
+    let bytes = response.body().limit(1 << 22).await.expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "response is not JSON: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Response {
+        status: response.status().as_u16(),
+        body,
+    }
+}
+
+/// `POST /apps/app-id/events` with a JSON body.
+pub async fn trigger(server: &Server, body: Value) -> Response {
+    api(
+        server,
+        "POST",
+        &format!("/apps/{APP_ID}/events"),
+        "",
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+/// Polls `check` until it holds, failing after [`TIMEOUT`]. For state that
+/// other connections change asynchronously (e.g. after a disconnect).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
