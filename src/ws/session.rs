@@ -86,7 +86,8 @@ impl Session {
             last_seen: Instant::now(),
             ping_sent: None,
         };
-        let timer = sleep_until(alive.last_seen + activity);
+        let first_deadline = alive.last_seen + activity;
+        let timer = sleep_until(signin_deadline.map_or(first_deadline, |d| d.min(first_deadline)));
         tokio::pin!(timer);
 
         let close = loop {

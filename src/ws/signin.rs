@@ -108,13 +108,15 @@ impl Session {
     }
 
     fn signin_failed(&self, message: &str) {
-        self.send_error(Some(codes::UNAUTHORIZED), message);
         if self.app.app.require_signin {
+            // The close carries its own pusher:error; queued frames are dropped.
             self.conn.request_close(CloseRequest {
                 code: codes::UNAUTHORIZED,
-                reason: "Sign-in failed",
-                send_error: false,
+                reason: "Sign-in failed: connection is unauthorized",
+                send_error: true,
             });
+        } else {
+            self.send_error(Some(codes::UNAUTHORIZED), message);
         }
     }
 }
