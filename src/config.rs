@@ -45,7 +45,48 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
+}
+
+/// Which adapter connects the node to others.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterDriver {
+    /// One node, all state in memory.
+    #[default]
+    Local,
+    /// Several nodes sharing one Redis.
+    Redis,
+}
+
+/// Cluster mode settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub driver: ClusterDriver,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// Prefix of every Redis key and pub/sub channel Herald uses.
+    pub prefix: String,
+    /// Seconds without a heartbeat after which a node is presumed dead and
+    /// its members and counts are removed by the survivors.
+    pub node_timeout: u64,
+    /// Seconds between heartbeats (and dead-node checks).
+    pub heartbeat_interval: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            driver: ClusterDriver::Local,
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "herald".into(),
+            node_timeout: 30,
+            heartbeat_interval: 1,
+        }
+    }
 }
 
 /// Settings of the node itself.
@@ -232,6 +273,10 @@ impl Config {
                 )
             })?;
         }
+        if let Some(url) = env.var("HERALD_REDIS_URL") {
+            self.cluster.driver = ClusterDriver::Redis;
+            self.cluster.url = url;
+        }
         if self.apps.is_empty() {
             let pick = |herald: &str, pusher: &str, default: &str| {
                 env.var(herald)
@@ -258,6 +303,22 @@ impl Config {
         positive("server.connection_queue", s.connection_queue as u64)?;
         positive("server.max_request_bytes", s.max_request_bytes as u64)?;
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
+        let c = &self.cluster;
+        if c.driver == ClusterDriver::Redis {
+            if !(c.url.starts_with("redis://") || c.url.starts_with("rediss://") || c.url.starts_with("unix://")) {
+                return Err(invalid("cluster.url", "must be a redis:// URL"));
+            }
+            if c.prefix.is_empty() {
+                return Err(invalid("cluster.prefix", "must not be empty"));
+            }
+            positive("cluster.heartbeat_interval", c.heartbeat_interval)?;
+            if c.node_timeout <= c.heartbeat_interval {
+                return Err(invalid(
+                    "cluster.node_timeout",
+                    "must be longer than cluster.heartbeat_interval",
+                ));
+            }
+        }
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one app is required"));
         }
@@ -394,6 +455,34 @@ mod tests {
         assert_eq!(c.apps[0].max_presence_members, 5);
         assert!(!c.apps[0].client_events);
         assert_eq!(c.apps[1].max_presence_members, 100);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid_and_shows_the_defaults() {
+        let example = Config::from_toml(include_str!("../config.toml.example")).expect("parses");
+        example.validate().expect("valid");
+        let defaults = ServerConfig::default();
+        assert_eq!(example.server.port, defaults.port);
+        assert_eq!(example.server.activity_timeout, defaults.activity_timeout);
+        let app = &example.apps[0];
+        let d = AppConfig::default();
+        assert_eq!(app.max_event_bytes, d.max_event_bytes);
+        assert_eq!(app.max_presence_members, d.max_presence_members);
+        assert_eq!(app.client_event_rate, d.client_event_rate);
+        assert_eq!(app.cache_ttl, d.cache_ttl);
+    }
+
+    #[test]
+    fn redis_url_switches_to_cluster_mode() {
+        let c = Config::load(None, &env(&[("HERALD_REDIS_URL", "redis://127.0.0.1:7777")]))
+            .expect("valid");
+        assert_eq!(c.cluster.driver, ClusterDriver::Redis);
+        assert_eq!(c.cluster.url, "redis://127.0.0.1:7777");
+        let mut c = Config::from_toml("[cluster]\ndriver = \"redis\"\nurl = \"http://x\"\n")
+            .expect("parses");
+        c.apps.push(AppConfig::new("1", "k", "s"));
+        assert!(c.validate().unwrap_err().to_string().contains("cluster.url"));
+        assert!(Config::from_toml("[cluster]\ndriver = \"nats\"\n").is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use tracing::{info, warn};
 
-use crate::adapter::LocalAdapter;
-use crate::config::{Config, DEFAULT_APP_SECRET};
+use crate::adapter::{Adapter, LocalAdapter, RedisAdapter};
+use crate::config::{ClusterDriver, Config, DEFAULT_APP_SECRET};
 use crate::hub::{CloseRequest, Hub};
 use crate::protocol::codes;
 use crate::state::State;
@@ -20,10 +20,19 @@ const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs Herald until a shutdown signal.
 pub async fn run(config: Config) -> std::io::Result<()> {
+    let hub = Arc::new(Hub::new(config.apps.clone()));
+    let adapter: Arc<dyn Adapter> = match config.cluster.driver {
+        ClusterDriver::Local => Arc::new(LocalAdapter),
+        ClusterDriver::Redis => {
+            let redis = RedisAdapter::start(&config.cluster, hub.clone()).map_err(std::io::Error::other)?;
+            info!(node = redis.node_id(), "cluster mode: sharing state through Redis at {}", redacted(&config.cluster.url));
+            Arc::new(redis)
+        }
+    };
     let state = State {
         server: Arc::new(config.server.clone()),
-        hub: Arc::new(Hub::new(config.apps.clone())),
-        adapter: Arc::new(LocalAdapter),
+        hub,
+        adapter,
     };
     let data = web::Data::new(state.clone());
     let server = HttpServer::new(move || {
@@ -62,6 +71,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        state.adapter.shutdown().await;
         handle.stop(true).await;
     });
     server.await
@@ -133,5 +143,13 @@ fn log_app_settings(config: &Config, port: Option<u16>) {
             "the built-in default app secret {DEFAULT_APP_SECRET:?} is in use: anyone can sign requests. \
              Set PUSHER_APP_SECRET (or HERALD_APP_SECRET, or apps in --config) before exposing Herald"
         );
+    }
+}
+
+/// A Redis URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
     }
 }

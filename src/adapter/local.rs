@@ -7,7 +7,9 @@ use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
 use super::{Adapter, AdapterResult};
-use crate::hub::{AppHub, ChannelStats};
+use crate::hub::{
+    AppHub, ChannelStats, Connection, MemberInfo, Presence, SubscribeError, Subscribed,
+};
 use crate::protocol::SocketId;
 
 /// Delivers and answers from this node's hub alone.
@@ -19,13 +21,40 @@ impl Adapter for LocalAdapter {
         app.publish(channel, &frame, except);
     }
 
-    fn store_cached(&self, app: &AppHub, channel: &str, frame: ByteString) {
-        app.store_cached(channel, frame);
+    fn publish_cached(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
+        app.store_cached(channel, frame.clone());
+        app.publish(channel, &frame, except);
     }
 
     fn terminate_user(&self, app: &AppHub, user_id: &str) {
         app.terminate_user(user_id);
     }
+
+    fn subscribe(
+        &self,
+        app: Arc<AppHub>,
+        conn: Arc<Connection>,
+        channel: String,
+        member: Option<MemberInfo>,
+    ) -> BoxFuture<'static, Result<Subscribed, SubscribeError>> {
+        Box::pin(ready(app.subscribe(
+            &conn,
+            &channel,
+            member.as_ref(),
+            Presence::Local,
+        )))
+    }
+
+    fn unsubscribe(&self, app: Arc<AppHub>, socket: SocketId, channel: String) -> BoxFuture<'static, ()> {
+        app.unsubscribe(socket, &channel, Presence::Local);
+        Box::pin(ready(()))
+    }
+
+    fn connections_elsewhere(&self, _app: &AppHub) -> usize {
+        0
+    }
+
+    fn connections_changed(&self, _app: &AppHub) {}
 
     fn channels(
         &self,
@@ -49,5 +78,9 @@ impl Adapter for LocalAdapter {
         name: String,
     ) -> BoxFuture<'static, AdapterResult<Vec<String>>> {
         Box::pin(ready(Ok(app.channel_users(&name))))
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        Box::pin(ready(()))
     }
 }

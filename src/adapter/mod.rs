@@ -1,21 +1,25 @@
 //! The seam between a node's hub and the rest of the cluster.
 //!
 //! Everything that must look the same from every node goes through an
-//! [`Adapter`]: publishing (local fan-out plus relay to other nodes), cache
-//! channel payloads, terminating a user's sockets, and the counting queries
-//! of the HTTP API. The [`LocalAdapter`] is the single-node default, where
-//! the local hub is the whole truth.
+//! [`Adapter`]: publishing (local fan-out plus relay to other nodes),
+//! joining and leaving channels (presence membership is decided
+//! cluster-wide), cache channel payloads, terminating a user's sockets,
+//! connection counts and the counting queries of the HTTP API. The
+//! [`LocalAdapter`] is the single-node default, where the local hub is the
+//! whole truth; the [`RedisAdapter`] shares state through Redis.
 
 mod local;
+pub mod redis;
 
 use std::sync::Arc;
 
 use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
+pub use self::redis::RedisAdapter;
 pub use local::LocalAdapter;
 
-use crate::hub::{AppHub, ChannelStats};
+use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, SubscribeError, Subscribed};
 use crate::protocol::SocketId;
 
 /// A cluster operation that could not be completed.
@@ -33,11 +37,32 @@ pub trait Adapter: Send + Sync + 'static {
     /// except the socket `except`.
     fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>);
 
-    /// Keeps `frame` as the cache channel's last event, readable by every node.
-    fn store_cached(&self, app: &AppHub, channel: &str, frame: ByteString);
+    /// Like [`Adapter::publish`], and every node keeps `frame` as the cache
+    /// channel's last event for later subscribers.
+    fn publish_cached(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>);
 
     /// Closes every socket signed in as `user_id`, on every node.
     fn terminate_user(&self, app: &AppHub, user_id: &str);
+
+    /// Adds a local connection to a channel. For presence channels the
+    /// member limit and `member_added` are decided cluster-wide.
+    fn subscribe(
+        &self,
+        app: Arc<AppHub>,
+        conn: Arc<Connection>,
+        channel: String,
+        member: Option<MemberInfo>,
+    ) -> BoxFuture<'static, Result<Subscribed, SubscribeError>>;
+
+    /// Removes a local connection from a channel (announcing
+    /// `member_removed` when its user left the channel cluster-wide).
+    fn unsubscribe(&self, app: Arc<AppHub>, socket: SocketId, channel: String) -> BoxFuture<'static, ()>;
+
+    /// Connections of the app on other nodes (for the connection quota).
+    fn connections_elsewhere(&self, app: &AppHub) -> usize;
+
+    /// The app's local connection count changed.
+    fn connections_changed(&self, app: &AppHub);
 
     /// Occupied channels (optionally by prefix) with their counts, cluster-wide.
     fn channels(
@@ -59,4 +84,7 @@ pub trait Adapter: Send + Sync + 'static {
         app: Arc<AppHub>,
         name: String,
     ) -> BoxFuture<'static, AdapterResult<Vec<String>>>;
+
+    /// Removes this node's share of the cluster state (graceful shutdown).
+    fn shutdown(&self) -> BoxFuture<'static, ()>;
 }

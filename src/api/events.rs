@@ -104,9 +104,10 @@ fn publish(signed: &Signed, event: &Event) {
     for channel in &event.channels {
         let frame = messages::frame(&event.name, Some(channel), &event.data);
         if ChannelType::of(channel).cached {
-            adapter.store_cached(&signed.app, channel, frame.clone());
+            adapter.publish_cached(&signed.app, channel, frame, event.except);
+        } else {
+            adapter.publish(&signed.app, channel, frame, event.except);
         }
-        adapter.publish(&signed.app, channel, frame, event.except);
     }
 }
 

@@ -58,7 +58,7 @@ pub struct ChannelStats {
 pub struct Subscribed {
     /// The channel had no subscribers before.
     pub occupied: bool,
-    /// A presence member joined (their first socket on the channel).
+    /// A presence member joined (their first socket on this node's channel).
     pub member_added: bool,
 }
 
@@ -67,8 +67,28 @@ pub struct Subscribed {
 pub struct Unsubscribed {
     /// The channel has no subscribers left.
     pub vacated: bool,
-    /// The presence member that left with their last socket.
+    /// The presence member that left with their last socket on this node.
     pub member_removed: Option<Arc<str>>,
+}
+
+/// Who decides presence membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// This node alone: the hub checks the member limit and announces
+    /// `member_added` / `member_removed` itself.
+    Local,
+    /// The cluster decided (and announces); `roster` is the cluster-wide
+    /// `subscription_succeeded` data for the joining socket.
+    Cluster { roster: String },
+}
+
+impl Presence {
+    /// For leaving a channel under cluster control.
+    pub fn cluster() -> Presence {
+        Presence::Cluster {
+            roster: String::new(),
+        }
+    }
 }
 
 /// Why a subscribe was refused by the hub.
@@ -107,11 +127,12 @@ impl AppHub {
 
     // ----- connections -------------------------------------------------
 
-    /// Registers a connection unless the app is at its connection quota.
-    pub fn admit(&self, conn: &Arc<Connection>) -> bool {
+    /// Registers a connection unless the app is at its connection quota,
+    /// counting `elsewhere` connections on other nodes.
+    pub fn admit(&self, conn: &Arc<Connection>, elsewhere: usize) -> bool {
         let max = self.app.max_connections;
         let before = self.connection_count.fetch_add(1, Ordering::AcqRel);
-        if max > 0 && before >= max {
+        if max > 0 && before + elsewhere >= max {
             self.connection_count.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -152,6 +173,7 @@ impl AppHub {
         conn: &Arc<Connection>,
         name: &str,
         member: Option<&MemberInfo>,
+        presence: Presence,
     ) -> Result<Subscribed, SubscribeError> {
         let kind = ChannelType::of(name);
         let mut entry = self.channels.entry(name.into()).or_insert_with(|| Channel {
@@ -165,7 +187,10 @@ impl AppHub {
         let mut member_added = false;
         if let (Some(roster), Some(member), false) = (channel.roster.as_mut(), member, already) {
             let max = self.app.max_presence_members;
-            if !roster.is_member(&member.user_id) && roster.member_count() >= max {
+            if presence == Presence::Local
+                && !roster.is_member(&member.user_id)
+                && roster.member_count() >= max
+            {
                 return Err(SubscribeError::MemberLimit(max));
             }
             member_added = roster.join(socket, member);
@@ -173,12 +198,13 @@ impl AppHub {
         let occupied = channel.subscribers.is_empty();
         channel.subscribers.insert(socket, conn.clone());
 
-        let data = match &channel.roster {
-            Some(roster) => roster.subscription_data(),
-            None => "{}".to_owned(),
+        let data = match (&presence, &channel.roster) {
+            (Presence::Cluster { roster }, Some(_)) => roster.clone(),
+            (_, Some(roster)) => roster.subscription_data(),
+            (_, None) => "{}".to_owned(),
         };
         conn.send(messages::subscription_succeeded(name, &data));
-        if let (true, Some(member)) = (member_added, member) {
+        if let (true, Some(member), Presence::Local) = (member_added, member, &presence) {
             let frame = messages::member_added(name, &member.user_id, &member.user_info);
             channel.deliver(&frame, Some(socket));
         }
@@ -200,7 +226,7 @@ impl AppHub {
 
     /// Removes a socket from a channel, announcing `member_removed` when it
     /// was its user's last socket there. Unknown channels or sockets are ignored.
-    pub fn unsubscribe(&self, socket: SocketId, name: &str) -> Unsubscribed {
+    pub fn unsubscribe(&self, socket: SocketId, name: &str, presence: Presence) -> Unsubscribed {
         let mut outcome = Unsubscribed::default();
         {
             let Some(mut channel) = self.channels.get_mut(name) else {
@@ -210,7 +236,9 @@ impl AppHub {
                 return outcome;
             }
             if let Some(user_id) = channel.roster.as_mut().and_then(|r| r.leave(socket)) {
-                channel.deliver(&messages::member_removed(name, &user_id), None);
+                if presence == Presence::Local {
+                    channel.deliver(&messages::member_removed(name, &user_id), None);
+                }
                 outcome.member_removed = Some(user_id);
             }
             if self.app.subscription_count && channel.roster.is_none() {
@@ -224,6 +252,17 @@ impl AppHub {
                 .remove_if(name, |_, c| c.subscribers.is_empty());
         }
         outcome
+    }
+
+    pub fn is_subscribed(&self, socket: SocketId, name: &str) -> bool {
+        self.channels
+            .get(name)
+            .is_some_and(|c| c.subscribers.contains_key(&socket))
+    }
+
+    /// The number of local subscribers of a channel.
+    pub fn local_subscribers(&self, name: &str) -> usize {
+        self.channels.get(name).map_or(0, |c| c.subscribers.len())
     }
 
     /// The presence user id a socket joined a channel as.
@@ -243,6 +282,18 @@ impl AppHub {
             Some(channel) => channel.deliver(frame, except),
             None => 0,
         }
+    }
+
+    /// Presence channels with this node's members: channel, and per user
+    /// their local socket count and user_info (cluster rebuild).
+    pub fn local_presence(&self) -> Vec<(String, Vec<(Arc<str>, u32, Arc<serde_json::value::RawValue>)>)> {
+        self.channels
+            .iter()
+            .filter_map(|c| {
+                let roster = c.roster.as_ref()?;
+                Some((c.key().to_string(), roster.members()))
+            })
+            .collect()
     }
 
     // ----- cache channels ----------------------------------------------

@@ -99,35 +99,46 @@ impl Roster {
         }
     }
 
+    /// Every member with their socket count and info.
+    pub fn members(&self) -> Vec<(Arc<str>, u32, Arc<RawValue>)> {
+        self.members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.sockets, m.user_info.clone()))
+            .collect()
+    }
+
     pub fn user_ids(&self) -> impl Iterator<Item = &Arc<str>> {
         self.members.keys()
     }
 
-    /// The `subscription_succeeded` data: `{"presence":{"ids","hash","count"}}`.
+    /// The `subscription_succeeded` data for this roster.
     pub fn subscription_data(&self) -> String {
-        #[derive(Serialize)]
-        struct Presence<'a> {
-            ids: Vec<&'a str>,
-            hash: HashMap<&'a str, &'a RawValue>,
-            count: usize,
-        }
-        #[derive(Serialize)]
-        struct Data<'a> {
-            presence: Presence<'a>,
-        }
-        let data = Data {
-            presence: Presence {
-                ids: self.members.keys().map(|k| &**k).collect(),
-                hash: self
-                    .members
-                    .iter()
-                    .map(|(k, m)| (&**k, &*m.user_info))
-                    .collect(),
-                count: self.members.len(),
-            },
-        };
-        serde_json::to_string(&data).unwrap_or_default()
+        subscription_data(self.members.iter().map(|(k, m)| (&**k, &*m.user_info)))
     }
+}
+
+/// The presence `subscription_succeeded` data:
+/// `{"presence":{"ids":[..],"hash":{id: info},"count":n}}`.
+pub fn subscription_data<'a>(members: impl Iterator<Item = (&'a str, &'a RawValue)>) -> String {
+    #[derive(Serialize)]
+    struct Presence<'a> {
+        ids: Vec<&'a str>,
+        hash: HashMap<&'a str, &'a RawValue>,
+        count: usize,
+    }
+    #[derive(Serialize)]
+    struct Data<'a> {
+        presence: Presence<'a>,
+    }
+    let hash: HashMap<&str, &RawValue> = members.collect();
+    let data = Data {
+        presence: Presence {
+            ids: hash.keys().copied().collect(),
+            count: hash.len(),
+            hash,
+        },
+    };
+    serde_json::to_string(&data).unwrap_or_default()
 }
 
 #[cfg(test)]

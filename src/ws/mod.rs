@@ -57,12 +57,13 @@ fn admit(state: &State, key: &str, query: &str) -> Result<Admitted, (u16, &'stat
     }
     let (conn, rx) = Connection::new(SocketId::random(), state.server.connection_queue);
     let conn = Arc::new(conn);
-    if !app.admit(&conn) {
+    if !app.admit(&conn, state.adapter.connections_elsewhere(app)) {
         return Err((
             codes::OVER_CONNECTION_QUOTA,
             "Application is over connection quota",
         ));
     }
+    state.adapter.connections_changed(app);
     Ok((app.clone(), conn, rx))
 }
 

@@ -108,7 +108,7 @@ impl Session {
                     alive.last_seen = Instant::now();
                     alive.ping_sent = None;
                     match message {
-                        AggregatedMessage::Text(text) => self.handle_text(&text),
+                        AggregatedMessage::Text(text) => self.handle_text(&text).await,
                         AggregatedMessage::Ping(bytes) => {
                             if ws.pong(&bytes).await.is_err() {
                                 break None;
@@ -170,11 +170,11 @@ impl Session {
                 let _ = ws.close(None).await;
             }
         }
-        self.leave_everything();
+        self.leave_everything().await;
     }
 
     /// Dispatches one text frame by event name.
-    fn handle_text(&mut self, text: &str) {
+    async fn handle_text(&mut self, text: &str) {
         let message = match ClientMessage::parse(text) {
             Ok(m) => m,
             Err(_) => {
@@ -190,8 +190,8 @@ impl Session {
                 self.conn.send(messages::pong());
             }
             "pusher:pong" => {}
-            "pusher:subscribe" => self.on_subscribe(&message),
-            "pusher:unsubscribe" => self.on_unsubscribe(&message),
+            "pusher:subscribe" => self.on_subscribe(&message).await,
+            "pusher:unsubscribe" => self.on_unsubscribe(&message).await,
             "pusher:signin" => self.on_signin(&message),
             event if event.starts_with("pusher:") || event.starts_with("pusher_internal:") => {}
             _ => self.on_client_event(&message),
@@ -203,11 +203,14 @@ impl Session {
     }
 
     /// Leaves every channel and forgets the sign-in; run once at the end.
-    fn leave_everything(&mut self) {
+    async fn leave_everything(&mut self) {
         let socket = self.conn.socket_id;
-        for (channel, _) in self.channels.drain() {
+        for (channel, _) in std::mem::take(&mut self.channels) {
             if server_to_user_id(&channel).is_none() {
-                self.app.unsubscribe(socket, &channel);
+                self.state
+                    .adapter
+                    .unsubscribe(self.app.clone(), socket, channel)
+                    .await;
             }
         }
         if let Some(user) = self.user.take() {
@@ -215,6 +218,7 @@ impl Session {
             self.app.remove_user(&user.id, socket);
         }
         self.app.release(socket);
+        self.state.adapter.connections_changed(&self.app);
     }
 }
 

@@ -44,7 +44,7 @@ impl Refusal {
 }
 
 impl Session {
-    pub(super) fn on_subscribe(&mut self, message: &ClientMessage) {
+    pub(super) async fn on_subscribe(&mut self, message: &ClientMessage<'_>) {
         let data: SubscribeData = match message.decode_data() {
             Ok(d) => d,
             Err(_) => {
@@ -78,9 +78,14 @@ impl Session {
             self.channels.insert(name.to_owned(), None);
             return;
         }
-        match self.app.subscribe(&self.conn, name, member.as_ref()) {
+        let user_id = member.as_ref().map(|m| m.user_id.clone());
+        let subscribed = self
+            .state
+            .adapter
+            .subscribe(self.app.clone(), self.conn.clone(), name.to_owned(), member)
+            .await;
+        match subscribed {
             Ok(_) => {
-                let user_id = member.map(|m| m.user_id);
                 self.channels.entry(name.to_owned()).or_insert(user_id);
             }
             Err(e @ SubscribeError::MemberLimit(_)) => self.refuse(
@@ -94,7 +99,7 @@ impl Session {
         }
     }
 
-    pub(super) fn on_unsubscribe(&mut self, message: &ClientMessage) {
+    pub(super) async fn on_unsubscribe(&mut self, message: &ClientMessage<'_>) {
         let Ok(data) = message.decode_data::<UnsubscribeData>() else {
             self.send_error(
                 None,
@@ -105,7 +110,10 @@ impl Session {
         if self.channels.remove(&data.channel).is_some()
             && server_to_user_id(&data.channel).is_none()
         {
-            self.app.unsubscribe(self.conn.socket_id, &data.channel);
+            self.state
+                .adapter
+                .unsubscribe(self.app.clone(), self.conn.socket_id, data.channel)
+                .await;
         }
     }
 

@@ -13,6 +13,7 @@ import {
   startServer,
   subscribe,
   waitForEvent,
+  waitForFrame,
 } from './helpers.mjs';
 
 describe('core protocol', () => {
@@ -25,7 +26,7 @@ describe('core protocol', () => {
     sdk = makeSdk(server.port);
     clients = new Clients(server.port);
   });
-  afterEach(() => clients.closeAll());
+  afterEach(() => clients?.closeAll());
   after(() => server?.stop());
 
   it('connects and gets a socket_id of the form digits.digits', async () => {
@@ -78,7 +79,13 @@ describe('core protocol', () => {
 
     const added = waitForEvent(adaChannel, 'pusher:member_added');
     const bob = await clients.pusher({ presence: { user_id: '2', user_info: { name: 'Bob' } } });
+    const bobFrame = waitForFrame(bob, 'pusher_internal:subscription_succeeded');
     const bobMembers = (await subscribe(bob, 'presence-room')).succeededWith;
+
+    // pusher-js reads hash/count; the Java client iterates ids (protocol doc 2.4).
+    const { presence } = (await bobFrame).data;
+    assert.deepEqual([...presence.ids].sort(), ['1', '2']);
+    assert.equal(presence.count, 2);
 
     assert.equal(bobMembers.count, 2);
     assert.deepEqual(bobMembers.me, { id: '2', info: { name: 'Bob' } });

@@ -20,7 +20,7 @@ describe('laravel-echo', () => {
     sdk = makeSdk(server.port);
     clients = new Clients(server.port);
   });
-  afterEach(() => clients.closeAll());
+  afterEach(() => clients?.closeAll());
   after(() => server?.stop());
 
   it("listen('.order.shipped') receives the literal event name", async () => {

@@ -41,7 +41,7 @@ describe('features', () => {
     sdk = makeSdk(server.port);
     clients = new Clients(server.port);
   });
-  afterEach(() => clients.closeAll());
+  afterEach(() => clients?.closeAll());
   after(() => server?.stop());
 
   describe('encrypted channels', () => {
@@ -178,7 +178,7 @@ describe('subscription counts (subscription_count = true)', () => {
     server = await startServer({ configToml: appConfigToml({ subscription_count: true }) });
     clients = new Clients(server.port);
   });
-  afterEach(() => clients.closeAll());
+  afterEach(() => clients?.closeAll());
   after(() => server?.stop());
 
   it('tells the first subscriber when a second one arrives', async () => {

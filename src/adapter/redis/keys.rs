@@ -1,0 +1,85 @@
+//! Names of every Redis key and pub/sub channel Herald uses, in one place.
+//!
+//! Per-node data lives under keys that name the node, so that a node can
+//! rewrite its own share after an outage and survivors can delete a dead
+//! node's share without touching anyone else's.
+
+/// Key builder for one cluster (one prefix) and one node.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    pub node: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, node: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+            node: node.to_owned(),
+        }
+    }
+
+    /// The one pub/sub channel every node subscribes to.
+    pub fn relay(&self) -> String {
+        format!("{}:relay", self.prefix)
+    }
+
+    /// Set of node ids that have announced themselves.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// A node's heartbeat key (expires when the node stops beating).
+    pub fn alive(&self, node: &str) -> String {
+        format!("{}:node:{node}:alive", self.prefix)
+    }
+
+    /// Lock taken by the survivor that cleans up a dead node.
+    pub fn purge_lock(&self, node: &str) -> String {
+        format!("{}:node:{node}:purge", self.prefix)
+    }
+
+    /// Set of `app\nchannel` presence channels a node has members in.
+    pub fn node_presence(&self, node: &str) -> String {
+        format!("{}:node:{node}:presence", self.prefix)
+    }
+
+    /// Hash channel -> subscriber count of one node.
+    pub fn subscriptions(&self, app: &str, node: &str) -> String {
+        format!("{}:app:{app}:subs:{node}", self.prefix)
+    }
+
+    /// Hash node -> connection count.
+    pub fn connections(&self, app: &str) -> String {
+        format!("{}:app:{app}:conns", self.prefix)
+    }
+
+    /// The keys of one presence channel: user -> total sockets, user ->
+    /// user_info, and user -> sockets on `node`.
+    pub fn presence(&self, app: &str, channel: &str, node: &str) -> PresenceKeys {
+        let base = format!("{}:app:{app}:presence:{channel}", self.prefix);
+        PresenceKeys {
+            users: format!("{base}:users"),
+            info: format!("{base}:info"),
+            node: format!("{base}:node:{node}"),
+        }
+    }
+
+    /// Member of a node's presence set.
+    pub fn presence_member(app: &str, channel: &str) -> String {
+        format!("{app}\n{channel}")
+    }
+
+    /// The inverse of [`Keys::presence_member`].
+    pub fn split_presence_member(member: &str) -> Option<(&str, &str)> {
+        member.split_once('\n')
+    }
+}
+
+/// The three hashes of one presence channel, for one node.
+#[derive(Debug, Clone)]
+pub struct PresenceKeys {
+    pub users: String,
+    pub info: String,
+    pub node: String,
+}

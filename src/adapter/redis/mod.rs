@@ -1,0 +1,457 @@
+//! The Redis cluster adapter: several Herald nodes behind a load balancer
+//! look like one server.
+//!
+//! * Relay: every publication is delivered locally at once and sent to the
+//!   other nodes through one Redis pub/sub channel (see `relay`).
+//! * Presence: membership transitions are decided by Lua scripts in Redis
+//!   (see `scripts`), so `member_added`/`member_removed` are announced once
+//!   cluster-wide; the local hub only keeps which local socket is which user.
+//! * Counts: each node writes its own subscription and connection counts
+//!   under keys that name it; queries sum over the live nodes.
+//! * Liveness: nodes heartbeat; survivors remove a dead node's share; a node
+//!   that lost Redis serves its local clients alone and rewrites its share
+//!   when Redis is back (see `node`).
+
+mod keys;
+mod node;
+mod relay;
+mod scripts;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use serde_json::value::RawValue;
+use tracing::warn;
+
+use self::keys::Keys;
+use self::relay::{Command, Envelope};
+use self::scripts::{Joined, Scripts};
+use self::writer::{Write, Writer};
+use super::{Adapter, AdapterError, AdapterResult};
+use crate::config::ClusterConfig;
+use crate::hub::presence::subscription_data;
+use crate::hub::{
+    AppHub, ChannelStats, Connection, Hub, MemberInfo, Presence, SubscribeError, Subscribed,
+};
+use crate::protocol::{messages, ChannelType, SocketId};
+
+/// How long one Redis round trip may take before the node treats Redis as
+/// unavailable for that operation.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The adapter handle; cheap to share.
+pub struct RedisAdapter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: Keys,
+    hub: Arc<Hub>,
+    redis: ConnectionManager,
+    writer: Writer,
+    scripts: Scripts,
+    config: ClusterConfig,
+    /// Whether this node's share of the cluster state is in Redis.
+    healthy: AtomicBool,
+    /// Per app id: connections on other live nodes (refreshed by heartbeat).
+    elsewhere: DashMap<String, usize>,
+}
+
+fn unavailable(e: redis::RedisError) -> AdapterError {
+    AdapterError::Unavailable(e.to_string())
+}
+
+impl RedisAdapter {
+    /// Connects lazily (the node starts even while Redis is down) and starts
+    /// the relay subscriber, the writer and the heartbeat.
+    pub fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<RedisAdapter, String> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| format!("invalid cluster.url: {e}"))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
+        let node = format!("{:016x}", rand::random::<u64>());
+        let keys = Keys::new(&config.prefix, &node);
+        let inner = Arc::new(Inner {
+            writer: Writer::spawn(redis.clone()),
+            keys,
+            hub: hub.clone(),
+            redis,
+            scripts: Scripts::default(),
+            config: config.clone(),
+            healthy: AtomicBool::new(false),
+            elsewhere: DashMap::new(),
+        });
+        tokio::spawn(relay::run(client, inner.keys.relay(), hub, node));
+        tokio::spawn(node::heartbeat(inner.clone()));
+        Ok(RedisAdapter { inner })
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.inner.keys.node
+    }
+}
+
+impl Inner {
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn mark_unhealthy(&self, error: &redis::RedisError) {
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            warn!("lost Redis ({error}); serving local clients only until it is back");
+        }
+    }
+
+    fn relay(&self, app: &AppHub, command: Command) {
+        let envelope = Envelope {
+            origin: self.keys.node.clone(),
+            app: app.app.id.clone(),
+            command,
+        };
+        self.writer.send(Write::Publish {
+            channel: self.keys.relay(),
+            payload: envelope.encode(),
+        });
+    }
+
+    /// Delivers locally and relays to the other nodes.
+    fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
+        app.publish(channel, &frame, except);
+        self.relay(
+            app,
+            Command::Publish {
+                channel: channel.to_owned(),
+                frame: frame.to_string(),
+                except: except.map(|s| s.to_string()),
+            },
+        );
+    }
+
+    /// Writes this node's subscriber count of a channel.
+    fn write_subscriptions(&self, app: &AppHub, channel: &str) {
+        self.writer.send(Write::Count {
+            key: self.keys.subscriptions(&app.app.id, &self.keys.node),
+            field: channel.to_owned(),
+            count: app.local_subscribers(channel),
+        });
+    }
+
+    async fn join(
+        &self,
+        app: &Arc<AppHub>,
+        conn: &Arc<Connection>,
+        channel: &str,
+        member: MemberInfo,
+    ) -> Result<Subscribed, SubscribeError> {
+        let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
+        let mut redis = self.redis.clone();
+        if app.is_subscribed(conn.socket_id, channel) {
+            // A repeated subscribe changes nothing; answer with the roster.
+            let members: Result<Vec<(String, String)>, _> = redis.hgetall(&keys.info).await;
+            return match members {
+                Ok(members) => app.subscribe(
+                    conn,
+                    channel,
+                    Some(&member),
+                    Presence::Cluster {
+                        roster: roster(&members),
+                    },
+                ),
+                Err(e) => {
+                    self.mark_unhealthy(&e);
+                    app.subscribe(conn, channel, Some(&member), Presence::Local)
+                }
+            };
+        }
+        let joined = self
+            .scripts
+            .join(
+                &mut redis,
+                &keys,
+                &self.keys.node_presence(&self.keys.node),
+                &Keys::presence_member(&app.app.id, channel),
+                &member.user_id,
+                member.user_info.get(),
+                app.app.max_presence_members,
+            )
+            .await;
+        match joined {
+            Ok(Joined::Full) => Err(SubscribeError::MemberLimit(app.app.max_presence_members)),
+            Ok(Joined::Ok { added, members }) => {
+                let subscribed = app.subscribe(
+                    conn,
+                    channel,
+                    Some(&member),
+                    Presence::Cluster {
+                        roster: roster(&members),
+                    },
+                );
+                if added {
+                    let frame = messages::member_added(channel, &member.user_id, &member.user_info);
+                    self.publish(app, channel, frame, Some(conn.socket_id));
+                }
+                subscribed
+            }
+            Err(e) => {
+                self.mark_unhealthy(&e);
+                app.subscribe(conn, channel, Some(&member), Presence::Local)
+            }
+        }
+    }
+
+    async fn leave(&self, app: &Arc<AppHub>, socket: SocketId, channel: &str) {
+        let user = app.member_of(socket, channel);
+        let clustered = user.is_some() && self.healthy();
+        let mode = if clustered {
+            Presence::cluster()
+        } else {
+            Presence::Local
+        };
+        let left = app.unsubscribe(socket, channel, mode);
+        self.write_subscriptions(app, channel);
+        let (Some(user), true) = (user, clustered) else {
+            return;
+        };
+        let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
+        match self.scripts.leave(&mut self.redis.clone(), &keys, &user).await {
+            Ok(true) => self.publish(app, channel, messages::member_removed(channel, &user), None),
+            Ok(false) => {}
+            Err(e) => {
+                self.mark_unhealthy(&e);
+                if let Some(user) = left.member_removed {
+                    app.publish(channel, &messages::member_removed(channel, &user), None);
+                }
+            }
+        }
+    }
+
+    /// The ids of nodes whose heartbeat is current.
+    async fn live_nodes(&self) -> Result<Vec<String>, redis::RedisError> {
+        let mut redis = self.redis.clone();
+        let nodes: Vec<String> = redis.smembers(self.keys.nodes()).await?;
+        let mut pipe = redis::pipe();
+        for node in &nodes {
+            pipe.exists(self.keys.alive(node));
+        }
+        let alive: Vec<bool> = pipe.query_async(&mut redis).await?;
+        Ok(nodes
+            .into_iter()
+            .zip(alive)
+            .filter_map(|(n, a)| a.then_some(n))
+            .collect())
+    }
+
+    /// Subscriber counts per channel summed over live nodes.
+    async fn subscription_counts(&self, app: &str) -> Result<HashMap<String, usize>, redis::RedisError> {
+        let nodes = self.live_nodes().await?;
+        let mut pipe = redis::pipe();
+        for node in &nodes {
+            pipe.hgetall(self.keys.subscriptions(app, node));
+        }
+        let per_node: Vec<HashMap<String, usize>> = pipe.query_async(&mut self.redis.clone()).await?;
+        let mut totals = HashMap::new();
+        for counts in per_node {
+            for (channel, n) in counts {
+                *totals.entry(channel).or_insert(0) += n;
+            }
+        }
+        totals.retain(|_, n| *n > 0);
+        Ok(totals)
+    }
+
+    async fn user_counts(&self, app: &str, channels: &[&str]) -> Result<Vec<usize>, redis::RedisError> {
+        let mut pipe = redis::pipe();
+        for channel in channels {
+            pipe.hlen(self.keys.presence(app, channel, &self.keys.node).users);
+        }
+        pipe.query_async(&mut self.redis.clone()).await
+    }
+
+    async fn cluster_channels(&self, app: &AppHub, prefix: Option<&str>) -> Result<Vec<(String, ChannelStats)>, redis::RedisError> {
+        let mut counts = self.subscription_counts(&app.app.id).await?;
+        counts.retain(|name, _| prefix.is_none_or(|p| name.starts_with(p)));
+        let presence: Vec<&str> = counts
+            .keys()
+            .map(String::as_str)
+            .filter(|c| ChannelType::of(c).is_presence())
+            .collect();
+        let users: HashMap<String, usize> = presence
+            .iter()
+            .map(|c| c.to_string())
+            .zip(self.user_counts(&app.app.id, &presence).await?)
+            .collect();
+        Ok(counts
+            .into_iter()
+            .map(|(name, n)| {
+                let user_count = users.get(&name).copied();
+                (
+                    name,
+                    ChannelStats {
+                        subscription_count: n,
+                        user_count,
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+/// The presence data of `subscription_succeeded` from Redis's info hash.
+fn roster(members: &[(String, String)]) -> String {
+    let parsed: Vec<(&str, Box<RawValue>)> = members
+        .iter()
+        .map(|(id, info)| {
+            let raw = RawValue::from_string(info.clone())
+                .or_else(|_| RawValue::from_string("null".to_owned()))
+                .unwrap_or_default();
+            (id.as_str(), raw)
+        })
+        .collect();
+    subscription_data(parsed.iter().map(|(id, raw)| (*id, &**raw)))
+}
+
+impl Adapter for RedisAdapter {
+    fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
+        self.inner.publish(app, channel, frame, except);
+    }
+
+    fn publish_cached(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
+        app.store_cached(channel, frame.clone());
+        app.publish(channel, &frame, except);
+        self.inner.relay(
+            app,
+            Command::PublishCached {
+                channel: channel.to_owned(),
+                frame: frame.to_string(),
+                except: except.map(|s| s.to_string()),
+            },
+        );
+    }
+
+    fn terminate_user(&self, app: &AppHub, user_id: &str) {
+        app.terminate_user(user_id);
+        self.inner.relay(
+            app,
+            Command::TerminateUser {
+                user_id: user_id.to_owned(),
+            },
+        );
+    }
+
+    fn subscribe(
+        &self,
+        app: Arc<AppHub>,
+        conn: Arc<Connection>,
+        channel: String,
+        member: Option<MemberInfo>,
+    ) -> BoxFuture<'static, Result<Subscribed, SubscribeError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let result = match member {
+                Some(member) if inner.healthy() && ChannelType::of(&channel).is_presence() => {
+                    inner.join(&app, &conn, &channel, member).await
+                }
+                member => app.subscribe(&conn, &channel, member.as_ref(), Presence::Local),
+            };
+            inner.write_subscriptions(&app, &channel);
+            result
+        })
+    }
+
+    fn unsubscribe(&self, app: Arc<AppHub>, socket: SocketId, channel: String) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.leave(&app, socket, &channel).await })
+    }
+
+    fn connections_elsewhere(&self, app: &AppHub) -> usize {
+        self.inner.elsewhere.get(&app.app.id).map_or(0, |n| *n)
+    }
+
+    fn connections_changed(&self, app: &AppHub) {
+        self.inner.writer.send(Write::Count {
+            key: self.inner.keys.connections(&app.app.id),
+            field: self.inner.keys.node.clone(),
+            count: app.connection_count(),
+        });
+    }
+
+    fn channels(
+        &self,
+        app: Arc<AppHub>,
+        prefix: Option<String>,
+    ) -> BoxFuture<'static, AdapterResult<Vec<(String, ChannelStats)>>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner
+                .cluster_channels(&app, prefix.as_deref())
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn channel(
+        &self,
+        app: Arc<AppHub>,
+        name: String,
+    ) -> BoxFuture<'static, AdapterResult<Option<ChannelStats>>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let counts = inner
+                .subscription_counts(&app.app.id)
+                .await
+                .map_err(unavailable)?;
+            let Some(&subscription_count) = counts.get(&name) else {
+                return Ok(None);
+            };
+            let user_count = if ChannelType::of(&name).is_presence() {
+                let users = inner
+                    .user_counts(&app.app.id, &[name.as_str()])
+                    .await
+                    .map_err(unavailable)?;
+                users.first().copied()
+            } else {
+                None
+            };
+            Ok(Some(ChannelStats {
+                subscription_count,
+                user_count,
+            }))
+        })
+    }
+
+    fn channel_users(
+        &self,
+        app: Arc<AppHub>,
+        name: String,
+    ) -> BoxFuture<'static, AdapterResult<Vec<String>>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let keys = inner.keys.presence(&app.app.id, &name, &inner.keys.node);
+            inner
+                .redis
+                .clone()
+                .hkeys(keys.users)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        Box::pin(async move { node::leave_cluster(&inner).await })
+    }
+}

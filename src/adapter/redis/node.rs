@@ -1,0 +1,207 @@
+//! A node's life in the cluster: heartbeats, noticing dead nodes and
+//! removing their share of the state, rewriting its own share whenever Redis
+//! (re)appears, and leaving cleanly on shutdown.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tracing::{info, warn};
+
+use super::keys::Keys;
+use super::Inner;
+use crate::hub::AppHub;
+use crate::protocol::messages;
+
+/// Beats every `heartbeat_interval` until the process ends.
+pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(inner.config.heartbeat_interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = beat(&inner).await {
+            inner.mark_unhealthy(&e);
+            continue;
+        }
+        if !inner.healthy() {
+            match rebuild(&inner).await {
+                Ok(()) => {
+                    inner.healthy.store(true, Ordering::Release);
+                    info!(node = %inner.keys.node, "joined the Redis cluster; this node's state is written");
+                }
+                Err(e) => {
+                    warn!("could not write this node's state to Redis: {e}");
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = watch_others(&inner).await {
+            inner.mark_unhealthy(&e);
+        }
+    }
+}
+
+async fn beat(inner: &Inner) -> redis::RedisResult<()> {
+    let mut redis = inner.redis.clone();
+    redis::pipe()
+        .set_ex(inner.keys.alive(&inner.keys.node), 1, inner.config.node_timeout)
+        .ignore()
+        .sadd(inner.keys.nodes(), &inner.keys.node)
+        .ignore()
+        .query_async(&mut redis)
+        .await
+}
+
+/// Refreshes other nodes' connection counts and purges dead nodes.
+async fn watch_others(inner: &Inner) -> redis::RedisResult<()> {
+    let mut redis = inner.redis.clone();
+    let nodes: Vec<String> = redis.smembers(inner.keys.nodes()).await?;
+    let live = inner.live_nodes().await?;
+    let live: HashSet<&String> = live.iter().collect();
+    for node in nodes.iter().filter(|n| !live.contains(n) && **n != inner.keys.node) {
+        let lock: bool = redis::cmd("SET")
+            .arg(inner.keys.purge_lock(node))
+            .arg(&inner.keys.node)
+            .arg("NX")
+            .arg("EX")
+            .arg(60)
+            .query_async::<Option<String>>(&mut redis)
+            .await?
+            .is_some();
+        if lock {
+            let removed = purge(inner, node).await?;
+            info!("node {node} stopped beating; removed its state ({removed} presence members left)");
+        }
+    }
+    for app in inner.hub.apps() {
+        let counts: Vec<(String, usize)> = redis.hgetall(inner.keys.connections(&app.app.id)).await?;
+        let elsewhere = counts
+            .iter()
+            .filter(|(node, _)| *node != inner.keys.node && live.contains(node))
+            .map(|(_, n)| n)
+            .sum();
+        inner.elsewhere.insert(app.app.id.clone(), elsewhere);
+    }
+    Ok(())
+}
+
+/// Removes a node's whole share, announcing `member_removed` on every node
+/// for users who were only there. Returns how many members left.
+async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
+    let mut redis = inner.redis.clone();
+    let channels: Vec<String> = redis.smembers(inner.keys.node_presence(node)).await?;
+    let mut removed_total = 0;
+    for member in &channels {
+        let Some((app_id, channel)) = Keys::split_presence_member(member) else {
+            continue;
+        };
+        let keys = inner.keys.presence(app_id, channel, node);
+        let (_, removed) = inner.scripts.replace(&mut redis, &keys, &[]).await?;
+        removed_total += removed.len();
+        if let Some(app) = inner.hub.by_id(app_id) {
+            for user in removed {
+                inner.publish(app, channel, messages::member_removed(channel, &user), None);
+            }
+        }
+    }
+    let mut pipe = redis::pipe();
+    for app in inner.hub.apps() {
+        pipe.del(inner.keys.subscriptions(&app.app.id, node)).ignore();
+        pipe.hdel(inner.keys.connections(&app.app.id), node).ignore();
+    }
+    pipe.del(inner.keys.node_presence(node)).ignore();
+    pipe.del(inner.keys.alive(node)).ignore();
+    pipe.srem(inner.keys.nodes(), node).ignore();
+    pipe.query_async::<()>(&mut redis).await?;
+    Ok(removed_total)
+}
+
+/// Writes this node's whole share from the local hub: subscription and
+/// connection counts, and its presence members (announcing to the other
+/// nodes the joins and leaves Redis missed while it was away).
+async fn rebuild(inner: &Inner) -> redis::RedisResult<()> {
+    let mut redis = inner.redis.clone();
+    let node = &inner.keys.node;
+    let stored: Vec<String> = redis.smembers(inner.keys.node_presence(node)).await?;
+    for app in inner.hub.apps() {
+        let mut pipe = redis::pipe();
+        let subs = inner.keys.subscriptions(&app.app.id, node);
+        pipe.del(&subs).ignore();
+        for (channel, stats) in app.channels(None) {
+            pipe.hset(&subs, channel, stats.subscription_count).ignore();
+        }
+        pipe.hset(inner.keys.connections(&app.app.id), node, app.connection_count())
+            .ignore();
+        pipe.query_async::<()>(&mut redis).await?;
+        rebuild_presence(inner, app, &stored).await?;
+    }
+    Ok(())
+}
+
+async fn rebuild_presence(inner: &Inner, app: &AppHub, stored: &[String]) -> redis::RedisResult<()> {
+    let mut redis = inner.redis.clone();
+    let node = &inner.keys.node;
+    let local = app.local_presence();
+    let mut channels: Vec<String> = local.iter().map(|(c, _)| c.clone()).collect();
+    for member in stored {
+        if let Some((app_id, channel)) = Keys::split_presence_member(member) {
+            if app_id == app.app.id && !channels.iter().any(|c| c == channel) {
+                channels.push(channel.to_owned());
+            }
+        }
+    }
+    for channel in channels {
+        let members: Vec<(String, u32, String)> = local
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map(|(_, m)| {
+                m.iter()
+                    .map(|(id, n, info)| (id.to_string(), *n, info.get().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let keys = inner.keys.presence(&app.app.id, &channel, node);
+        let (added, removed) = inner.scripts.replace(&mut redis, &keys, &members).await?;
+        let set_member = Keys::presence_member(&app.app.id, &channel);
+        if members.is_empty() {
+            redis.srem::<_, _, ()>(inner.keys.node_presence(node), &set_member).await?;
+        } else {
+            redis.sadd::<_, _, ()>(inner.keys.node_presence(node), &set_member).await?;
+        }
+        // Local sockets already heard of these changes while Redis was away.
+        for user in added {
+            if let Some((_, _, info)) = members.iter().find(|(id, _, _)| *id == user) {
+                if let Ok(info) = serde_json::value::RawValue::from_string(info.clone()) {
+                    relay_only(inner, app, &channel, messages::member_added(&channel, &user, &info));
+                }
+            }
+        }
+        for user in removed {
+            relay_only(inner, app, &channel, messages::member_removed(&channel, &user));
+        }
+    }
+    Ok(())
+}
+
+fn relay_only(inner: &Inner, app: &AppHub, channel: &str, frame: bytestring::ByteString) {
+    inner.relay(
+        app,
+        super::relay::Command::Publish {
+            channel: channel.to_owned(),
+            frame: frame.to_string(),
+            except: None,
+        },
+    );
+}
+
+/// Graceful shutdown: remove this node's share at once.
+pub(super) async fn leave_cluster(inner: &Inner) {
+    inner.healthy.store(false, Ordering::Release);
+    match purge(inner, &inner.keys.node).await {
+        Ok(n) => info!("left the cluster ({n} presence members removed)"),
+        Err(e) => warn!("could not remove this node's state from Redis: {e}"),
+    }
+    // Deliver the last relayed announcements before the process exits.
+    let _ = tokio::time::timeout(Duration::from_secs(2), inner.writer.flush()).await;
+}

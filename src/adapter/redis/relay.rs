@@ -1,0 +1,132 @@
+//! The cross-node relay: one Redis pub/sub channel per cluster, one
+//! subscription per node. Each message names its origin node so that a node
+//! never delivers its own publications twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::hub::Hub;
+use crate::protocol::SocketId;
+
+/// What a relayed message asks the other nodes to do.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Command {
+    /// Deliver `frame` to the channel's local subscribers except `except`.
+    Publish {
+        channel: String,
+        frame: String,
+        except: Option<String>,
+    },
+    /// Keep `frame` as the cache channel's last event, then deliver it.
+    PublishCached {
+        channel: String,
+        frame: String,
+        except: Option<String>,
+    },
+    /// Close the user's signed-in sockets.
+    TerminateUser { user_id: String },
+}
+
+/// One relayed message.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Envelope {
+    pub origin: String,
+    pub app: String,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Applies a message from another node to the local hub.
+pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
+    let envelope: Envelope = match serde_json::from_slice(payload) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!("ignoring malformed relay message: {e}");
+            return;
+        }
+    };
+    if envelope.origin == node {
+        return;
+    }
+    let Some(app) = hub.by_id(&envelope.app) else {
+        return;
+    };
+    let except = |e: &Option<String>| e.as_deref().and_then(|s| s.parse::<SocketId>().ok());
+    match envelope.command {
+        Command::Publish {
+            channel,
+            frame,
+            except: ex,
+        } => {
+            app.publish(&channel, &frame.into(), except(&ex));
+        }
+        Command::PublishCached {
+            channel,
+            frame,
+            except: ex,
+        } => {
+            let frame: bytestring::ByteString = frame.into();
+            app.store_cached(&channel, frame.clone());
+            app.publish(&channel, &frame, except(&ex));
+        }
+        Command::TerminateUser { user_id } => {
+            app.terminate_user(&user_id);
+        }
+    }
+}
+
+/// Subscribes to the relay channel and applies messages until the process
+/// ends, reconnecting with back-off whenever the subscription drops.
+pub async fn run(client: redis::Client, channel: String, hub: Arc<Hub>, node: String) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    info!("cluster relay subscribed to {channel}");
+                    backoff = Duration::from_millis(100);
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        apply(&hub, &node, message.get_payload_bytes());
+                    }
+                    warn!("cluster relay subscription lost; reconnecting");
+                }
+                Err(e) => warn!("cluster relay could not subscribe: {e}"),
+            },
+            Err(e) => warn!("cluster relay cannot reach Redis: {e}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let e = Envelope {
+            origin: "n1".into(),
+            app: "app".into(),
+            command: Command::Publish {
+                channel: "c".into(),
+                frame: "{\"event\":\"e\"}".into(),
+                except: Some("1.2".into()),
+            },
+        };
+        let decoded: Envelope = serde_json::from_slice(&e.encode()).expect("decodes");
+        assert_eq!(decoded, e);
+    }
+}

@@ -1,0 +1,104 @@
+//! One task that performs the node's fire-and-forget Redis writes in order:
+//! relay publications and this node's counts. Callers never wait on Redis;
+//! the queue is bounded, and when it is full or Redis is down the write is
+//! dropped (counts are rewritten whole when Redis comes back, see `node`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// How many writes may wait for Redis.
+pub const QUEUE: usize = 16 * 1024;
+/// How many queued writes are sent as one pipeline.
+const BATCH: usize = 256;
+
+/// One write.
+#[derive(Debug)]
+pub enum Write {
+    Publish { channel: String, payload: Vec<u8> },
+    /// Set (or, for 0, delete) a hash field to an absolute count.
+    Count { key: String, field: String, count: usize },
+    /// Answered once every write queued before it was sent.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The sending side, shared by every caller.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Write>,
+    overflowing: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Starts the writer task.
+    pub fn spawn(redis: ConnectionManager) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(redis, rx));
+        Writer {
+            tx,
+            overflowing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Queues a write without waiting.
+    pub fn send(&self, write: Write) {
+        match self.tx.try_send(write) {
+            Ok(()) => {
+                self.overflowing.store(false, Ordering::Relaxed);
+            }
+            Err(_) => {
+                if !self.overflowing.swap(true, Ordering::Relaxed) {
+                    warn!("Redis write queue is full; dropping cluster writes until it drains");
+                }
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Waits until every write queued so far has been sent (or failed).
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Write::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut failing = false;
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        let mut flushed = Vec::new();
+        for write in batch.drain(..) {
+            match write {
+                Write::Flush(done) => flushed.push(done),
+                Write::Publish { channel, payload } => {
+                    pipe.publish(channel, payload).ignore();
+                }
+                Write::Count { key, field, count } if count == 0 => {
+                    pipe.hdel(key, field).ignore();
+                }
+                Write::Count { key, field, count } => {
+                    pipe.hset(key, field, count).ignore();
+                }
+            }
+        }
+        match pipe.query_async::<()>(&mut redis).await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    warn!("Redis write failed ({e}); cluster writes are dropped until Redis is back");
+                }
+                failing = true;
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
