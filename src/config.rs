@@ -305,7 +305,10 @@ impl Config {
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
         let c = &self.cluster;
         if c.driver == ClusterDriver::Redis {
-            if !(c.url.starts_with("redis://") || c.url.starts_with("rediss://") || c.url.starts_with("unix://")) {
+            if !(c.url.starts_with("redis://")
+                || c.url.starts_with("rediss://")
+                || c.url.starts_with("unix://"))
+            {
                 return Err(invalid("cluster.url", "must be a redis:// URL"));
             }
             if c.prefix.is_empty() {
@@ -474,14 +477,21 @@ mod tests {
 
     #[test]
     fn redis_url_switches_to_cluster_mode() {
-        let c = Config::load(None, &env(&[("HERALD_REDIS_URL", "redis://127.0.0.1:7777")]))
-            .expect("valid");
+        let c = Config::load(
+            None,
+            &env(&[("HERALD_REDIS_URL", "redis://127.0.0.1:7777")]),
+        )
+        .expect("valid");
         assert_eq!(c.cluster.driver, ClusterDriver::Redis);
         assert_eq!(c.cluster.url, "redis://127.0.0.1:7777");
         let mut c = Config::from_toml("[cluster]\ndriver = \"redis\"\nurl = \"http://x\"\n")
             .expect("parses");
         c.apps.push(AppConfig::new("1", "k", "s"));
-        assert!(c.validate().unwrap_err().to_string().contains("cluster.url"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cluster.url"));
         assert!(Config::from_toml("[cluster]\ndriver = \"nats\"\n").is_err());
     }
 

@@ -24,8 +24,13 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let adapter: Arc<dyn Adapter> = match config.cluster.driver {
         ClusterDriver::Local => Arc::new(LocalAdapter),
         ClusterDriver::Redis => {
-            let redis = RedisAdapter::start(&config.cluster, hub.clone()).map_err(std::io::Error::other)?;
-            info!(node = redis.node_id(), "cluster mode: sharing state through Redis at {}", redacted(&config.cluster.url));
+            let redis =
+                RedisAdapter::start(&config.cluster, hub.clone()).map_err(std::io::Error::other)?;
+            info!(
+                node = redis.node_id(),
+                "cluster mode: sharing state through Redis at {}",
+                redacted(&config.cluster.url)
+            );
             Arc::new(redis)
         }
     };
@@ -84,8 +89,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(api::routes);
 }
 
-async fn up() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// Health check: 200 always (the node serves its own clients even while
+/// cut off from the cluster); `status` says whether it is fully connected.
+async fn up(state: web::Data<State>) -> HttpResponse {
+    let status = if state.adapter.ready() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    HttpResponse::Ok().json(serde_json::json!({ "status": status }))
 }
 
 async fn not_found() -> HttpResponse {
@@ -149,7 +161,9 @@ fn log_app_settings(config: &Config, port: Option<u16>) {
 /// A Redis URL without its password, for logs.
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }

@@ -21,7 +21,13 @@ impl Adapter for LocalAdapter {
         app.publish(channel, &frame, except);
     }
 
-    fn publish_cached(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
+    fn publish_cached(
+        &self,
+        app: &AppHub,
+        channel: &str,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) {
         app.store_cached(channel, frame.clone());
         app.publish(channel, &frame, except);
     }
@@ -45,7 +51,12 @@ impl Adapter for LocalAdapter {
         )))
     }
 
-    fn unsubscribe(&self, app: Arc<AppHub>, socket: SocketId, channel: String) -> BoxFuture<'static, ()> {
+    fn unsubscribe(
+        &self,
+        app: Arc<AppHub>,
+        socket: SocketId,
+        channel: String,
+    ) -> BoxFuture<'static, ()> {
         app.unsubscribe(socket, &channel, Presence::Local);
         Box::pin(ready(()))
     }
@@ -78,6 +89,10 @@ impl Adapter for LocalAdapter {
         name: String,
     ) -> BoxFuture<'static, AdapterResult<Vec<String>>> {
         Box::pin(ready(Ok(app.channel_users(&name))))
+    }
+
+    fn ready(&self) -> bool {
+        true
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -39,7 +39,13 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Like [`Adapter::publish`], and every node keeps `frame` as the cache
     /// channel's last event for later subscribers.
-    fn publish_cached(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>);
+    fn publish_cached(
+        &self,
+        app: &AppHub,
+        channel: &str,
+        frame: ByteString,
+        except: Option<SocketId>,
+    );
 
     /// Closes every socket signed in as `user_id`, on every node.
     fn terminate_user(&self, app: &AppHub, user_id: &str);
@@ -56,7 +62,12 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Removes a local connection from a channel (announcing
     /// `member_removed` when its user left the channel cluster-wide).
-    fn unsubscribe(&self, app: Arc<AppHub>, socket: SocketId, channel: String) -> BoxFuture<'static, ()>;
+    fn unsubscribe(
+        &self,
+        app: Arc<AppHub>,
+        socket: SocketId,
+        channel: String,
+    ) -> BoxFuture<'static, ()>;
 
     /// Connections of the app on other nodes (for the connection quota).
     fn connections_elsewhere(&self, app: &AppHub) -> usize;
@@ -84,6 +95,10 @@ pub trait Adapter: Send + Sync + 'static {
         app: Arc<AppHub>,
         name: String,
     ) -> BoxFuture<'static, AdapterResult<Vec<String>>>;
+
+    /// Whether the node is fully connected to the cluster (always true for
+    /// a single node). Reported by the health endpoint.
+    fn ready(&self) -> bool;
 
     /// Removes this node's share of the cluster state (graceful shutdown).
     fn shutdown(&self) -> BoxFuture<'static, ()>;

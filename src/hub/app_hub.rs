@@ -45,6 +45,9 @@ struct CachedEvent {
     expires: Instant,
 }
 
+/// A presence member on this node: user id, local socket count, user_info.
+pub type LocalMember = (Arc<str>, u32, Arc<serde_json::value::RawValue>);
+
 /// Counts reported by channel queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChannelStats {
@@ -286,7 +289,7 @@ impl AppHub {
 
     /// Presence channels with this node's members: channel, and per user
     /// their local socket count and user_info (cluster rebuild).
-    pub fn local_presence(&self) -> Vec<(String, Vec<(Arc<str>, u32, Arc<serde_json::value::RawValue>)>)> {
+    pub fn local_presence(&self) -> Vec<(String, Vec<LocalMember>)> {
         self.channels
             .iter()
             .filter_map(|c| {

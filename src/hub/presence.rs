@@ -100,7 +100,7 @@ impl Roster {
     }
 
     /// Every member with their socket count and info.
-    pub fn members(&self) -> Vec<(Arc<str>, u32, Arc<RawValue>)> {
+    pub fn members(&self) -> Vec<super::app_hub::LocalMember> {
         self.members
             .iter()
             .map(|(id, m)| (id.clone(), m.sockets, m.user_info.clone()))

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -128,6 +130,20 @@ impl Server {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until `/up` reports the node fully connected to its cluster.
+    pub async fn wait_ready(&self) {
+        eventually("the node joins the cluster", || async {
+            raw_request(self, "GET", "/up", "").await.body["status"] == "ok"
+        })
+        .await;
     }
 
     /// Waits for the process to exit; returns its exit code.

@@ -24,6 +24,11 @@ impl Keys {
         format!("{}:relay", self.prefix)
     }
 
+    /// A random value set once per Redis lifetime (tells restarts apart).
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
     /// Set of node ids that have announced themselves.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)

@@ -61,8 +61,12 @@ struct Inner {
     config: ClusterConfig,
     /// Whether this node's share of the cluster state is in Redis.
     healthy: AtomicBool,
+    /// Whether the relay subscription is up.
+    relay_ready: Arc<AtomicBool>,
     /// Per app id: connections on other live nodes (refreshed by heartbeat).
     elsewhere: DashMap<String, usize>,
+    /// The Redis epoch seen by the last heartbeat.
+    epoch: std::sync::Mutex<Option<String>>,
 }
 
 fn unavailable(e: redis::RedisError) -> AdapterError {
@@ -92,9 +96,17 @@ impl RedisAdapter {
             scripts: Scripts::default(),
             config: config.clone(),
             healthy: AtomicBool::new(false),
+            relay_ready: Arc::new(AtomicBool::new(false)),
             elsewhere: DashMap::new(),
+            epoch: std::sync::Mutex::new(None),
         });
-        tokio::spawn(relay::run(client, inner.keys.relay(), hub, node));
+        tokio::spawn(relay::run(
+            client,
+            inner.keys.relay(),
+            hub,
+            node,
+            inner.relay_ready.clone(),
+        ));
         tokio::spawn(node::heartbeat(inner.clone()));
         Ok(RedisAdapter { inner })
     }
@@ -227,7 +239,11 @@ impl Inner {
             return;
         };
         let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
-        match self.scripts.leave(&mut self.redis.clone(), &keys, &user).await {
+        match self
+            .scripts
+            .leave(&mut self.redis.clone(), &keys, &user)
+            .await
+        {
             Ok(true) => self.publish(app, channel, messages::member_removed(channel, &user), None),
             Ok(false) => {}
             Err(e) => {
@@ -256,13 +272,17 @@ impl Inner {
     }
 
     /// Subscriber counts per channel summed over live nodes.
-    async fn subscription_counts(&self, app: &str) -> Result<HashMap<String, usize>, redis::RedisError> {
+    async fn subscription_counts(
+        &self,
+        app: &str,
+    ) -> Result<HashMap<String, usize>, redis::RedisError> {
         let nodes = self.live_nodes().await?;
         let mut pipe = redis::pipe();
         for node in &nodes {
             pipe.hgetall(self.keys.subscriptions(app, node));
         }
-        let per_node: Vec<HashMap<String, usize>> = pipe.query_async(&mut self.redis.clone()).await?;
+        let per_node: Vec<HashMap<String, usize>> =
+            pipe.query_async(&mut self.redis.clone()).await?;
         let mut totals = HashMap::new();
         for counts in per_node {
             for (channel, n) in counts {
@@ -273,7 +293,11 @@ impl Inner {
         Ok(totals)
     }
 
-    async fn user_counts(&self, app: &str, channels: &[&str]) -> Result<Vec<usize>, redis::RedisError> {
+    async fn user_counts(
+        &self,
+        app: &str,
+        channels: &[&str],
+    ) -> Result<Vec<usize>, redis::RedisError> {
         let mut pipe = redis::pipe();
         for channel in channels {
             pipe.hlen(self.keys.presence(app, channel, &self.keys.node).users);
@@ -281,7 +305,11 @@ impl Inner {
         pipe.query_async(&mut self.redis.clone()).await
     }
 
-    async fn cluster_channels(&self, app: &AppHub, prefix: Option<&str>) -> Result<Vec<(String, ChannelStats)>, redis::RedisError> {
+    async fn cluster_channels(
+        &self,
+        app: &AppHub,
+        prefix: Option<&str>,
+    ) -> Result<Vec<(String, ChannelStats)>, redis::RedisError> {
         let mut counts = self.subscription_counts(&app.app.id).await?;
         counts.retain(|name, _| prefix.is_none_or(|p| name.starts_with(p)));
         let presence: Vec<&str> = counts
@@ -329,7 +357,13 @@ impl Adapter for RedisAdapter {
         self.inner.publish(app, channel, frame, except);
     }
 
-    fn publish_cached(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
+    fn publish_cached(
+        &self,
+        app: &AppHub,
+        channel: &str,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) {
         app.store_cached(channel, frame.clone());
         app.publish(channel, &frame, except);
         self.inner.relay(
@@ -372,7 +406,12 @@ impl Adapter for RedisAdapter {
         })
     }
 
-    fn unsubscribe(&self, app: Arc<AppHub>, socket: SocketId, channel: String) -> BoxFuture<'static, ()> {
+    fn unsubscribe(
+        &self,
+        app: Arc<AppHub>,
+        socket: SocketId,
+        channel: String,
+    ) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
         Box::pin(async move { inner.leave(&app, socket, &channel).await })
     }
@@ -448,6 +487,10 @@ impl Adapter for RedisAdapter {
                 .await
                 .map_err(unavailable)
         })
+    }
+
+    fn ready(&self) -> bool {
+        self.inner.healthy() && self.inner.relay_ready.load(Ordering::Acquire)
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -20,12 +20,30 @@ pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = beat(&inner).await {
-            inner.mark_unhealthy(&e);
-            continue;
-        }
-        if !inner.healthy() {
-            match rebuild(&inner).await {
+        let (announced, epoch) = match beat(&inner).await {
+            Ok(beat) => beat,
+            Err(e) => {
+                inner.mark_unhealthy(&e);
+                continue;
+            }
+        };
+        // Redis restarted (empty) when the epoch changed: the other nodes'
+        // clients never heard our members leave, so re-adding them must be
+        // silent. Otherwise we were presumed dead and purged, and our
+        // members' return is announced.
+        let same_redis = {
+            let mut last = inner.epoch.lock().unwrap_or_else(|p| p.into_inner());
+            let same = last.as_deref() == Some(epoch.as_str());
+            *last = Some(epoch);
+            same
+        };
+        // A node missing from the node set means Redis lost our share (it
+        // restarted empty, or we were presumed dead): write it again.
+        if announced || !inner.healthy() {
+            if inner.healthy.swap(false, Ordering::AcqRel) {
+                warn!("Redis no longer holds this node's state; rewriting it");
+            }
+            match rebuild(&inner, same_redis).await {
                 Ok(()) => {
                     inner.healthy.store(true, Ordering::Release);
                     info!(node = %inner.keys.node, "joined the Redis cluster; this node's state is written");
@@ -42,15 +60,28 @@ pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
     }
 }
 
-async fn beat(inner: &Inner) -> redis::RedisResult<()> {
+/// Refreshes the heartbeat. Returns whether the node had to be added to the
+/// node set again, and the Redis epoch (a random value set once per Redis
+/// lifetime, so a restart shows as a new epoch).
+async fn beat(inner: &Inner) -> redis::RedisResult<(bool, String)> {
     let mut redis = inner.redis.clone();
-    redis::pipe()
-        .set_ex(inner.keys.alive(&inner.keys.node), 1, inner.config.node_timeout)
+    let (added, epoch): (u32, String) = redis::pipe()
+        .set_ex(
+            inner.keys.alive(&inner.keys.node),
+            1,
+            inner.config.node_timeout,
+        )
         .ignore()
         .sadd(inner.keys.nodes(), &inner.keys.node)
+        .cmd("SET")
+        .arg(inner.keys.epoch())
+        .arg(format!("{:016x}", rand::random::<u64>()))
+        .arg("NX")
         .ignore()
+        .get(inner.keys.epoch())
         .query_async(&mut redis)
-        .await
+        .await?;
+    Ok((added == 1, epoch))
 }
 
 /// Refreshes other nodes' connection counts and purges dead nodes.
@@ -59,7 +90,10 @@ async fn watch_others(inner: &Inner) -> redis::RedisResult<()> {
     let nodes: Vec<String> = redis.smembers(inner.keys.nodes()).await?;
     let live = inner.live_nodes().await?;
     let live: HashSet<&String> = live.iter().collect();
-    for node in nodes.iter().filter(|n| !live.contains(n) && **n != inner.keys.node) {
+    for node in nodes
+        .iter()
+        .filter(|n| !live.contains(n) && **n != inner.keys.node)
+    {
         let lock: bool = redis::cmd("SET")
             .arg(inner.keys.purge_lock(node))
             .arg(&inner.keys.node)
@@ -71,11 +105,14 @@ async fn watch_others(inner: &Inner) -> redis::RedisResult<()> {
             .is_some();
         if lock {
             let removed = purge(inner, node).await?;
-            info!("node {node} stopped beating; removed its state ({removed} presence members left)");
+            info!(
+                "node {node} stopped beating; removed its state ({removed} presence members left)"
+            );
         }
     }
     for app in inner.hub.apps() {
-        let counts: Vec<(String, usize)> = redis.hgetall(inner.keys.connections(&app.app.id)).await?;
+        let counts: Vec<(String, usize)> =
+            redis.hgetall(inner.keys.connections(&app.app.id)).await?;
         let elsewhere = counts
             .iter()
             .filter(|(node, _)| *node != inner.keys.node && live.contains(node))
@@ -107,8 +144,10 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
     }
     let mut pipe = redis::pipe();
     for app in inner.hub.apps() {
-        pipe.del(inner.keys.subscriptions(&app.app.id, node)).ignore();
-        pipe.hdel(inner.keys.connections(&app.app.id), node).ignore();
+        pipe.del(inner.keys.subscriptions(&app.app.id, node))
+            .ignore();
+        pipe.hdel(inner.keys.connections(&app.app.id), node)
+            .ignore();
     }
     pipe.del(inner.keys.node_presence(node)).ignore();
     pipe.del(inner.keys.alive(node)).ignore();
@@ -118,9 +157,9 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
 }
 
 /// Writes this node's whole share from the local hub: subscription and
-/// connection counts, and its presence members (announcing to the other
-/// nodes the joins and leaves Redis missed while it was away).
-async fn rebuild(inner: &Inner) -> redis::RedisResult<()> {
+/// connection counts, and its presence members. With `announce`, the other
+/// nodes are told of the joins and leaves Redis missed meanwhile.
+async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
     let mut redis = inner.redis.clone();
     let node = &inner.keys.node;
     let stored: Vec<String> = redis.smembers(inner.keys.node_presence(node)).await?;
@@ -131,15 +170,24 @@ async fn rebuild(inner: &Inner) -> redis::RedisResult<()> {
         for (channel, stats) in app.channels(None) {
             pipe.hset(&subs, channel, stats.subscription_count).ignore();
         }
-        pipe.hset(inner.keys.connections(&app.app.id), node, app.connection_count())
-            .ignore();
+        pipe.hset(
+            inner.keys.connections(&app.app.id),
+            node,
+            app.connection_count(),
+        )
+        .ignore();
         pipe.query_async::<()>(&mut redis).await?;
-        rebuild_presence(inner, app, &stored).await?;
+        rebuild_presence(inner, app, &stored, announce).await?;
     }
     Ok(())
 }
 
-async fn rebuild_presence(inner: &Inner, app: &AppHub, stored: &[String]) -> redis::RedisResult<()> {
+async fn rebuild_presence(
+    inner: &Inner,
+    app: &AppHub,
+    stored: &[String],
+    announce: bool,
+) -> redis::RedisResult<()> {
     let mut redis = inner.redis.clone();
     let node = &inner.keys.node;
     let local = app.local_presence();
@@ -165,20 +213,37 @@ async fn rebuild_presence(inner: &Inner, app: &AppHub, stored: &[String]) -> red
         let (added, removed) = inner.scripts.replace(&mut redis, &keys, &members).await?;
         let set_member = Keys::presence_member(&app.app.id, &channel);
         if members.is_empty() {
-            redis.srem::<_, _, ()>(inner.keys.node_presence(node), &set_member).await?;
+            redis
+                .srem::<_, _, ()>(inner.keys.node_presence(node), &set_member)
+                .await?;
         } else {
-            redis.sadd::<_, _, ()>(inner.keys.node_presence(node), &set_member).await?;
+            redis
+                .sadd::<_, _, ()>(inner.keys.node_presence(node), &set_member)
+                .await?;
+        }
+        if !announce {
+            continue;
         }
         // Local sockets already heard of these changes while Redis was away.
         for user in added {
             if let Some((_, _, info)) = members.iter().find(|(id, _, _)| *id == user) {
                 if let Ok(info) = serde_json::value::RawValue::from_string(info.clone()) {
-                    relay_only(inner, app, &channel, messages::member_added(&channel, &user, &info));
+                    relay_only(
+                        inner,
+                        app,
+                        &channel,
+                        messages::member_added(&channel, &user, &info),
+                    );
                 }
             }
         }
         for user in removed {
-            relay_only(inner, app, &channel, messages::member_removed(&channel, &user));
+            relay_only(
+                inner,
+                app,
+                &channel,
+                messages::member_removed(&channel, &user),
+            );
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! subscription per node. Each message names its origin node so that a node
 //! never delivers its own publications twice.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,18 +89,26 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
 
 /// Subscribes to the relay channel and applies messages until the process
 /// ends, reconnecting with back-off whenever the subscription drops.
-pub async fn run(client: redis::Client, channel: String, hub: Arc<Hub>, node: String) {
+pub async fn run(
+    client: redis::Client,
+    channel: String,
+    hub: Arc<Hub>,
+    node: String,
+    ready: Arc<AtomicBool>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     info!("cluster relay subscribed to {channel}");
+                    ready.store(true, Ordering::Release);
                     backoff = Duration::from_millis(100);
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         apply(&hub, &node, message.get_payload_bytes());
                     }
+                    ready.store(false, Ordering::Release);
                     warn!("cluster relay subscription lost; reconnecting");
                 }
                 Err(e) => warn!("cluster relay could not subscribe: {e}"),

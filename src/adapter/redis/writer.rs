@@ -18,9 +18,16 @@ const BATCH: usize = 256;
 /// One write.
 #[derive(Debug)]
 pub enum Write {
-    Publish { channel: String, payload: Vec<u8> },
+    Publish {
+        channel: String,
+        payload: Vec<u8>,
+    },
     /// Set (or, for 0, delete) a hash field to an absolute count.
-    Count { key: String, field: String, count: usize },
+    Count {
+        key: String,
+        field: String,
+        count: usize,
+    },
     /// Answered once every write queued before it was sent.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -80,7 +87,11 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                 Write::Publish { channel, payload } => {
                     pipe.publish(channel, payload).ignore();
                 }
-                Write::Count { key, field, count } if count == 0 => {
+                Write::Count {
+                    key,
+                    field,
+                    count: 0,
+                } => {
                     pipe.hdel(key, field).ignore();
                 }
                 Write::Count { key, field, count } => {
@@ -92,7 +103,9 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
             Ok(()) => failing = false,
             Err(e) => {
                 if !failing {
-                    warn!("Redis write failed ({e}); cluster writes are dropped until Redis is back");
+                    warn!(
+                        "Redis write failed ({e}); cluster writes are dropped until Redis is back"
+                    );
                 }
                 failing = true;
             }

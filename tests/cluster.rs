@@ -1,0 +1,322 @@
+//! Cluster mode against a real `redis-server` started by the test: two or
+//! three Herald nodes must look like one server, including when a node is
+//! killed or Redis restarts.
+
+mod common;
+
+use common::redis_server::RedisServer;
+use common::{api, trigger, Client, Server};
+use serde_json::json;
+
+/// A node of the cluster on `redis`, with short liveness timings.
+async fn node(redis: &RedisServer) -> Server {
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n",
+        redis.url()
+    );
+    let server = Server::launch(Some(&config), &[]);
+    server.wait_ready().await;
+    server
+}
+
+async fn user_ids(server: &Server, channel: &str) -> Vec<String> {
+    let r = api(
+        server,
+        "GET",
+        &format!("/apps/app-id/channels/{channel}/users"),
+        "",
+        None,
+    )
+    .await;
+    let mut ids: Vec<String> = r.body["users"]
+        .as_array()
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|u| u["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[actix_rt::test]
+async fn events_cross_nodes_exactly_once_with_exclusion() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut on_a = Client::connect(&a).await;
+    let mut on_b = Client::connect(&b).await;
+    let mut excluded = Client::connect(&b).await;
+    for client in [&mut on_a, &mut on_b, &mut excluded] {
+        client.subscribe("news").await;
+    }
+    for i in 0..5 {
+        let r = trigger(
+            &a,
+            json!({"name": "n", "channel": "news", "data": i.to_string(), "socket_id": excluded.socket_id}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    for client in [&mut on_a, &mut on_b] {
+        for i in 0..5 {
+            assert_eq!(
+                client.expect("n").await["raw_data"],
+                i.to_string(),
+                "in order, once"
+            );
+        }
+        client.expect_nothing_pending().await;
+    }
+    excluded.expect_nothing_pending().await;
+
+    // Client events relay too, never back to the sender.
+    on_a.subscribe_private("private-talk").await;
+    on_b.subscribe_private("private-talk").await;
+    on_b.send(json!({"event": "client-hi", "channel": "private-talk", "data": {"x": 1}}))
+        .await;
+    assert_eq!(on_a.expect("client-hi").await["data"], json!({"x": 1}));
+    on_b.expect_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn presence_is_cluster_wide_with_exact_member_events() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+
+    let mut ada = Client::connect(&a).await;
+    ada.join("presence-room", "1", json!({"name": "Ada"})).await;
+    let mut bob = Client::connect(&b).await;
+    let ok = bob.join("presence-room", "2", json!({"name": "Bob"})).await;
+    assert_eq!(ok["data"]["presence"]["count"], 2);
+    assert_eq!(ok["data"]["presence"]["hash"]["1"], json!({"name": "Ada"}));
+    let added = ada.expect("pusher_internal:member_added").await;
+    assert_eq!(
+        added["data"],
+        json!({"user_id": "2", "user_info": {"name": "Bob"}})
+    );
+
+    // Ada's second socket, on the other node: not a new member anywhere.
+    let mut ada2 = Client::connect(&b).await;
+    let ok = ada2
+        .join("presence-room", "1", json!({"name": "Ada"}))
+        .await;
+    assert_eq!(ok["data"]["presence"]["count"], 2);
+    // Leaving with one of her two sockets: not a departure.
+    ada.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-room"}}))
+        .await;
+    ada.expect_nothing_pending().await;
+    bob.expect_nothing_pending().await;
+    assert_eq!(user_ids(&a, "presence-room").await, ["1", "2"]);
+
+    drop(ada2);
+    let removed = bob.expect("pusher_internal:member_removed").await;
+    assert_eq!(removed["data"], json!({"user_id": "1"}));
+    bob.expect_nothing_pending().await;
+    assert_eq!(user_ids(&a, "presence-room").await, ["2"]);
+}
+
+#[actix_rt::test]
+async fn presence_member_limit_counts_every_node() {
+    let redis = RedisServer::start();
+    let config = |url: String| {
+        format!(
+            "[cluster]\ndriver = \"redis\"\nurl = \"{url}\"\nnode_timeout = 3\n\
+             [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nmax_presence_members = 1\n"
+        )
+    };
+    let a = Server::launch(Some(&config(redis.url())), &[]);
+    let b = Server::launch(Some(&config(redis.url())), &[]);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let mut first = Client::connect(&a).await;
+    first.join("presence-one", "1", json!(null)).await;
+    let mut second = Client::connect(&b).await;
+    let err = second.join("presence-one", "2", json!(null)).await;
+    assert_eq!(err["event"], "pusher:subscription_error");
+    assert_eq!(err["data"]["type"], "LimitReached");
+}
+
+#[actix_rt::test]
+async fn channel_queries_count_every_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut c1 = Client::connect(&a).await;
+    let mut c2 = Client::connect(&b).await;
+    let mut c3 = Client::connect(&b).await;
+    c1.join("presence-q", "1", json!(null)).await;
+    c2.join("presence-q", "2", json!(null)).await;
+    c3.join("presence-q", "2", json!(null)).await;
+    c1.subscribe("public-q").await;
+    c2.subscribe("public-q").await;
+    common::eventually("counts reach Redis", || async {
+        let r = api(
+            &a,
+            "GET",
+            "/apps/app-id/channels/presence-q",
+            "info=user_count,subscription_count",
+            None,
+        )
+        .await;
+        r.body == json!({"occupied": true, "user_count": 2, "subscription_count": 3})
+    })
+    .await;
+    let r = api(
+        &b,
+        "GET",
+        "/apps/app-id/channels",
+        "info=subscription_count",
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!({"channels": {"presence-q": {"subscription_count": 3}, "public-q": {"subscription_count": 2}}})
+    );
+    let r = api(
+        &a,
+        "GET",
+        "/apps/app-id/channels",
+        "filter_by_prefix=presence-&info=user_count",
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!({"channels": {"presence-q": {"user_count": 2}}})
+    );
+    let r = trigger(
+        &b,
+        json!({"name": "e", "channel": "public-q", "data": "1", "info": "subscription_count"}),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!({"channels": {"public-q": {"subscription_count": 2}}})
+    );
+    assert_eq!(user_ids(&b, "presence-q").await, ["1", "2"]);
+}
+
+#[actix_rt::test]
+async fn users_cache_and_termination_work_across_nodes() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut signed = Client::connect(&b).await;
+    signed.signin(json!({"id": "42"})).await;
+    let r = trigger(
+        &a,
+        json!({"name": "notice", "channel": "#server-to-user-42", "data": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(signed.expect("notice").await["raw_data"], "hi");
+
+    trigger(
+        &a,
+        json!({"name": "price", "channel": "cache-p", "data": "7"}),
+    )
+    .await;
+    // The relay is asynchronous: wait until node B holds the cached event.
+    common::eventually("node B caches the event", || async {
+        let mut late = Client::connect(&b).await;
+        late.subscribe("cache-p").await;
+        late.recv().await["event"] == "price"
+    })
+    .await;
+
+    let r = api(
+        &a,
+        "POST",
+        "/apps/app-id/users/42/terminate_connections",
+        "",
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(signed.expect_close().await.0, 4009);
+}
+
+#[actix_rt::test]
+async fn a_killed_nodes_members_are_removed_by_the_survivors() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let mut b = node(&redis).await;
+    let mut stays = Client::connect(&a).await;
+    stays.join("presence-k", "1", json!(null)).await;
+    let mut doomed = Client::connect(&b).await;
+    doomed.join("presence-k", "2", json!(null)).await;
+    stays.expect("pusher_internal:member_added").await;
+    doomed.subscribe("public-k").await;
+
+    b.kill();
+    // Within node_timeout (3 s) plus a heartbeat; Client waits up to 5 s.
+    let removed = stays.expect("pusher_internal:member_removed").await;
+    assert_eq!(removed["data"], json!({"user_id": "2"}));
+    assert_eq!(user_ids(&a, "presence-k").await, ["1"]);
+    let r = api(&a, "GET", "/apps/app-id/channels", "", None).await;
+    assert_eq!(r.body, json!({"channels": {"presence-k": {}}}));
+    stays.expect_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn graceful_shutdown_removes_the_nodes_state_at_once() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let mut b = node(&redis).await;
+    let mut stays = Client::connect(&a).await;
+    stays.join("presence-g", "1", json!(null)).await;
+    let mut leaving = Client::connect(&b).await;
+    leaving.join("presence-g", "2", json!(null)).await;
+    stays.expect("pusher_internal:member_added").await;
+
+    b.terminate();
+    assert_eq!(leaving.expect_close().await.0, 4200);
+    let removed = stays.expect("pusher_internal:member_removed").await;
+    assert_eq!(removed["data"]["user_id"], "2");
+    assert_eq!(b.wait_exit(), Some(0));
+    assert_eq!(user_ids(&a, "presence-g").await, ["1"]);
+}
+
+#[actix_rt::test]
+async fn service_resumes_and_state_is_rebuilt_after_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut on_a = Client::connect(&a).await;
+    let mut on_b = Client::connect(&b).await;
+    on_a.join("presence-r", "1", json!(null)).await;
+    on_b.join("presence-r", "2", json!(null)).await;
+    on_a.expect("pusher_internal:member_added").await;
+    on_a.subscribe("news").await;
+    on_b.subscribe("news").await;
+
+    redis.restart();
+    // Redis came back empty; each node rewrites its own share.
+    common::eventually("both nodes' members are back in Redis", || async {
+        user_ids(&a, "presence-r").await == ["1", "2"]
+    })
+    .await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    // Local clients were served all along; relay works again.
+    trigger(&b, json!({"name": "after", "channel": "news", "data": "1"})).await;
+    assert_eq!(on_a.expect("after").await["channel"], "news");
+    assert_eq!(on_b.expect("after").await["channel"], "news");
+    let r = api(
+        &a,
+        "GET",
+        "/apps/app-id/channels/news",
+        "info=subscription_count",
+        None,
+    )
+    .await;
+    assert_eq!(r.body, json!({"occupied": true, "subscription_count": 2}));
+    // No spurious presence events were sent to anyone.
+    on_a.expect_nothing_pending().await;
+    on_b.expect_nothing_pending().await;
+}
