@@ -241,6 +241,52 @@ export async function startServer({ configToml, startTimeout = 15000 } = {}) {
   };
 }
 
+/**
+ * Starts a private redis-server on a free port (never the machine's shared
+ * one). Resolves with { url, stop() }.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    await observeFor(20);
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      child.kill('SIGKILL');
+      await withTimeout(exited, 5000, 'redis-server to exit');
+    },
+  };
+}
+
+/** Waits until a node's /up reports it fully joined to its cluster. */
+export async function waitClusterReady(port, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const body = await new Promise((resolve) => {
+      http.get({ host: '127.0.0.1', port, path: '/up', agent: false }, (res) => {
+        let text = '';
+        res.on('data', (c) => { text += c; });
+        res.on('end', () => resolve(text));
+      }).on('error', () => resolve(''));
+    });
+    if (body.includes('"ok"')) return;
+    if (Date.now() > deadline) throw new Error(`node on ${port} never joined the cluster: ${body}`);
+    await observeFor(50);
+  }
+}
+
 /** TOML for a single app with the standard credentials plus `settings`. */
 export function appConfigToml(settings = {}) {
   const lines = ['[[apps]]', `id = "${APP.id}"`, `key = "${APP.key}"`, `secret = "${APP.secret}"`];
