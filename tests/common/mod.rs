@@ -27,6 +27,28 @@ pub const APP_ID: &str = "app-id";
 /// How long any single expected frame or response may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Anything the HTTP helpers can talk to.
+pub trait Endpoint {
+    fn port(&self) -> u16;
+}
+
+/// A server this process does not own.
+pub struct AttachedServer {
+    pub port: u16,
+}
+
+impl Endpoint for AttachedServer {
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Endpoint for Server {
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// A running `herald` process, killed on drop.
 pub struct Server {
     child: Child,
@@ -70,6 +92,11 @@ pub mod tempfile {
 }
 
 impl Server {
+    /// A handle on a server started elsewhere (not owned: never killed).
+    pub fn attach(port: u16) -> AttachedServer {
+        AttachedServer { port }
+    }
+
     /// Starts Herald with the default app (app-id / app-key / app-secret).
     pub fn start() -> Server {
         Server::launch(None, &[])
@@ -366,7 +393,7 @@ fn default_app() -> AppConfig {
 
 /// A signed API request, as the SDKs sign it.
 pub async fn api(
-    server: &Server,
+    server: &impl Endpoint,
     method: &str,
     path: &str,
     query: &str,
@@ -376,7 +403,7 @@ pub async fn api(
 }
 
 pub async fn api_as(
-    server: &Server,
+    server: &impl Endpoint,
     app: &AppConfig,
     method: &str,
     path: &str,
@@ -409,12 +436,12 @@ pub async fn api_as(
 
 /// An unsigned request with the given path and query.
 pub async fn raw_request(
-    server: &Server,
+    server: &impl Endpoint,
     method: &str,
     path_and_query: &str,
     body: &str,
 ) -> Response {
-    let url = format!("http://127.0.0.1:{}{}", server.port, path_and_query);
+    let url = format!("http://127.0.0.1:{}{}", server.port(), path_and_query);
     let client = awc::Client::builder().timeout(TIMEOUT).finish();
     let request = match method {
         "GET" => client.get(url),
@@ -441,7 +468,7 @@ pub async fn raw_request(
 }
 
 /// `POST /apps/app-id/events` with a JSON body.
-pub async fn trigger(server: &Server, body: Value) -> Response {
+pub async fn trigger(server: &impl Endpoint, body: Value) -> Response {
     api(
         server,
         "POST",

@@ -1,0 +1,128 @@
+//! Delivery benchmark (not a test): publish through the HTTP API and measure
+//! how fast and how soon events reach WebSocket subscribers, on one node and
+//! across two nodes sharing a private redis-server.
+//!
+//! `cargo bench --bench delivery` (env: BENCH_SUBSCRIBERS, BENCH_MESSAGES).
+//! Latency is from just before the HTTP request is sent to the moment a
+//! subscriber has parsed the frame; every subscriber's every message counts.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::redis_server::RedisServer;
+use common::{Client, Server};
+use serde_json::json;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+struct Report {
+    deliveries: usize,
+    elapsed: Duration,
+    latencies: Vec<u64>,
+}
+
+impl Report {
+    fn print(&mut self, label: &str) {
+        self.latencies.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+            self.latencies.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        println!(
+            "{label:<28} {:>8} deliveries in {:>6.2} s = {:>9.0} msg/s   latency ms p50 {:>6.2}  p95 {:>6.2}  p99 {:>6.2}  max {:>6.2}",
+            self.deliveries,
+            self.elapsed.as_secs_f64(),
+            self.deliveries as f64 / self.elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.95),
+            pct(0.99),
+            pct(1.0),
+        );
+    }
+}
+
+/// Subscribes `n` clients on `receiver`, publishes `messages` events through
+/// `publisher` (8 requests in flight), and collects every delivery.
+async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -> Report {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = Client::connect(receiver).await;
+        c.subscribe("bench").await;
+        clients.push(c);
+    }
+    let collectors: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            actix_rt::spawn(async move {
+                let mut latencies = Vec::with_capacity(messages);
+                while latencies.len() < messages {
+                    let frame = c.recv().await;
+                    if frame["event"] == "tick" {
+                        let sent = frame["data"]["t"].as_u64().unwrap_or_default();
+                        latencies.push(now_micros().saturating_sub(sent));
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+
+    let start = Instant::now();
+    let in_flight = 8;
+    let per_task = messages.div_ceil(in_flight);
+    let publishers: Vec<_> = (0..in_flight)
+        .map(|task| {
+            let port = publisher.port;
+            actix_rt::spawn(async move {
+                let server = common::Server::attach(port);
+                for i in (task * per_task)..((task + 1) * per_task).min(messages) {
+                    let data = json!({"t": now_micros(), "i": i}).to_string();
+                    let r = common::trigger(&server, json!({"name": "tick", "channel": "bench", "data": data})).await;
+                    assert_eq!(r.status, 200);
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    let mut latencies = Vec::with_capacity(n * messages);
+    for c in collectors {
+        latencies.extend(c.await.expect("collector"));
+    }
+    Report {
+        deliveries: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
+#[actix_rt::main]
+async fn main() {
+    let n = env_or("BENCH_SUBSCRIBERS", 100);
+    let messages = env_or("BENCH_MESSAGES", 2000);
+    println!("{n} subscribers, {messages} events published over HTTP (8 in flight)");
+
+    let single = Server::start();
+    run(&single, &single, n, messages).await.print("single node");
+
+    let redis = RedisServer::start();
+    let config = format!("[cluster]\ndriver = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let a = Server::launch(Some(&config), &[]);
+    let b = Server::launch(Some(&config), &[]);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    run(&a, &a, n, messages).await.print("cluster, same node");
+    run(&a, &b, n, messages).await.print("cluster, across nodes");
+}
