@@ -16,7 +16,10 @@ use common::{Client, Server};
 use serde_json::json;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn now_micros() -> u64 {
@@ -88,7 +91,11 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
                 let server = common::Server::attach(port);
                 for i in (task * per_task)..((task + 1) * per_task).min(messages) {
                     let data = json!({"t": now_micros(), "i": i}).to_string();
-                    let r = common::trigger(&server, json!({"name": "tick", "channel": "bench", "data": data})).await;
+                    let r = common::trigger(
+                        &server,
+                        json!({"name": "tick", "channel": "bench", "data": data}),
+                    )
+                    .await;
                     assert_eq!(r.status, 200);
                 }
             })
@@ -115,7 +122,9 @@ async fn main() {
     println!("{n} subscribers, {messages} events published over HTTP (8 in flight)");
 
     let single = Server::start();
-    run(&single, &single, n, messages).await.print("single node");
+    run(&single, &single, n, messages)
+        .await
+        .print("single node");
 
     let redis = RedisServer::start();
     let config = format!("[cluster]\ndriver = \"redis\"\nurl = \"{}\"\n", redis.url());
@@ -124,5 +133,7 @@ async fn main() {
     a.wait_ready().await;
     b.wait_ready().await;
     run(&a, &a, n, messages).await.print("cluster, same node");
-    run(&a, &b, n, messages).await.print("cluster, across nodes");
+    run(&a, &b, n, messages)
+        .await
+        .print("cluster, across nodes");
 }

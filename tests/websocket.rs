@@ -411,3 +411,54 @@ async fn graceful_shutdown_tells_clients_to_reconnect() {
     );
     assert_eq!(server.wait_exit(), Some(0));
 }
+
+#[actix_rt::test]
+async fn a_client_that_stops_reading_is_disconnected_without_hurting_others() {
+    let server = Server::with_config("[server]\nconnection_queue = 32\n");
+    let mut stalled = Client::connect(&server).await;
+    stalled.subscribe("firehose").await;
+    let mut healthy = Client::connect(&server).await;
+    healthy.subscribe("firehose").await;
+    let stalled_id = stalled.socket_id.clone();
+
+    // 10 KiB events until the stalled client's socket buffers and queue are
+    // full and the server lets it go; the healthy client keeps reading.
+    let data = "x".repeat(10 * 1024);
+    let batch: Vec<_> = (0..10)
+        .map(|_| json!({"name": "e", "channel": "firehose", "data": data}))
+        .collect();
+    let body = json!({ "batch": batch }).to_string();
+    let mut dropped = false;
+    for _ in 0..400 {
+        let r = common::api(
+            &server,
+            "POST",
+            "/apps/app-id/batch_events",
+            "",
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        for _ in 0..10 {
+            healthy.expect("e").await;
+        }
+        let r = common::api(
+            &server,
+            "GET",
+            "/apps/app-id/channels/firehose",
+            "info=subscription_count",
+            None,
+        )
+        .await;
+        if r.body["subscription_count"] == 1 {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(
+        dropped,
+        "the stalled client {stalled_id} was never disconnected"
+    );
+    healthy.expect_nothing_pending().await;
+    drop(stalled);
+}

@@ -95,8 +95,12 @@ impl Session {
                 biased;
                 request = self.conn.close_requested() => break Some(request),
                 Some(frame) = queue.recv() => {
-                    if ws.text(frame).await.is_err() {
-                        break None;
+                    // A client that stops reading must not pin the session:
+                    // a close request wins over a write that cannot finish.
+                    tokio::select! {
+                        biased;
+                        request = self.conn.close_requested() => break Some(request),
+                        sent = ws.text(frame) => if sent.is_err() { break None },
                     }
                 }
                 message = stream.recv() => {
@@ -156,20 +160,9 @@ impl Session {
             }
         };
 
-        match close {
-            Some(request) => {
-                if request.send_error {
-                    let frame = messages::error(Some(request.code), request.reason, None);
-                    let _ = ws.text(frame).await;
-                }
-                let _ = ws
-                    .close(Some(close_reason(request.code, request.reason)))
-                    .await;
-            }
-            None => {
-                let _ = ws.close(None).await;
-            }
-        }
+        // Bounded: a client that does not read gets its TCP connection
+        // dropped instead of a close frame.
+        let _ = tokio::time::timeout(CLOSE_GRACE, say_goodbye(ws, close)).await;
         self.leave_everything().await;
     }
 
@@ -219,6 +212,27 @@ impl Session {
         }
         self.app.release(socket);
         self.state.adapter.connections_changed(&self.app);
+    }
+}
+
+/// How long the final error and close frames may take to be written.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Sends the closing `pusher:error` (when asked) and the close frame.
+async fn say_goodbye(mut ws: actix_ws::Session, close: Option<CloseRequest>) {
+    match close {
+        Some(request) => {
+            if request.send_error {
+                let frame = messages::error(Some(request.code), request.reason, None);
+                let _ = ws.text(frame).await;
+            }
+            let _ = ws
+                .close(Some(close_reason(request.code, request.reason)))
+                .await;
+        }
+        None => {
+            let _ = ws.close(None).await;
+        }
     }
 }
 
