@@ -171,6 +171,10 @@ pub struct AppConfig {
     pub max_message_bytes: usize,
     /// Seconds a cache channel keeps its last event.
     pub cache_ttl: u64,
+    /// Events kept per channel for the JSON polling endpoint (0 = off).
+    pub history_size: usize,
+    /// Seconds an event stays in a channel's polling history.
+    pub history_ttl: u64,
 }
 
 impl Default for AppConfig {
@@ -197,6 +201,8 @@ impl Default for AppConfig {
             client_event_rate: 10,
             max_message_bytes: 64 * 1024,
             cache_ttl: 30 * 60,
+            history_size: 100,
+            history_ttl: 120,
         }
     }
 }
@@ -369,6 +375,7 @@ impl Config {
             positive(&at("max_event_name_length"), l.max_event_name_length as u64)?;
             positive(&at("max_message_bytes"), l.max_message_bytes as u64)?;
             positive(&at("cache_ttl"), l.cache_ttl)?;
+            positive(&at("history_ttl"), l.history_ttl)?;
             if app.require_signin {
                 positive(&at("signin_timeout"), app.signin_timeout)?;
             }

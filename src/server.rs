@@ -15,7 +15,7 @@ use crate::protocol::codes;
 use crate::state::State;
 use crate::{api, ws};
 
-/// How often expired cache-channel events are dropped.
+/// How often expired cache-channel events and history are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs Herald until a shutdown signal.
@@ -57,7 +57,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 
     let server = server.run();
     let handle = server.handle();
-    tokio::spawn(sweep_caches(state.hub.clone()));
+    tokio::spawn(sweep(state.hub.clone()));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutting down: asking clients to reconnect");
@@ -104,12 +104,12 @@ async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(serde_json::json!({ "error": "Not found" }))
 }
 
-async fn sweep_caches(hub: Arc<Hub>) {
+async fn sweep(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(CACHE_SWEEP_INTERVAL);
     loop {
         tick.tick().await;
         for app in hub.apps() {
-            app.sweep_cache();
+            app.sweep();
         }
     }
 }

@@ -7,6 +7,7 @@ use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
 use super::{Adapter, AdapterResult};
+use crate::hub::history::Read;
 use crate::hub::{
     AppHub, ChannelStats, Connection, MemberInfo, Presence, SubscribeError, Subscribed,
 };
@@ -30,6 +31,21 @@ impl Adapter for LocalAdapter {
     ) {
         app.store_cached(channel, frame.clone());
         app.publish(channel, &frame, except);
+    }
+
+    fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
+        app.history.append(channel, event, data);
+        app.notify_pollers();
+    }
+
+    fn history(
+        &self,
+        app: Arc<AppHub>,
+        channel: String,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, AdapterResult<Read>> {
+        Box::pin(ready(Ok(app.history.read(&channel, cursor.as_deref(), limit))))
     }
 
     fn terminate_user(&self, app: &AppHub, user_id: &str) {

@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 pub use self::redis::RedisAdapter;
 pub use local::LocalAdapter;
 
+use crate::hub::history::Read;
 use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, SubscribeError, Subscribed};
 use crate::protocol::SocketId;
 
@@ -46,6 +47,19 @@ pub trait Adapter: Send + Sync + 'static {
         frame: ByteString,
         except: Option<SocketId>,
     );
+
+    /// Adds an API event to the channel's polling history (one history for
+    /// the whole cluster) and wakes long-polls. Call before publishing it.
+    fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str);
+
+    /// A channel's polling history after `cursor` (see [`Read`]).
+    fn history(
+        &self,
+        app: Arc<AppHub>,
+        channel: String,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, AdapterResult<Read>>;
 
     /// Closes every socket signed in as `user_id`, on every node.
     fn terminate_user(&self, app: &AppHub, user_id: &str);

@@ -9,7 +9,7 @@ use super::channels::{stats_json, Info};
 use super::{json_body, ApiError, ApiResult, Signed};
 use crate::config::AppConfig;
 use crate::protocol::channel::validate_channel_name;
-use crate::protocol::{messages, ChannelType, SocketId};
+use crate::protocol::{messages, ChannelKind, ChannelType, SocketId};
 
 /// An event as the SDKs send it.
 #[derive(Deserialize)]
@@ -102,8 +102,12 @@ pub(super) async fn trigger_batch(signed: Signed) -> ApiResult<actix_web::HttpRe
 fn publish(signed: &Signed, event: &Event) {
     let adapter = &signed.state.adapter;
     for channel in &event.channels {
+        let kind = ChannelType::of(channel);
+        if kind.kind != ChannelKind::ServerToUser && signed.app.history.enabled() {
+            adapter.record(&signed.app, channel, &event.name, &event.data);
+        }
         let frame = messages::frame(&event.name, Some(channel), &event.data);
-        if ChannelType::of(channel).cached {
+        if kind.cached {
             adapter.publish_cached(&signed.app, channel, frame, event.except);
         } else {
             adapter.publish(&signed.app, channel, frame, event.except);

@@ -14,6 +14,7 @@ use bytestring::ByteString;
 use dashmap::DashMap;
 
 use super::connection::{CloseRequest, Connection};
+use super::history::History;
 use super::presence::{MemberInfo, Roster};
 use crate::config::AppConfig;
 use crate::protocol::channel::server_to_user_id;
@@ -113,11 +114,22 @@ pub struct AppHub {
     users: DashMap<Arc<str>, Vec<Arc<Connection>>>,
     /// Sockets watching a user id (watchlist events).
     watchers: DashMap<Arc<str>, Vec<Arc<Connection>>>,
+    /// Recent events per channel, for pollers.
+    pub history: History,
+    /// Long-polls waiting for a new event, and how to wake them.
+    pollers: AtomicUsize,
+    poll_epoch: std::sync::atomic::AtomicU64,
+    poll_signal: tokio::sync::Notify,
 }
 
 impl AppHub {
     pub fn new(app: Arc<AppConfig>) -> Self {
+        let history = History::new(app.history_size, Duration::from_secs(app.history_ttl));
         AppHub {
+            history,
+            pollers: AtomicUsize::new(0),
+            poll_epoch: std::sync::atomic::AtomicU64::new(0),
+            poll_signal: tokio::sync::Notify::new(),
             app,
             channels: DashMap::new(),
             cache: DashMap::new(),
@@ -299,6 +311,42 @@ impl AppHub {
             .collect()
     }
 
+    // ----- polling -------------------------------------------------------
+
+    /// Counts recorded events and wakes long-polls (cheap when none wait).
+    pub fn notify_pollers(&self) {
+        self.poll_epoch.fetch_add(1, Ordering::AcqRel);
+        if self.pollers.load(Ordering::Acquire) > 0 {
+            self.poll_signal.notify_waiters();
+        }
+    }
+
+    /// A counter of recorded events: read it before reading the history,
+    /// then [`AppHub::wait_for_event`] returns at once if it moved since.
+    pub fn poll_epoch(&self) -> u64 {
+        self.poll_epoch.load(Ordering::Acquire)
+    }
+
+    /// Waits until an event is recorded after `seen` was read, or until
+    /// `deadline`; true when an event came.
+    pub async fn wait_for_event(&self, seen: u64, deadline: tokio::time::Instant) -> bool {
+        self.pollers.fetch_add(1, Ordering::AcqRel);
+        let came = loop {
+            let notified = self.poll_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.poll_epoch() != seen {
+                break true;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => break false,
+            }
+        };
+        self.pollers.fetch_sub(1, Ordering::AcqRel);
+        came
+    }
+
     // ----- cache channels ----------------------------------------------
 
     /// Keeps `frame` as the channel's last event for `cache_ttl`.
@@ -314,10 +362,11 @@ impl AppHub {
         (entry.expires > Instant::now()).then(|| entry.frame.clone())
     }
 
-    /// Drops expired cache entries (run periodically).
-    pub fn sweep_cache(&self) {
+    /// Drops expired cache entries and history (run periodically).
+    pub fn sweep(&self) {
         let now = Instant::now();
         self.cache.retain(|_, e| e.expires > now);
+        self.history.sweep();
     }
 
     // ----- queries -----------------------------------------------------

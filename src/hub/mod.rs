@@ -3,6 +3,7 @@
 
 mod app_hub;
 pub mod connection;
+pub mod history;
 pub mod presence;
 
 use std::collections::HashMap;

@@ -54,6 +54,11 @@ impl Keys {
         format!("{}:app:{app}:subs:{node}", self.prefix)
     }
 
+    /// The stream of a channel's recent events (polling history).
+    pub fn history(&self, app: &str, channel: &str) -> String {
+        format!("{}:app:{app}:history:{channel}", self.prefix)
+    }
+
     /// Hash node -> connection count.
     pub fn connections(&self, app: &str) -> String {
         format!("{}:app:{app}:conns", self.prefix)

@@ -37,6 +37,7 @@ use self::scripts::{Joined, Scripts};
 use self::writer::{Write, Writer};
 use super::{Adapter, AdapterError, AdapterResult};
 use crate::config::ClusterConfig;
+use crate::hub::history::Read;
 use crate::hub::presence::subscription_data;
 use crate::hub::{
     AppHub, ChannelStats, Connection, Hub, MemberInfo, Presence, SubscribeError, Subscribed,
@@ -374,6 +375,48 @@ impl Adapter for RedisAdapter {
                 except: except.map(|s| s.to_string()),
             },
         );
+    }
+
+    fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
+        // Local long-polls wake when this node's own relay message comes
+        // back, i.e. after Redis has the entry (see relay::apply).
+        self.inner.writer.send(Write::History {
+            key: self.inner.keys.history(&app.app.id, channel),
+            event: event.to_owned(),
+            data: data.to_owned(),
+            max_len: app.app.history_size,
+            ttl: app.app.history_ttl + 60,
+        });
+    }
+
+    fn history(
+        &self,
+        app: Arc<AppHub>,
+        channel: String,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, AdapterResult<Read>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let key = inner.keys.history(&app.app.id, &channel);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default();
+            let min_id = format!("{}-0", now_ms.saturating_sub(app.app.history_ttl * 1000));
+            inner
+                .scripts
+                .history(
+                    &mut inner.redis.clone(),
+                    &key,
+                    &channel,
+                    &min_id,
+                    cursor.as_deref(),
+                    limit,
+                )
+                .await
+                .map_err(unavailable)
+        })
     }
 
     fn terminate_user(&self, app: &AppHub, user_id: &str) {

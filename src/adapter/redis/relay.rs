@@ -57,12 +57,15 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
             return;
         }
     };
-    if envelope.origin == node {
-        return;
-    }
     let Some(app) = hub.by_id(&envelope.app) else {
         return;
     };
+    // Every publication may have added to a polling history, which Redis
+    // holds by now: wake long-polls, including for our own publications.
+    app.notify_pollers();
+    if envelope.origin == node {
+        return;
+    }
     let except = |e: &Option<String>| e.as_deref().and_then(|s| s.parse::<SocketId>().ok());
     match envelope.command {
         Command::Publish {

@@ -10,6 +10,7 @@ use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
 use super::keys::PresenceKeys;
+use crate::hub::history::{Read, StoredEvent};
 
 const JOIN: &str = r#"
 local users, info, node, nodeset = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -73,6 +74,48 @@ for user, n in pairs(old) do apply(user, -n, 'null') end
 return {added, removed}
 "#;
 
+/// Reads a history stream after a cursor, first dropping entries older than
+/// the age limit. Returns {'ok'|'old', last id, id, event, data, id, ...}.
+/// A cursor below the highest trimmed id (Redis 7's max-deleted-entry-id)
+/// or above the last id is 'old'.
+const HISTORY: &str = r#"
+local key, min_id, cursor, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', key) == 0 then
+  if cursor ~= '' and cursor ~= '0' then return {'old', '0'} end
+  return {'ok', '0'}
+end
+redis.call('XTRIM', key, 'MINID', min_id)
+local info = redis.call('XINFO', 'STREAM', key)
+local last, deleted = '0-0', '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then return nil end
+  return {tonumber(ms), tonumber(seq)}
+end
+local function less(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+local start = '-'
+if cursor ~= '' and cursor ~= '0' then
+  local c = parse(cursor)
+  if c == nil or less(parse(last), c) or less(c, parse(deleted)) then return {'old', last} end
+  start = '(' .. cursor
+end
+local out = {'ok', last}
+for _, entry in ipairs(redis.call('XRANGE', key, start, '+', 'COUNT', limit)) do
+  local fields, event, data = entry[2], '', ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 'event' then event = fields[i + 1] elseif fields[i] == 'data' then data = fields[i + 1] end
+  end
+  table.insert(out, entry[1])
+  table.insert(out, event)
+  table.insert(out, data)
+end
+return out
+"#;
+
 /// The outcome of a join.
 pub enum Joined {
     /// The channel is full of other users.
@@ -90,6 +133,7 @@ pub struct Scripts {
     join: Script,
     leave: Script,
     replace: Script,
+    history: Script,
 }
 
 impl Default for Scripts {
@@ -98,6 +142,7 @@ impl Default for Scripts {
             join: Script::new(JOIN),
             leave: Script::new(LEAVE),
             replace: Script::new(REPLACE),
+            history: Script::new(HISTORY),
         }
     }
 }
@@ -170,5 +215,41 @@ impl Scripts {
             invocation.arg(user).arg(*sockets).arg(info);
         }
         invocation.invoke_async(redis).await
+    }
+
+    /// Reads a history stream; `min_id` drops older entries first.
+    pub async fn history(
+        &self,
+        redis: &mut ConnectionManager,
+        key: &str,
+        channel: &str,
+        min_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> RedisResult<Read> {
+        let flat: Vec<String> = self
+            .history
+            .key(key)
+            .arg(min_id)
+            .arg(cursor.unwrap_or(""))
+            .arg(limit)
+            .invoke_async(redis)
+            .await?;
+        let last_id = flat.get(1).cloned().unwrap_or_else(|| "0".into());
+        if flat.first().map(String::as_str) == Some("old") {
+            return Ok(Read::TooOld { last_id });
+        }
+        let events = flat
+            .get(2..)
+            .unwrap_or_default()
+            .chunks_exact(3)
+            .map(|e| StoredEvent {
+                id: e[0].clone(),
+                channel: channel.to_owned(),
+                event: e[1].clone(),
+                data: e[2].clone(),
+            })
+            .collect();
+        Ok(Read::Events { events, last_id })
     }
 }

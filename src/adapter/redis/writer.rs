@@ -28,6 +28,15 @@ pub enum Write {
         field: String,
         count: usize,
     },
+    /// Append to a history stream, trimmed to about `max_len` entries and
+    /// expiring `ttl` seconds after the last append.
+    History {
+        key: String,
+        event: String,
+        data: String,
+        max_len: usize,
+        ttl: u64,
+    },
     /// Answered once every write queued before it was sent.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -96,6 +105,26 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                 }
                 Write::Count { key, field, count } => {
                     pipe.hset(key, field, count).ignore();
+                }
+                Write::History {
+                    key,
+                    event,
+                    data,
+                    max_len,
+                    ttl,
+                } => {
+                    pipe.cmd("XADD")
+                        .arg(&key)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(max_len)
+                        .arg("*")
+                        .arg("event")
+                        .arg(event)
+                        .arg("data")
+                        .arg(data)
+                        .ignore();
+                    pipe.expire(key, ttl as i64).ignore();
                 }
             }
         }
