@@ -11,6 +11,7 @@ pub mod config;
 pub mod hub;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod trigger;
 pub mod ws;

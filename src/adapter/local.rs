@@ -45,7 +45,11 @@ impl Adapter for LocalAdapter {
         cursor: Option<String>,
         limit: usize,
     ) -> BoxFuture<'static, AdapterResult<Read>> {
-        Box::pin(ready(Ok(app.history.read(&channel, cursor.as_deref(), limit))))
+        Box::pin(ready(Ok(app.history.read(
+            &channel,
+            cursor.as_deref(),
+            limit,
+        ))))
     }
 
     fn terminate_user(&self, app: &AppHub, user_id: &str) {

@@ -95,7 +95,10 @@ impl History {
                 data: data.to_owned(),
             },
         ));
-        history.trim(self.max_events, now.checked_sub(self.max_age).unwrap_or(now));
+        history.trim(
+            self.max_events,
+            now.checked_sub(self.max_age).unwrap_or(now),
+        );
         id
     }
 
@@ -122,7 +125,10 @@ impl History {
             };
         };
         let now = Instant::now();
-        history.trim(self.max_events, now.checked_sub(self.max_age).unwrap_or(now));
+        history.trim(
+            self.max_events,
+            now.checked_sub(self.max_age).unwrap_or(now),
+        );
         let last = history.next_id;
         let last_id = last.to_string();
         let after = match after {

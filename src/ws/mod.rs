@@ -1,20 +1,14 @@
-//! WebSocket connections at `/app/{key}`: the upgrade and its admission checks
-//! (app key, protocol version, app enabled, connection quota), then one
-//! [`session::Session`] per admitted connection.
+//! WebSocket connections at `/app/{key}`: the upgrade, then one task per
+//! admitted connection running [`socket::run`] over a protocol
+//! [`Session`](crate::session::Session).
 
-mod client_event;
-mod rate_limit;
-mod session;
-mod signin;
-mod subscribe;
-
-use std::sync::Arc;
+mod socket;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason};
 
-use crate::hub::Connection;
-use crate::protocol::{codes, messages, SocketId};
+use crate::protocol::messages;
+use crate::session::{self, Session};
 use crate::state::State;
 
 /// Handles `GET /app/{key}`: upgrades, then either runs a session or sends
@@ -27,62 +21,16 @@ pub async fn upgrade(
     state: web::Data<State>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
-    let admitted = admit(&state, &key, req.query_string());
-    match admitted {
-        Ok((app, conn, rx)) => {
-            let session = session::Session::new(state.get_ref().clone(), app, conn);
-            actix_web::rt::spawn(session.run(ws, stream, rx));
+    match session::admit(&state, &key, req.query_string()) {
+        Ok(admitted) => {
+            let session = Session::start(state.get_ref().clone(), admitted.app, admitted.conn);
+            actix_web::rt::spawn(socket::run(session, ws, stream, admitted.queue));
         }
         Err((code, message)) => {
             actix_web::rt::spawn(refuse(ws, code, message));
         }
     }
     Ok(response)
-}
-
-type Admitted = (
-    Arc<crate::hub::AppHub>,
-    Arc<Connection>,
-    tokio::sync::mpsc::Receiver<bytestring::ByteString>,
-);
-
-fn admit(state: &State, key: &str, query: &str) -> Result<Admitted, (u16, &'static str)> {
-    let app = state
-        .hub
-        .by_key(key)
-        .ok_or((codes::APP_NOT_FOUND, "Application does not exist"))?;
-    check_protocol(query, state.server.require_protocol_param)?;
-    if !app.app.enabled {
-        return Err((codes::APP_DISABLED, "Application disabled"));
-    }
-    let (conn, rx) = Connection::new(SocketId::random(), state.server.connection_queue);
-    let conn = Arc::new(conn);
-    if !app.admit(&conn, state.adapter.connections_elsewhere(app)) {
-        return Err((
-            codes::OVER_CONNECTION_QUOTA,
-            "Application is over connection quota",
-        ));
-    }
-    state.adapter.connections_changed(app);
-    Ok((app.clone(), conn, rx))
-}
-
-/// Accepts protocol 4 to 7 (the Java client sends 5); a missing parameter
-/// is taken as 7 unless `strict` asks for 4008.
-fn check_protocol(query: &str, strict: bool) -> Result<(), (u16, &'static str)> {
-    let protocol = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(k, _)| k == "protocol")
-        .map(|(_, v)| v);
-    match protocol {
-        None if strict => Err((codes::NO_PROTOCOL, "No protocol version supplied")),
-        None => Ok(()),
-        Some(v) => match v.parse::<u32>() {
-            Ok(4..=7) => Ok(()),
-            _ => Err((codes::UNSUPPORTED_PROTOCOL, "Unsupported protocol version")),
-        },
-    }
 }
 
 async fn refuse(mut ws: actix_ws::Session, code: u16, message: &'static str) {
@@ -95,25 +43,5 @@ pub(crate) fn close_reason(code: u16, message: &str) -> CloseReason {
     CloseReason {
         code: CloseCode::Other(code),
         description: Some(message.to_owned()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protocol_versions() {
-        assert!(check_protocol("protocol=7&client=js", false).is_ok());
-        assert!(check_protocol("protocol=5", false).is_ok());
-        assert!(check_protocol("", false).is_ok());
-        assert_eq!(check_protocol("", true).unwrap_err().0, codes::NO_PROTOCOL);
-        for bad in ["protocol=3", "protocol=8", "protocol=x", "protocol="] {
-            assert_eq!(
-                check_protocol(bad, false).unwrap_err().0,
-                codes::UNSUPPORTED_PROTOCOL,
-                "{bad}"
-            );
-        }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::session::Session;
+use super::Session;
 use crate::auth;
 use crate::hub::{MemberInfo, SubscribeError};
 use crate::protocol::channel::{server_to_user_id, validate_channel_name};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::session::Session;
 use super::subscribe::null_json;
+use super::Session;
 use crate::auth;
 use crate::hub::CloseRequest;
 use crate::protocol::codes;

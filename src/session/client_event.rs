@@ -2,7 +2,7 @@
 //! channel's other subscribers, never echoed, with the sender's presence
 //! `user_id` added by the server (a client-sent `user_id` is never trusted).
 
-use super::session::Session;
+use super::Session;
 use crate::protocol::messages::{self, ClientMessage};
 use crate::protocol::{codes, ChannelType};
 
