@@ -8,6 +8,7 @@ pub mod adapter;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod fallback;
 pub mod hub;
 pub mod protocol;
 pub mod server;

@@ -13,7 +13,7 @@ use crate::config::{ClusterDriver, Config, DEFAULT_APP_SECRET};
 use crate::hub::{CloseRequest, Hub};
 use crate::protocol::codes;
 use crate::state::State;
-use crate::{api, ws};
+use crate::{api, fallback, ws};
 
 /// How often expired cache-channel events and history are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -38,6 +38,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         server: Arc::new(config.server.clone()),
         hub,
         adapter,
+        http_sessions: Arc::default(),
     };
     let data = web::Data::new(state.clone());
     let server = HttpServer::new(move || {
@@ -86,7 +87,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/up", web::get().to(up))
         .route("/app/{key}", web::get().to(ws::upgrade))
-        .configure(api::routes);
+        .configure(api::routes)
+        .configure(fallback::routes);
 }
 
 /// Health check: 200 always (the node serves its own clients even while

@@ -35,7 +35,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/users/{user_id}/terminate_connections",
                 web::post().to(users::terminate_connections),
-            ),
+            )
+            .route("/poll/v1", web::get().to(crate::fallback::poll::signed_poll)),
     );
 }
 
@@ -44,8 +45,10 @@ pub struct Signed {
     pub app: Arc<AppHub>,
     pub state: State,
     pub body: Bytes,
-    /// Percent-decoded query parameters.
+    /// Percent-decoded query parameters (repeated keys joined with `,`).
     pub params: Vec<(String, String)>,
+    /// The raw query string.
+    pub query: String,
 }
 
 impl Signed {
@@ -105,6 +108,7 @@ async fn authenticate(req: HttpRequest, payload: Payload) -> ApiResult<Signed> {
         state,
         body,
         params,
+        query: req.query_string().to_owned(),
     })
 }
 

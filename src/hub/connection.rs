@@ -70,6 +70,11 @@ impl Connection {
         }
     }
 
+    /// The close request, if one was made.
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        self.close.get().cloned()
+    }
+
     /// Resolves once a close was requested, with the request.
     pub async fn close_requested(&self) -> CloseRequest {
         loop {

@@ -1,0 +1,49 @@
+//! For clients that cannot hold a WebSocket: pusher-js's own HTTP transports
+//! ([`xhr`]) and a JSON polling endpoint for any HTTP client ([`poll`]).
+
+mod cors;
+mod framing;
+pub mod poll;
+pub mod xhr;
+
+use actix_web::http::Method;
+use actix_web::web;
+
+pub use xhr::HttpSessions;
+
+/// pusher-js's default `httpPath`; the transports are also served at the
+/// root for apps that set `httpPath: '/'`-style prefixes through a proxy.
+const HTTP_PATHS: [&str; 2] = ["/pusher", ""];
+
+/// Registers the fallback routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for prefix in HTTP_PATHS {
+        let base = format!("{prefix}/app/{{key}}/{{server}}/{{session}}");
+        cfg.service(
+            web::resource(format!("{base}/xhr_streaming"))
+                .route(web::post().to(xhr::streaming))
+                .route(web::method(Method::OPTIONS).to(cors::preflight)),
+        )
+        .service(
+            web::resource(format!("{base}/xhr"))
+                .route(web::post().to(xhr::polling))
+                .route(web::method(Method::OPTIONS).to(cors::preflight)),
+        )
+        .service(
+            web::resource(format!("{base}/xhr_send"))
+                .route(web::post().to(xhr::send))
+                .route(web::method(Method::OPTIONS).to(cors::preflight)),
+        );
+    }
+    cfg.service(
+        web::resource("/app/{key}/poll/v1/session")
+            .route(web::get().to(poll::session))
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
+    )
+    .service(
+        web::resource("/app/{key}/poll/v1")
+            .route(web::get().to(poll::browser_poll))
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
+    );
+    // The signed `/apps/{app_id}/poll/v1` lives in the API scope (api::routes).
+}

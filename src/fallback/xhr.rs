@@ -1,0 +1,413 @@
+//! pusher-js's own HTTP fallback transports, `xhr_streaming` and
+//! `xhr_polling`, served unchanged:
+//!
+//! ```text
+//! POST {httpPath}/app/{key}/{server}/{session}/xhr_streaming   receive (one long response)
+//! POST {httpPath}/app/{key}/{server}/{session}/xhr             receive (one poll)
+//! POST {httpPath}/app/{key}/{server}/{session}/xhr_send        send: ["<frame>", ...]
+//! ```
+//!
+//! The first receive request of a session admits the connection exactly as
+//! a WebSocket upgrade would and starts a task that runs its protocol
+//! [`Session`]; sends are fed to that task, receives drain the connection's
+//! queue. The client never says goodbye over HTTP, so a session whose
+//! client has had no receive request open for [`DISCONNECT_TIMEOUT`] ends.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use bytestring::ByteString;
+use dashmap::DashMap;
+use futures_util::stream;
+use tokio::sync::{mpsc, Mutex as AsyncMutex, Notify, OwnedMutexGuard};
+use tokio::time::Instant;
+
+use super::cors;
+use super::framing;
+use crate::hub::{CloseRequest, Connection};
+use crate::session::{self, Session};
+use crate::state::State;
+
+/// How long a session survives without any receive request open.
+pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A held poll or an idle stream gets a heartbeat this often.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
+/// Messages from `xhr_send` waiting for the session task.
+const INBOUND_QUEUE: usize = 64;
+/// Frames sent in one `a[...]` line at most.
+const BATCH: usize = 64;
+/// How long a closed session stays findable, so that the client's next
+/// receive request still gets its `c[...]`.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// The open HTTP sessions of this node, by `{key}/{server}/{session}`.
+#[derive(Default)]
+pub struct HttpSessions {
+    sessions: DashMap<String, Arc<HttpSession>>,
+}
+
+impl HttpSessions {
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+/// One pusher-js HTTP session.
+pub struct HttpSession {
+    conn: Arc<Connection>,
+    inbound: mpsc::Sender<String>,
+    outbound: Arc<AsyncMutex<mpsc::Receiver<ByteString>>>,
+    /// Whether `o` was written (it must be, exactly once).
+    opened: AtomicBool,
+    /// Receive requests currently open.
+    receivers: AtomicUsize,
+    /// When the client was last heard from.
+    last_seen: Mutex<Instant>,
+    /// The newest receive request; older ones step aside for it.
+    generation: AtomicU64,
+    takeover: Notify,
+}
+
+impl HttpSession {
+    fn touch(&self) {
+        if let Ok(mut seen) = self.last_seen.lock() {
+            *seen = Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_seen
+            .lock()
+            .map(|seen| seen.elapsed())
+            .unwrap_or_default()
+    }
+}
+
+/// Counts an open receive request for as long as it lives.
+struct Receiving(Arc<HttpSession>);
+
+impl Receiving {
+    fn new(session: Arc<HttpSession>) -> Self {
+        session.receivers.fetch_add(1, Ordering::AcqRel);
+        session.touch();
+        Receiving(session)
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.receivers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+type SessionPath = web::Path<(String, String, String)>;
+
+fn session_key(path: &SessionPath) -> Option<String> {
+    let (key, server, session) = (&path.0, &path.1, &path.2);
+    let server_ok =
+        !server.is_empty() && server.len() <= 4 && server.bytes().all(|b| b.is_ascii_digit());
+    let session_ok = !session.is_empty()
+        && session.len() <= 32
+        && session.bytes().all(|b| b.is_ascii_alphanumeric());
+    (server_ok && session_ok).then(|| format!("{key}/{server}/{session}"))
+}
+
+/// Why a receive request got no session.
+enum Refused {
+    /// Not a pusher-js session path.
+    BadPath,
+    /// Admission failed: the frames to send (`o`, `pusher:error`, `c[...]`).
+    Frames(String),
+}
+
+impl Refused {
+    fn respond(self, req: &HttpRequest) -> HttpResponse {
+        match self {
+            Refused::BadPath => cors::apply(req, HttpResponse::NotFound()).finish(),
+            Refused::Frames(body) => frames_response(req, body),
+        }
+    }
+}
+
+/// Finds the session, or admits a new connection for it.
+fn find_or_open(
+    req: &HttpRequest,
+    state: &State,
+    path: &SessionPath,
+) -> Result<Arc<HttpSession>, Refused> {
+    let Some(id) = session_key(path) else {
+        return Err(Refused::BadPath);
+    };
+    let sessions = &state.http_sessions;
+    if let Some(existing) = sessions.sessions.get(&id) {
+        return Ok(existing.clone());
+    }
+    let admitted =
+        session::admit(state, &path.0, req.query_string()).map_err(|(code, reason)| {
+            Refused::Frames(format!(
+                "{}{}",
+                framing::OPEN,
+                framing::close(&CloseRequest {
+                    code,
+                    reason,
+                    send_error: true,
+                })
+            ))
+        })?;
+    let (inbound, inbox) = mpsc::channel(INBOUND_QUEUE);
+    let http = Arc::new(HttpSession {
+        conn: admitted.conn.clone(),
+        inbound,
+        outbound: Arc::new(AsyncMutex::new(admitted.queue)),
+        opened: AtomicBool::new(false),
+        receivers: AtomicUsize::new(0),
+        last_seen: Mutex::new(Instant::now()),
+        generation: AtomicU64::new(0),
+        takeover: Notify::new(),
+    });
+    sessions.sessions.insert(id.clone(), http.clone());
+    let session = Session::start(state.clone(), admitted.app, admitted.conn);
+    actix_web::rt::spawn(run(session, http.clone(), inbox, state.clone(), id));
+    Ok(http)
+}
+
+/// The session task: feeds sent frames to the protocol session until the
+/// connection is closed or the client is gone.
+async fn run(
+    mut session: Session,
+    http: Arc<HttpSession>,
+    mut inbox: mpsc::Receiver<String>,
+    state: State,
+    id: String,
+) {
+    let signin_deadline = session.signin_deadline();
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let closed = loop {
+        tokio::select! {
+            biased;
+            _ = http.conn.close_requested() => break true,
+            text = inbox.recv() => match text {
+                Some(text) => session.handle_text(&text).await,
+                None => break false,
+            },
+            _ = check.tick() => {
+                if http.receivers.load(Ordering::Acquire) == 0 && http.idle_for() > DISCONNECT_TIMEOUT {
+                    break false;
+                }
+                if signin_deadline.is_some_and(|d| Instant::now() >= d) && !session.is_signed_in() {
+                    http.conn.request_close(CloseRequest {
+                        code: crate::protocol::codes::UNAUTHORIZED,
+                        reason: "Connection not authorized within timeout.",
+                        send_error: true,
+                    });
+                }
+            }
+        }
+    };
+    session.leave_everything().await;
+    if closed {
+        // Let the client's next receive request collect the close frame.
+        tokio::time::sleep(LINGER).await;
+    }
+    state.http_sessions.sessions.remove(&id);
+}
+
+/// Takes the session's outbound queue for this receive request, making an
+/// older receive request (e.g. a stream pusher-js replaced) let go of it.
+async fn take_queue(
+    http: &Arc<HttpSession>,
+) -> Option<(u64, OwnedMutexGuard<mpsc::Receiver<ByteString>>)> {
+    let generation = http.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    http.takeover.notify_waiters();
+    let guard = tokio::time::timeout(Duration::from_secs(2), http.outbound.clone().lock_owned())
+        .await
+        .ok()?;
+    Some((generation, guard))
+}
+
+/// What one wait on the session produced.
+enum Next {
+    Frames(Vec<ByteString>),
+    Close(CloseRequest),
+    Heartbeat,
+    /// A newer receive request took over, or the queue ended.
+    Stop,
+}
+
+async fn next(
+    http: &HttpSession,
+    generation: u64,
+    queue: &mut mpsc::Receiver<ByteString>,
+    heartbeat: Instant,
+) -> Next {
+    let takeover = http.takeover.notified();
+    tokio::pin!(takeover);
+    takeover.as_mut().enable();
+    if http.generation.load(Ordering::Acquire) != generation {
+        return Next::Stop;
+    }
+    tokio::select! {
+        biased;
+        request = http.conn.close_requested() => Next::Close(request),
+        () = &mut takeover => Next::Stop,
+        frame = queue.recv() => match frame {
+            Some(frame) => {
+                let mut frames = vec![frame];
+                while frames.len() < BATCH {
+                    match queue.try_recv() {
+                        Ok(f) => frames.push(f),
+                        Err(_) => break,
+                    }
+                }
+                Next::Frames(frames)
+            }
+            None => Next::Stop,
+        },
+        () = tokio::time::sleep_until(heartbeat) => Next::Heartbeat,
+    }
+}
+
+/// `POST .../xhr_streaming`: one long response carrying every frame.
+pub async fn streaming(
+    req: HttpRequest,
+    path: SessionPath,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let http = match find_or_open(&req, &state, &path) {
+        Ok(http) => http,
+        Err(refused) => return refused.respond(&req),
+    };
+    let Some((generation, queue)) = take_queue(&http).await else {
+        return frames_response(&req, "c[2010,\"Another connection still open\"]\n".into());
+    };
+    let mut first = framing::streaming_prelude();
+    if !http.opened.swap(true, Ordering::AcqRel) {
+        first.push_str(framing::OPEN);
+    }
+    struct Stream {
+        http: Arc<HttpSession>,
+        generation: u64,
+        queue: OwnedMutexGuard<mpsc::Receiver<ByteString>>,
+        pending: Option<String>,
+        done: bool,
+        _receiving: Receiving,
+    }
+    let state0 = Stream {
+        _receiving: Receiving::new(http.clone()),
+        http,
+        generation,
+        queue,
+        pending: Some(first),
+        done: false,
+    };
+    let body = stream::unfold(state0, |mut s| async move {
+        if let Some(chunk) = s.pending.take() {
+            return Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), s));
+        }
+        if s.done {
+            return None;
+        }
+        let heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
+        let chunk = match next(&s.http, s.generation, &mut s.queue, heartbeat).await {
+            Next::Frames(frames) => framing::messages(&frames),
+            Next::Heartbeat => framing::HEARTBEAT.to_owned(),
+            Next::Close(request) => {
+                s.done = true;
+                framing::close(&request)
+            }
+            Next::Stop => return None,
+        };
+        s.http.touch();
+        Some((Ok(Bytes::from(chunk)), s))
+    });
+    cors::apply(&req, HttpResponse::Ok())
+        .content_type("application/javascript; charset=UTF-8")
+        .insert_header((
+            "Cache-Control",
+            "no-store, no-cache, must-revalidate, max-age=0",
+        ))
+        .streaming(body)
+}
+
+/// `POST .../xhr`: one poll, answered as soon as there is something to say.
+pub async fn polling(req: HttpRequest, path: SessionPath, state: web::Data<State>) -> HttpResponse {
+    let http = match find_or_open(&req, &state, &path) {
+        Ok(http) => http,
+        Err(refused) => return refused.respond(&req),
+    };
+    let _receiving = Receiving::new(http.clone());
+    if !http.opened.swap(true, Ordering::AcqRel) {
+        // The open frame alone; connection_established follows on the next poll.
+        return frames_response(&req, framing::OPEN.to_owned());
+    }
+    let Some((generation, mut queue)) = take_queue(&http).await else {
+        return frames_response(&req, "c[2010,\"Another connection still open\"]\n".into());
+    };
+    let body = match next(
+        &http,
+        generation,
+        &mut queue,
+        Instant::now() + HEARTBEAT_INTERVAL,
+    )
+    .await
+    {
+        Next::Frames(frames) => framing::messages(&frames),
+        Next::Heartbeat => framing::HEARTBEAT.to_owned(),
+        Next::Close(request) => framing::close(&request),
+        Next::Stop => String::new(),
+    };
+    frames_response(&req, body)
+}
+
+/// `POST .../xhr_send`: a JSON array of frames from the client.
+pub async fn send(
+    req: HttpRequest,
+    path: SessionPath,
+    body: Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let session =
+        session_key(&path).and_then(|id| state.http_sessions.sessions.get(&id).map(|s| s.clone()));
+    let Some(http) = session else {
+        return cors::apply(&req, HttpResponse::NotFound()).finish();
+    };
+    http.touch();
+    let frames: Vec<String> = match serde_json::from_slice(&body) {
+        Ok(frames) => frames,
+        Err(_) => {
+            return cors::apply(&req, HttpResponse::BadRequest()).json(
+                serde_json::json!({"error": "xhr_send body must be a JSON array of strings"}),
+            );
+        }
+    };
+    for frame in frames {
+        if http.inbound.try_send(frame).is_err() {
+            // The session task is not keeping up: the client floods it.
+            http.conn.request_close(CloseRequest {
+                code: crate::protocol::codes::OVER_CAPACITY,
+                reason: "Too many messages",
+                send_error: false,
+            });
+            break;
+        }
+    }
+    cors::apply(&req, HttpResponse::NoContent()).finish()
+}
+
+fn frames_response(req: &HttpRequest, body: String) -> HttpResponse {
+    cors::apply(req, HttpResponse::Ok())
+        .content_type("application/javascript; charset=UTF-8")
+        .insert_header((
+            "Cache-Control",
+            "no-store, no-cache, must-revalidate, max-age=0",
+        ))
+        .body(body)
+}
