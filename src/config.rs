@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub require_protocol_param: bool,
     /// Seconds given to open connections to leave on shutdown.
     pub shutdown_timeout: u64,
+    /// Seconds an HTTP fallback session (xhr_streaming / xhr_polling)
+    /// survives with no receive request open before it counts as gone.
+    pub http_session_timeout: u64,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +129,7 @@ impl Default for ServerConfig {
             http_timestamp_window: 600,
             require_protocol_param: false,
             shutdown_timeout: 10,
+            http_session_timeout: 10,
         }
     }
 }
@@ -309,6 +313,7 @@ impl Config {
         positive("server.connection_queue", s.connection_queue as u64)?;
         positive("server.max_request_bytes", s.max_request_bytes as u64)?;
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
+        positive("server.http_session_timeout", s.http_session_timeout)?;
         let c = &self.cluster;
         if c.driver == ClusterDriver::Redis {
             if !(c.url.starts_with("redis://")

@@ -36,7 +36,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/users/{user_id}/terminate_connections",
                 web::post().to(users::terminate_connections),
             )
-            .route("/poll/v1", web::get().to(crate::fallback::poll::signed_poll)),
+            .route(
+                "/poll/v1",
+                web::get().to(crate::fallback::poll::signed_poll),
+            ),
     );
 }
 

@@ -11,7 +11,8 @@
 //! a WebSocket upgrade would and starts a task that runs its protocol
 //! [`Session`]; sends are fed to that task, receives drain the connection's
 //! queue. The client never says goodbye over HTTP, so a session whose
-//! client has had no receive request open for [`DISCONNECT_TIMEOUT`] ends.
+//! client has had no receive request open for `http_session_timeout`
+//! seconds ends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,6 @@ use crate::hub::{CloseRequest, Connection};
 use crate::session::{self, Session};
 use crate::state::State;
 
-/// How long a session survives without any receive request open.
-pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A held poll or an idle stream gets a heartbeat this often.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
 /// Messages from `xhr_send` waiting for the session task.
@@ -189,6 +188,7 @@ async fn run(
     id: String,
 ) {
     let signin_deadline = session.signin_deadline();
+    let disconnect_timeout = Duration::from_secs(state.server.http_session_timeout);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let closed = loop {
         tokio::select! {
@@ -199,7 +199,7 @@ async fn run(
                 None => break false,
             },
             _ = check.tick() => {
-                if http.receivers.load(Ordering::Acquire) == 0 && http.idle_for() > DISCONNECT_TIMEOUT {
+                if http.receivers.load(Ordering::Acquire) == 0 && http.idle_for() > disconnect_timeout {
                     break false;
                 }
                 if signin_deadline.is_some_and(|d| Instant::now() >= d) && !session.is_signed_in() {

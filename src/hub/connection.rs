@@ -64,9 +64,9 @@ impl Connection {
     /// Asks the session to close; the first request wins.
     pub fn request_close(&self, request: CloseRequest) {
         if self.close.set(request).is_ok() {
-            // notify_one stores a permit, so the session sees it even if it
-            // is busy right now.
-            self.close_signal.notify_one();
+            // Every waiter (a WebSocket loop, or an HTTP session task and
+            // its open receive request) must hear it.
+            self.close_signal.notify_waiters();
         }
     }
 
@@ -78,10 +78,15 @@ impl Connection {
     /// Resolves once a close was requested, with the request.
     pub async fn close_requested(&self) -> CloseRequest {
         loop {
+            // Registered before the check, so a request made in between
+            // still wakes us.
+            let notified = self.close_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if let Some(request) = self.close.get() {
                 return request.clone();
             }
-            self.close_signal.notified().await;
+            notified.await;
         }
     }
 }
