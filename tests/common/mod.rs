@@ -159,6 +159,11 @@ impl Server {
             .status();
     }
 
+    /// The process id (for resource measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,47 @@
+//! Memory per idle connection (not a test): the release `herald` binary's
+//! resident memory before and after opening N idle WebSocket connections
+//! that each subscribed to one channel.
+//!
+//! `cargo bench --bench idle` (env: BENCH_CONNECTIONS, default 5000).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Client, Server};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[actix_rt::main]
+async fn main() {
+    let n: usize = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let server = Server::start();
+    // Warm up: one connection, so one-time allocations are not counted.
+    let mut warm = Client::connect(&server).await;
+    warm.subscribe("idle-0").await;
+    let before = rss_kib(server.pid());
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = Client::connect(&server).await;
+        c.subscribe(&format!("idle-{}", i % 100)).await;
+        clients.push(c);
+    }
+    let after = rss_kib(server.pid());
+    println!(
+        "{n} idle connections: RSS {before} KiB -> {after} KiB = {:.1} KiB per connection",
+        (after.saturating_sub(before)) as f64 / n as f64
+    );
+}
