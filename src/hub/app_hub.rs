@@ -20,14 +20,36 @@ use crate::config::AppConfig;
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::{messages, ChannelType, SocketId};
 
+/// Above this many subscribers, `subscription_count` is sent at most once
+/// per [`COUNT_INTERVAL`] (as Pusher does), so a crowd joining does not cost
+/// a message to everyone per arrival.
+const COUNT_THROTTLE_ABOVE: usize = 100;
+const COUNT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// One channel's subscribers, and its roster when it is a presence channel.
 #[derive(Debug)]
 struct Channel {
     subscribers: HashMap<SocketId, Arc<Connection>>,
     roster: Option<Roster>,
+    /// When `subscription_count` was last sent.
+    count_sent: Option<Instant>,
 }
 
 impl Channel {
+    /// Sends `pusher_internal:subscription_count` to every subscriber.
+    fn announce_count(&mut self, name: &str) {
+        let now = Instant::now();
+        let recent = self
+            .count_sent
+            .is_some_and(|at| now.duration_since(at) < COUNT_INTERVAL);
+        if self.subscribers.len() > COUNT_THROTTLE_ABOVE && recent {
+            return;
+        }
+        self.count_sent = Some(now);
+        let frame = messages::subscription_count(name, self.subscribers.len());
+        self.deliver(&frame, None);
+    }
+
     fn deliver(&self, frame: &ByteString, except: Option<SocketId>) -> usize {
         let mut delivered = 0;
         for (id, conn) in &self.subscribers {
@@ -194,6 +216,7 @@ impl AppHub {
         let mut entry = self.channels.entry(name.into()).or_insert_with(|| Channel {
             subscribers: HashMap::new(),
             roster: kind.is_presence().then(Roster::default),
+            count_sent: None,
         });
         let channel = entry.value_mut();
         let socket = conn.socket_id;
@@ -224,8 +247,7 @@ impl AppHub {
             channel.deliver(&frame, Some(socket));
         }
         if !already && self.app.subscription_count && channel.roster.is_none() {
-            let frame = messages::subscription_count(name, channel.subscribers.len());
-            channel.deliver(&frame, None);
+            channel.announce_count(name);
         }
         if kind.cached {
             match self.cached(name) {
@@ -257,8 +279,7 @@ impl AppHub {
                 outcome.member_removed = Some(user_id);
             }
             if self.app.subscription_count && channel.roster.is_none() {
-                let frame = messages::subscription_count(name, channel.subscribers.len());
-                channel.deliver(&frame, None);
+                channel.announce_count(name);
             }
             outcome.vacated = channel.subscribers.is_empty();
         }
@@ -498,5 +519,84 @@ fn stats(channel: &Channel) -> ChannelStats {
     ChannelStats {
         subscription_count: channel.subscribers.len(),
         user_count: channel.roster.as_ref().map(Roster::member_count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(configure: impl FnOnce(&mut AppConfig)) -> AppHub {
+        let mut config = AppConfig::new("1", "k", "s");
+        configure(&mut config);
+        AppHub::new(Arc::new(config))
+    }
+
+    fn connection(n: u32) -> (Arc<Connection>, tokio::sync::mpsc::Receiver<ByteString>) {
+        let (conn, rx) = Connection::new(SocketId::new(n, n), 4096);
+        (Arc::new(conn), rx)
+    }
+
+    fn drain(rx: &mut tokio::sync::mpsc::Receiver<ByteString>) -> Vec<String> {
+        let mut frames = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            frames.push(f.to_string());
+        }
+        frames
+    }
+
+    #[test]
+    fn subscription_counts_are_throttled_for_crowds() {
+        let hub = app(|a| a.subscription_count = true);
+        let (first, mut rx) = connection(0);
+        hub.subscribe(&first, "crowd", None, Presence::Local)
+            .expect("subscribed");
+        let mut others = Vec::new();
+        for n in 1..150 {
+            let (conn, rx) = connection(n);
+            hub.subscribe(&conn, "crowd", None, Presence::Local)
+                .expect("subscribed");
+            others.push((conn, rx));
+        }
+        let counts = drain(&mut rx)
+            .into_iter()
+            .filter(|f| f.contains("subscription_count"))
+            .count();
+        // One per arrival up to 100 subscribers; beyond, at most one per 5 s
+        // (and the 100th was just sent).
+        assert_eq!(counts, 100);
+    }
+
+    #[test]
+    fn publish_skips_the_excluded_socket_and_shares_one_buffer() {
+        let hub = app(|_| {});
+        let (a, mut rx_a) = connection(1);
+        let (b, mut rx_b) = connection(2);
+        hub.subscribe(&a, "c", None, Presence::Local)
+            .expect("subscribed");
+        hub.subscribe(&b, "c", None, Presence::Local)
+            .expect("subscribed");
+        drain(&mut rx_a);
+        drain(&mut rx_b);
+        let frame: ByteString = "{\"event\":\"e\"}".into();
+        assert_eq!(hub.publish("c", &frame, Some(a.socket_id)), 1);
+        assert!(drain(&mut rx_a).is_empty());
+        let got = rx_b.try_recv().expect("delivered");
+        // The subscriber's frame is the publisher's buffer, not a copy.
+        assert_eq!(got.as_bytes().as_ptr(), frame.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn a_full_queue_asks_the_session_to_close() {
+        let hub = app(|_| {});
+        let (conn, _rx) = Connection::new(SocketId::new(1, 1), 2);
+        let conn = Arc::new(conn);
+        hub.subscribe(&conn, "c", None, Presence::Local)
+            .expect("subscribed");
+        let frame: ByteString = "x".into();
+        hub.publish("c", &frame, None);
+        hub.publish("c", &frame, None);
+        let request = conn.close_request().expect("close requested");
+        assert_eq!(request.code, crate::protocol::codes::OVER_CAPACITY);
     }
 }
