@@ -15,21 +15,13 @@ import {
   observeFor,
   randomMasterKey,
   record,
+  signIn,
   startServer,
   subscribe,
   waitForEvent,
   waitForFrame,
   waitOnChannel,
 } from './helpers.mjs';
-
-/** Signs a client in and waits until its #server-to-user channel is subscribed. */
-async function signIn(pusher) {
-  const success = waitForFrame(pusher, 'pusher:signin_success');
-  pusher.signin();
-  await success;
-  assert.ok(pusher.user.user_data, 'pusher-js accepted the signin_success user_data');
-  await waitOnChannel(pusher.user.serverToUserChannel);
-}
 
 describe('features', () => {
   let server;

@@ -328,16 +328,21 @@ export function randomMasterKey() {
  * server SDK, standing in for the app's /broadcasting/auth endpoints:
  *   signer   - SDK instance that signs (default: correct credentials)
  *   presence - { user_id, user_info } used as channel_data for presence channels
- *   user     - user_data for pusher.signin(), e.g. { id: '42', user_info: {...} }
+ *   user       - user_data for pusher.signin(), e.g. { id: '42', user_info: {...} }
+ *   transports - pusher-js enabledTransports (default ['ws']); 'xhr_streaming'
+ *                and 'xhr_polling' reach Herald through httpHost/httpPort
  */
-export function pusherOptions(port, { signer, presence, user, ...extra } = {}) {
+export function pusherOptions(port, { signer, presence, user, transports = ['ws'], ...extra } = {}) {
   const sdk = signer || makeSdk(port);
   return {
     cluster: 'mt1',
     wsHost: '127.0.0.1',
     wsPort: port,
+    // pusher-js's HTTP transports ignore wsHost/wsPort; httpPath defaults to '/pusher'.
+    httpHost: '127.0.0.1',
+    httpPort: port,
     forceTLS: false,
-    enabledTransports: ['ws'],
+    enabledTransports: transports,
     disableStats: true,
     channelAuthorization: {
       customHandler({ socketId, channelName }, callback) {
@@ -361,6 +366,14 @@ export function pusherOptions(port, { signer, presence, user, ...extra } = {}) {
     },
     ...extra,
   };
+}
+
+/**
+ * The name of the transport a connected pusher-js client is using ('ws',
+ * 'xhr_streaming', 'xhr_polling'), or undefined while it has none.
+ */
+export function transportName(pusher) {
+  return pusher.connection.connection?.transport?.name;
 }
 
 /** A pusher-js client (connects at once). */
@@ -441,6 +454,18 @@ export function waitOnChannel(channel, timeout = WAIT_MS) {
 /** Waits until an Echo channel (PusherChannel) has subscribed. */
 export function echoSubscribed(echoChannel, timeout = WAIT_MS) {
   return waitOnChannel(echoChannel.subscription, timeout);
+}
+
+/**
+ * Signs a pusher-js client in (pusher.signin(), authorised by the `user`
+ * option) and waits until its #server-to-user channel is subscribed.
+ */
+export async function signIn(pusher, timeout = WAIT_MS) {
+  const success = waitForFrame(pusher, 'pusher:signin_success', timeout);
+  pusher.signin();
+  await success;
+  if (!pusher.user.user_data) throw new Error('pusher-js did not accept the signin_success user_data');
+  await waitOnChannel(pusher.user.serverToUserChannel, timeout);
 }
 
 /** Reads a JSON body from an SDK response (node-fetch Response). */
