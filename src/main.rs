@@ -83,5 +83,8 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr (e.g. a parent that went away) must not turn a
+        // log line into a panic, least of all during shutdown.
+        .log_internal_errors(false)
         .init();
 }

@@ -32,8 +32,34 @@ use crate::hub::{CloseRequest, Connection};
 use crate::session::{self, Session};
 use crate::state::State;
 
-/// A held poll or an idle stream gets a heartbeat this often.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
+/// A held poll or an idle stream gets a heartbeat at least this often.
+const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
+/// pusher-js replaces a stream once it has received more than this many
+/// characters (UTF-16 code units, its `MAX_BUFFER_LENGTH`).
+const STREAM_LIMIT: usize = 256 * 1024;
+
+/// How often held requests get a heartbeat: writing is how a vanished client
+/// is noticed, so at most half the session timeout.
+fn heartbeat_interval(state: &State) -> Duration {
+    let half = Duration::from_millis(state.server.http_session_timeout * 500);
+    half.clamp(Duration::from_secs(1), MAX_HEARTBEAT_INTERVAL)
+}
+
+/// Waits until a newer receive request takes the session over, or `deadline`.
+async fn wait_for_takeover(http: &HttpSession, generation: u64, deadline: Instant) {
+    loop {
+        let takeover = http.takeover.notified();
+        tokio::pin!(takeover);
+        takeover.as_mut().enable();
+        if http.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        tokio::select! {
+            () = &mut takeover => {}
+            () = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
 /// Messages from `xhr_send` waiting for the session task.
 const INBOUND_QUEUE: usize = 64;
 /// Frames sent in one `a[...]` line at most.
@@ -297,6 +323,10 @@ pub async fn streaming(
         generation: u64,
         queue: OwnedMutexGuard<mpsc::Receiver<ByteString>>,
         pending: Option<String>,
+        /// Characters sent so far, counted as the browser counts them.
+        written: usize,
+        heartbeat: Duration,
+        session_timeout: Duration,
         done: bool,
         _receiving: Receiving,
     }
@@ -306,16 +336,27 @@ pub async fn streaming(
         generation,
         queue,
         pending: Some(first),
+        written: 0,
+        heartbeat: heartbeat_interval(&state),
+        session_timeout: Duration::from_secs(state.server.http_session_timeout),
         done: false,
     };
     let body = stream::unfold(state0, |mut s| async move {
         if let Some(chunk) = s.pending.take() {
+            s.written += chunk.encode_utf16().count();
             return Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), s));
         }
         if s.done {
             return None;
         }
-        let heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
+        if s.written > STREAM_LIMIT {
+            // pusher-js is replacing this stream: take no frame it would
+            // never read, and keep the queue for its next request.
+            let deadline = Instant::now() + s.session_timeout;
+            wait_for_takeover(&s.http, s.generation, deadline).await;
+            return None;
+        }
+        let heartbeat = Instant::now() + s.heartbeat;
         let chunk = match next(&s.http, s.generation, &mut s.queue, heartbeat).await {
             Next::Frames(frames) => framing::messages(&frames),
             Next::Heartbeat => framing::HEARTBEAT.to_owned(),
@@ -326,6 +367,7 @@ pub async fn streaming(
             Next::Stop => return None,
         };
         s.http.touch();
+        s.written += chunk.encode_utf16().count();
         Some((Ok(Bytes::from(chunk)), s))
     });
     cors::apply(&req, HttpResponse::Ok())
@@ -355,7 +397,7 @@ pub async fn polling(req: HttpRequest, path: SessionPath, state: web::Data<State
         &http,
         generation,
         &mut queue,
-        Instant::now() + HEARTBEAT_INTERVAL,
+        Instant::now() + heartbeat_interval(&state),
     )
     .await
     {
