@@ -320,3 +320,40 @@ async fn service_resumes_and_state_is_rebuilt_after_a_redis_restart() {
     on_a.expect_nothing_pending().await;
     on_b.expect_nothing_pending().await;
 }
+
+#[actix_rt::test]
+async fn subscription_counts_span_the_cluster() {
+    let redis = RedisServer::start();
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\n\
+         [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nsubscription_count = true\n",
+        redis.url()
+    );
+    let a = Server::launch(Some(&config), &[]);
+    let b = Server::launch(Some(&config), &[]);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let count = |frame: serde_json::Value| frame["data"]["subscription_count"].clone();
+    let mut on_a = Client::connect(&a).await;
+    on_a.subscribe("counted").await;
+    assert_eq!(
+        count(on_a.expect("pusher_internal:subscription_count").await),
+        1
+    );
+    let mut on_b = Client::connect(&b).await;
+    on_b.subscribe("counted").await;
+    assert_eq!(
+        count(on_b.expect("pusher_internal:subscription_count").await),
+        2
+    );
+    assert_eq!(
+        count(on_a.expect("pusher_internal:subscription_count").await),
+        2
+    );
+    drop(on_b);
+    assert_eq!(
+        count(on_a.expect("pusher_internal:subscription_count").await),
+        1
+    );
+    on_a.expect_nothing_pending().await;
+}

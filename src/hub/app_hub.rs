@@ -23,8 +23,8 @@ use crate::protocol::{messages, ChannelType, SocketId};
 /// Above this many subscribers, `subscription_count` is sent at most once
 /// per [`COUNT_INTERVAL`] (as Pusher does), so a crowd joining does not cost
 /// a message to everyone per arrival.
-const COUNT_THROTTLE_ABOVE: usize = 100;
-const COUNT_INTERVAL: Duration = Duration::from_secs(5);
+pub const COUNT_THROTTLE_ABOVE: usize = 100;
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One channel's subscribers, and its roster when it is a presence channel.
 #[derive(Debug)]
@@ -140,6 +140,8 @@ pub struct AppHub {
     pub history: History,
     /// Long-polls waiting for a new event, and how to wake them.
     pollers: AtomicUsize,
+    /// Whether the cluster adapter, not this hub, sends subscription counts.
+    cluster_counts: std::sync::atomic::AtomicBool,
     poll_epoch: std::sync::atomic::AtomicU64,
     poll_signal: tokio::sync::Notify,
 }
@@ -150,6 +152,7 @@ impl AppHub {
         AppHub {
             history,
             pollers: AtomicUsize::new(0),
+            cluster_counts: std::sync::atomic::AtomicBool::new(false),
             poll_epoch: std::sync::atomic::AtomicU64::new(0),
             poll_signal: tokio::sync::Notify::new(),
             app,
@@ -160,6 +163,17 @@ impl AppHub {
             users: DashMap::new(),
             watchers: DashMap::new(),
         }
+    }
+
+    /// Leaves `subscription_count` announcements to the cluster adapter,
+    /// which knows the count on every node.
+    pub fn count_subscriptions_in_cluster(&self) {
+        self.cluster_counts.store(true, Ordering::Release);
+    }
+
+    /// Whether this hub announces `subscription_count` itself.
+    fn counts_here(&self) -> bool {
+        self.app.subscription_count && !self.cluster_counts.load(Ordering::Acquire)
     }
 
     // ----- connections -------------------------------------------------
@@ -246,7 +260,7 @@ impl AppHub {
             let frame = messages::member_added(name, &member.user_id, &member.user_info);
             channel.deliver(&frame, Some(socket));
         }
-        if !already && self.app.subscription_count && channel.roster.is_none() {
+        if !already && self.counts_here() && channel.roster.is_none() {
             channel.announce_count(name);
         }
         if kind.cached {
@@ -278,7 +292,7 @@ impl AppHub {
                 }
                 outcome.member_removed = Some(user_id);
             }
-            if self.app.subscription_count && channel.roster.is_none() {
+            if self.counts_here() && channel.roster.is_none() {
                 channel.announce_count(name);
             }
             outcome.vacated = channel.subscribers.is_empty();

@@ -1,7 +1,7 @@
 //! The in-node state of every app, looked up by app id (HTTP API) or by key
 //! (WebSocket path). See [`AppHub`] for what one app holds.
 
-mod app_hub;
+pub mod app_hub;
 pub mod connection;
 pub mod history;
 pub mod presence;

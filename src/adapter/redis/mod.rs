@@ -37,6 +37,7 @@ use self::scripts::{Joined, Scripts};
 use self::writer::{Write, Writer};
 use super::{Adapter, AdapterError, AdapterResult};
 use crate::config::ClusterConfig;
+use crate::hub::app_hub::{COUNT_INTERVAL, COUNT_THROTTLE_ABOVE};
 use crate::hub::history::Read;
 use crate::hub::presence::subscription_data;
 use crate::hub::{
@@ -68,6 +69,8 @@ struct Inner {
     elsewhere: DashMap<String, usize>,
     /// The Redis epoch seen by the last heartbeat.
     epoch: std::sync::Mutex<Option<String>>,
+    /// When `subscription_count` was last sent, for crowded channels only.
+    count_sent: DashMap<String, std::time::Instant>,
 }
 
 fn unavailable(e: redis::RedisError) -> AdapterError {
@@ -100,7 +103,13 @@ impl RedisAdapter {
             relay_ready: Arc::new(AtomicBool::new(false)),
             elsewhere: DashMap::new(),
             epoch: std::sync::Mutex::new(None),
+            count_sent: DashMap::new(),
         });
+        for app in inner.hub.apps() {
+            if app.app.subscription_count {
+                app.count_subscriptions_in_cluster();
+            }
+        }
         tokio::spawn(relay::run(
             client,
             inner.keys.relay(),
@@ -161,6 +170,66 @@ impl Inner {
             field: channel.to_owned(),
             count: app.local_subscribers(channel),
         });
+    }
+
+    /// Sends the channel's subscriber count on every node to its
+    /// subscribers everywhere (throttled like the hub's, for crowds).
+    fn announce_count(self: &Arc<Self>, app: &Arc<AppHub>, channel: &str) {
+        if !app.app.subscription_count || ChannelType::of(channel).is_presence() {
+            return;
+        }
+        let (inner, app, channel) = (self.clone(), app.clone(), channel.to_owned());
+        tokio::spawn(async move {
+            let remote = match inner.remote_subscribers(&app.app.id, &channel).await {
+                Ok(n) => n,
+                Err(e) => {
+                    inner.mark_unhealthy(&e);
+                    0
+                }
+            };
+            let total = app.local_subscribers(&channel) + remote;
+            let key = format!("{}\n{channel}", app.app.id);
+            if total > COUNT_THROTTLE_ABOVE {
+                let now = std::time::Instant::now();
+                if inner
+                    .count_sent
+                    .get(&key)
+                    .is_some_and(|at| now.duration_since(*at) < COUNT_INTERVAL)
+                {
+                    return;
+                }
+                inner.count_sent.insert(key, now);
+            } else {
+                inner.count_sent.remove(&key);
+            }
+            if total > 0 {
+                inner.publish(
+                    &app,
+                    &channel,
+                    messages::subscription_count(&channel, total),
+                    None,
+                );
+            }
+        });
+    }
+
+    /// Subscribers of a channel on the other live nodes.
+    async fn remote_subscribers(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> Result<usize, redis::RedisError> {
+        let nodes = self.live_nodes().await?;
+        let others: Vec<&String> = nodes.iter().filter(|n| **n != self.keys.node).collect();
+        if others.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for node in others {
+            pipe.hget(self.keys.subscriptions(app, node), channel);
+        }
+        let counts: Vec<Option<usize>> = pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(counts.into_iter().flatten().sum())
     }
 
     async fn join(
@@ -445,6 +514,7 @@ impl Adapter for RedisAdapter {
                 member => app.subscribe(&conn, &channel, member.as_ref(), Presence::Local),
             };
             inner.write_subscriptions(&app, &channel);
+            inner.announce_count(&app, &channel);
             result
         })
     }
@@ -456,7 +526,10 @@ impl Adapter for RedisAdapter {
         channel: String,
     ) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.leave(&app, socket, &channel).await })
+        Box::pin(async move {
+            inner.leave(&app, socket, &channel).await;
+            inner.announce_count(&app, &channel);
+        })
     }
 
     fn connections_elsewhere(&self, app: &AppHub) -> usize {
