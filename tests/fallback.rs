@@ -262,6 +262,27 @@ async fn xhr_refusals_and_cors() {
 }
 
 #[actix_rt::test]
+async fn an_oversized_xhr_message_closes_the_session_with_1009() {
+    let server = Server::with_config(
+        "[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nmax_message_bytes = 1000\n",
+    );
+    let mut stream = Stream::open(&server, "5/big00001").await;
+    assert_eq!(
+        stream.frame().await["event"],
+        "pusher:connection_established"
+    );
+    let big = json!({"event": "client-x", "channel": "private-a", "data": "x".repeat(2000)});
+    send(&server, "5/big00001", &[big]).await;
+    loop {
+        let line = stream.line().await.expect("a close frame before the end");
+        if line.starts_with('c') {
+            assert!(line.starts_with("c[1009,"), "{line}");
+            break;
+        }
+    }
+}
+
+#[actix_rt::test]
 async fn an_abandoned_http_session_leaves_its_channels() {
     let server = Server::with_config("[server]\nhttp_session_timeout = 1\n");
     let mut watcher = Client::connect(&server).await;

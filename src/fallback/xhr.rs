@@ -87,6 +87,8 @@ impl HttpSessions {
 /// One pusher-js HTTP session.
 pub struct HttpSession {
     conn: Arc<Connection>,
+    /// The app's largest accepted client message, bytes.
+    max_message_bytes: usize,
     inbound: mpsc::Sender<String>,
     outbound: Arc<AsyncMutex<mpsc::Receiver<ByteString>>>,
     /// Whether `o` was written (it must be, exactly once).
@@ -190,6 +192,7 @@ fn find_or_open(
     let (inbound, inbox) = mpsc::channel(INBOUND_QUEUE);
     let http = Arc::new(HttpSession {
         conn: admitted.conn.clone(),
+        max_message_bytes: admitted.app.app.max_message_bytes,
         inbound,
         outbound: Arc::new(AsyncMutex::new(admitted.queue)),
         opened: AtomicBool::new(false),
@@ -431,6 +434,15 @@ pub async fn send(
         }
     };
     for frame in frames {
+        if frame.len() > http.max_message_bytes {
+            // As a WebSocket would: close 1009, message too big.
+            http.conn.request_close(CloseRequest {
+                code: 1009,
+                reason: "Message too large",
+                send_error: false,
+            });
+            break;
+        }
         if http.inbound.try_send(frame).is_err() {
             // The session task is not keeping up: the client floods it.
             http.conn.request_close(CloseRequest {
