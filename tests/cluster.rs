@@ -357,3 +357,39 @@ async fn subscription_counts_span_the_cluster() {
     );
     on_a.expect_nothing_pending().await;
 }
+
+#[actix_rt::test]
+async fn watchlists_see_users_on_every_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut seven = Client::connect(&b).await;
+    seven.signin(json!({"id": "7"})).await;
+    let mut watcher = Client::connect(&a).await;
+    watcher
+        .signin(json!({"id": "1", "watchlist": ["7", "8"]}))
+        .await;
+    let status = watcher.expect("pusher_internal:watchlist_events").await;
+    assert_eq!(
+        status["data"]["events"],
+        json!([{"name": "online", "user_ids": ["7"]}, {"name": "offline", "user_ids": ["8"]}])
+    );
+    let mut eight = Client::connect(&b).await;
+    eight.signin(json!({"id": "8"})).await;
+    let online = watcher.expect("pusher_internal:watchlist_events").await;
+    assert_eq!(
+        online["data"]["events"],
+        json!([{"name": "online", "user_ids": ["8"]}])
+    );
+    // A second socket of 8, on the watcher's node: no new event.
+    let mut eight_again = Client::connect(&a).await;
+    eight_again.signin(json!({"id": "8"})).await;
+    drop(eight);
+    drop(seven);
+    let offline = watcher.expect("pusher_internal:watchlist_events").await;
+    assert_eq!(
+        offline["data"]["events"],
+        json!([{"name": "offline", "user_ids": ["7"]}])
+    );
+    watcher.expect_nothing_pending().await;
+}

@@ -81,6 +81,34 @@ impl Adapter for LocalAdapter {
         Box::pin(ready(()))
     }
 
+    fn user_signed_in(
+        &self,
+        app: Arc<AppHub>,
+        user_id: Arc<str>,
+        conn: Arc<Connection>,
+    ) -> BoxFuture<'static, ()> {
+        if app.add_user(&user_id, &conn) {
+            app.notify_watchers(&user_id, true);
+        }
+        Box::pin(ready(()))
+    }
+
+    fn user_signed_out(
+        &self,
+        app: Arc<AppHub>,
+        user_id: Arc<str>,
+        socket: SocketId,
+    ) -> BoxFuture<'static, ()> {
+        if app.remove_user(&user_id, socket) {
+            app.notify_watchers(&user_id, false);
+        }
+        Box::pin(ready(()))
+    }
+
+    fn online(&self, app: Arc<AppHub>, user_ids: Vec<Arc<str>>) -> BoxFuture<'static, Vec<bool>> {
+        Box::pin(ready(user_ids.iter().map(|id| app.is_online(id)).collect()))
+    }
+
     fn connections_elsewhere(&self, _app: &AppHub) -> usize {
         0
     }

@@ -83,6 +83,27 @@ pub trait Adapter: Send + Sync + 'static {
         channel: String,
     ) -> BoxFuture<'static, ()>;
 
+    /// A local socket signed in as `user_id`; watchers hear `online` when it
+    /// is the user's first signed-in socket anywhere.
+    fn user_signed_in(
+        &self,
+        app: Arc<AppHub>,
+        user_id: Arc<str>,
+        conn: Arc<Connection>,
+    ) -> BoxFuture<'static, ()>;
+
+    /// A signed-in local socket left; watchers hear `offline` when it was
+    /// the user's last one anywhere.
+    fn user_signed_out(
+        &self,
+        app: Arc<AppHub>,
+        user_id: Arc<str>,
+        socket: SocketId,
+    ) -> BoxFuture<'static, ()>;
+
+    /// Which of `user_ids` have a signed-in socket anywhere.
+    fn online(&self, app: Arc<AppHub>, user_ids: Vec<Arc<str>>) -> BoxFuture<'static, Vec<bool>>;
+
     /// Connections of the app on other nodes (for the connection quota).
     fn connections_elsewhere(&self, app: &AppHub) -> usize;
 

@@ -441,9 +441,6 @@ impl AppHub {
             sockets.push(conn.clone());
             sockets.len() == 1
         };
-        if came_online && self.app.watchlist_events {
-            self.notify_watchers(user_id, true);
-        }
         came_online
     }
 
@@ -458,11 +455,16 @@ impl AppHub {
         };
         if went_offline {
             self.users.remove_if(user_id, |_, s| s.is_empty());
-            if self.app.watchlist_events {
-                self.notify_watchers(user_id, false);
-            }
         }
         went_offline
+    }
+
+    /// Signed-in users on this node with their socket counts (cluster rebuild).
+    pub fn local_users(&self) -> Vec<(Arc<str>, u32)> {
+        self.users
+            .iter()
+            .map(|u| (u.key().clone(), u.len() as u32))
+            .collect()
     }
 
     pub fn is_online(&self, user_id: &str) -> bool {
@@ -513,7 +515,12 @@ impl AppHub {
         }
     }
 
-    fn notify_watchers(&self, user_id: &str, online: bool) {
+    /// Sends a watchlist online/offline event for `user_id` to the local
+    /// sockets watching it (the adapter decides when, cluster-wide).
+    pub fn notify_watchers(&self, user_id: &str, online: bool) {
+        if !self.app.watchlist_events {
+            return;
+        }
         let Some(list) = self.watchers.get(user_id) else {
             return;
         };

@@ -12,6 +12,11 @@ use serde_json::value::RawValue;
 
 use crate::protocol::SocketId;
 
+/// The JSON `null`, for members without `user_info`.
+pub fn null_info() -> Arc<RawValue> {
+    Arc::from(RawValue::from_string("null".to_owned()).unwrap_or_default())
+}
+
 /// A user joining a presence channel, as their `channel_data` described them.
 #[derive(Debug, Clone)]
 pub struct MemberInfo {

@@ -92,7 +92,7 @@ impl Session {
             "pusher:pong" => {}
             "pusher:subscribe" => self.on_subscribe(&message).await,
             "pusher:unsubscribe" => self.on_unsubscribe(&message).await,
-            "pusher:signin" => self.on_signin(&message),
+            "pusher:signin" => self.on_signin(&message).await,
             event if event.starts_with("pusher:") || event.starts_with("pusher_internal:") => {}
             _ => self.on_client_event(&message),
         }
@@ -115,7 +115,10 @@ impl Session {
         }
         if let Some(user) = self.user.take() {
             self.app.unwatch(&user.watchlist, socket);
-            self.app.remove_user(&user.id, socket);
+            self.state
+                .adapter
+                .user_signed_out(self.app.clone(), user.id.clone(), socket)
+                .await;
         }
         self.app.release(socket);
         self.state.adapter.connections_changed(&self.app);

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::subscribe::null_json;
 use super::Session;
 use crate::auth;
+use crate::hub::presence::null_info;
 use crate::hub::CloseRequest;
 use crate::protocol::codes;
 use crate::protocol::messages::{self, ClientMessage, SigninData};
@@ -37,7 +37,7 @@ struct UserData {
 }
 
 impl Session {
-    pub(super) fn on_signin(&mut self, message: &ClientMessage) {
+    pub(super) async fn on_signin(&mut self, message: &ClientMessage<'_>) {
         let data: SigninData = match message.decode_data() {
             Ok(d) => d,
             Err(_) => {
@@ -79,7 +79,10 @@ impl Session {
         watchlist.truncate(MAX_WATCHLIST);
 
         let id: Arc<str> = id.into();
-        self.app.add_user(&id, &self.conn);
+        self.state
+            .adapter
+            .user_signed_in(self.app.clone(), id.clone(), self.conn.clone())
+            .await;
         self.conn.send(messages::signin_success(&data.user_data));
         if truncated {
             let accepted: Vec<&str> = watchlist.iter().map(|s| &**s).collect();
@@ -93,16 +96,26 @@ impl Session {
         }
         if app.watchlist_events && !watchlist.is_empty() {
             self.app.watch(&watchlist, &self.conn);
-            let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
-                .iter()
-                .map(|s| &**s)
-                .partition(|w| self.app.is_online(w));
+            let status = self
+                .state
+                .adapter
+                .online(self.app.clone(), watchlist.clone())
+                .await;
+            let mut online = Vec::new();
+            let mut offline = Vec::new();
+            for (id, is_online) in watchlist.iter().zip(status) {
+                if is_online {
+                    online.push(&**id);
+                } else {
+                    offline.push(&**id);
+                }
+            }
             self.conn
                 .send(messages::watchlist_events(&online, &offline));
         }
         self.user = Some(SignedInUser {
             id,
-            info: user.user_info.map(Arc::from).unwrap_or_else(null_json),
+            info: user.user_info.map(Arc::from).unwrap_or_else(null_info),
             watchlist,
         });
     }

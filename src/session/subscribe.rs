@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::Session;
 use crate::auth;
+use crate::hub::presence::null_info;
 use crate::hub::{MemberInfo, SubscribeError};
 use crate::protocol::channel::{server_to_user_id, validate_channel_name};
 use crate::protocol::messages::{self, ClientMessage, SubscribeData, UnsubscribeData};
@@ -214,7 +215,7 @@ impl Session {
         }
         let user_info: Arc<RawValue> = match data.user_info {
             Some(info) => Arc::from(info),
-            None => null_json(),
+            None => null_info(),
         };
         if user_info.get().len() > app.max_presence_user_info_bytes {
             return Err(Refusal {
@@ -231,9 +232,4 @@ impl Session {
             user_info,
         })
     }
-}
-
-/// The JSON `null`, for members without `user_info`.
-pub(super) fn null_json() -> Arc<RawValue> {
-    Arc::from(RawValue::from_string("null".to_owned()).unwrap_or_default())
 }

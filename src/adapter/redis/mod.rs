@@ -45,6 +45,11 @@ use crate::hub::{
 };
 use crate::protocol::{messages, ChannelType, SocketId};
 
+/// The pseudo presence channel whose "members" are the signed-in users, so
+/// that online/offline transitions reuse the presence scripts (and their
+/// dead-node purge and rebuild). `#` keeps it apart from client channels.
+pub(super) const ONLINE: &str = "#online";
+
 /// How long one Redis round trip may take before the node treats Redis as
 /// unavailable for that operation.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -211,6 +216,76 @@ impl Inner {
                 );
             }
         });
+    }
+
+    /// Tells watchers on every node that `user_id` came online or went offline.
+    fn announce_online(&self, app: &AppHub, user_id: &str, online: bool) {
+        app.notify_watchers(user_id, online);
+        self.relay(
+            app,
+            Command::Watchlist {
+                user_id: user_id.to_owned(),
+                online,
+            },
+        );
+    }
+
+    async fn sign_in(&self, app: &Arc<AppHub>, user_id: &str, conn: &Arc<Connection>) {
+        let came_online = app.add_user(&user_id.into(), conn);
+        if !self.healthy() {
+            if came_online {
+                app.notify_watchers(user_id, true);
+            }
+            return;
+        }
+        let keys = self.keys.presence(&app.app.id, ONLINE, &self.keys.node);
+        let joined = self
+            .scripts
+            .join(
+                &mut self.redis.clone(),
+                &keys,
+                &self.keys.node_presence(&self.keys.node),
+                &Keys::presence_member(&app.app.id, ONLINE),
+                user_id,
+                "null",
+                usize::MAX,
+            )
+            .await;
+        match joined {
+            Ok(Joined::Ok { added: true, .. }) => self.announce_online(app, user_id, true),
+            Ok(_) => {}
+            Err(e) => {
+                self.mark_unhealthy(&e);
+                if came_online {
+                    app.notify_watchers(user_id, true);
+                }
+            }
+        }
+    }
+
+    async fn sign_out(&self, app: &Arc<AppHub>, user_id: &str, socket: SocketId) {
+        let went_offline = app.remove_user(user_id, socket);
+        if !self.healthy() {
+            if went_offline {
+                app.notify_watchers(user_id, false);
+            }
+            return;
+        }
+        let keys = self.keys.presence(&app.app.id, ONLINE, &self.keys.node);
+        match self
+            .scripts
+            .leave(&mut self.redis.clone(), &keys, user_id)
+            .await
+        {
+            Ok(true) => self.announce_online(app, user_id, false),
+            Ok(false) => {}
+            Err(e) => {
+                self.mark_unhealthy(&e);
+                if went_offline {
+                    app.notify_watchers(user_id, false);
+                }
+            }
+        }
     }
 
     /// Subscribers of a channel on the other live nodes.
@@ -529,6 +604,51 @@ impl Adapter for RedisAdapter {
         Box::pin(async move {
             inner.leave(&app, socket, &channel).await;
             inner.announce_count(&app, &channel);
+        })
+    }
+
+    fn user_signed_in(
+        &self,
+        app: Arc<AppHub>,
+        user_id: Arc<str>,
+        conn: Arc<Connection>,
+    ) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.sign_in(&app, &user_id, &conn).await })
+    }
+
+    fn user_signed_out(
+        &self,
+        app: Arc<AppHub>,
+        user_id: Arc<str>,
+        socket: SocketId,
+    ) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.sign_out(&app, &user_id, socket).await })
+    }
+
+    fn online(&self, app: Arc<AppHub>, user_ids: Vec<Arc<str>>) -> BoxFuture<'static, Vec<bool>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let local: Vec<bool> = user_ids.iter().map(|id| app.is_online(id)).collect();
+            if user_ids.is_empty() || !inner.healthy() {
+                return local;
+            }
+            let keys = inner.keys.presence(&app.app.id, ONLINE, &inner.keys.node);
+            let mut pipe = redis::pipe();
+            for id in &user_ids {
+                pipe.hexists(&keys.users, &**id);
+            }
+            match pipe
+                .query_async::<Vec<bool>>(&mut inner.redis.clone())
+                .await
+            {
+                Ok(remote) => remote.into_iter().zip(local).map(|(r, l)| r || l).collect(),
+                Err(e) => {
+                    inner.mark_unhealthy(&e);
+                    local
+                }
+            }
         })
     }
 

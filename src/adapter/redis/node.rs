@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use tracing::{info, warn};
 
 use super::keys::Keys;
-use super::Inner;
+use super::{Inner, ONLINE};
 use crate::hub::AppHub;
 use crate::protocol::messages;
 
@@ -138,7 +138,11 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
         removed_total += removed.len();
         if let Some(app) = inner.hub.by_id(app_id) {
             for user in removed {
-                inner.publish(app, channel, messages::member_removed(channel, &user), None);
+                if channel == ONLINE {
+                    inner.announce_online(app, &user, false);
+                } else {
+                    inner.publish(app, channel, messages::member_removed(channel, &user), None);
+                }
             }
         }
     }
@@ -190,7 +194,16 @@ async fn rebuild_presence(
 ) -> redis::RedisResult<()> {
     let mut redis = inner.redis.clone();
     let node = &inner.keys.node;
-    let local = app.local_presence();
+    let mut local = app.local_presence();
+    // Signed-in users are the members of the ONLINE pseudo channel.
+    let null = crate::hub::presence::null_info();
+    local.push((
+        ONLINE.to_owned(),
+        app.local_users()
+            .into_iter()
+            .map(|(id, n)| (id, n, null.clone()))
+            .collect(),
+    ));
     let mut channels: Vec<String> = local.iter().map(|(c, _)| c.clone()).collect();
     for member in stored {
         if let Some((app_id, channel)) = Keys::split_presence_member(member) {
@@ -225,6 +238,20 @@ async fn rebuild_presence(
             continue;
         }
         // Local sockets already heard of these changes while Redis was away.
+        if channel == ONLINE {
+            for (users, online) in [(added, true), (removed, false)] {
+                for user in users {
+                    inner.relay(
+                        app,
+                        super::relay::Command::Watchlist {
+                            user_id: user,
+                            online,
+                        },
+                    );
+                }
+            }
+            continue;
+        }
         for user in added {
             if let Some((_, _, info)) = members.iter().find(|(id, _, _)| *id == user) {
                 if let Ok(info) = serde_json::value::RawValue::from_string(info.clone()) {

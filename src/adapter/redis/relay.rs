@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// Close the user's signed-in sockets.
     TerminateUser { user_id: String },
+    /// A user came online (first signed-in socket anywhere) or went offline.
+    Watchlist { user_id: String, online: bool },
 }
 
 /// One relayed message.
@@ -86,6 +88,9 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
         }
         Command::TerminateUser { user_id } => {
             app.terminate_user(&user_id);
+        }
+        Command::Watchlist { user_id, online } => {
+            app.notify_watchers(&user_id, online);
         }
     }
 }
