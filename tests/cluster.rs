@@ -393,3 +393,22 @@ async fn watchlists_see_users_on_every_node() {
     );
     watcher.expect_nothing_pending().await;
 }
+
+#[actix_rt::test]
+async fn a_node_started_later_serves_cached_events() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    trigger(
+        &a,
+        json!({"name": "price", "channel": "cache-late", "data": "42"}),
+    )
+    .await;
+    let b = node(&redis).await;
+    common::eventually("the late node replays the cached event", || async {
+        let mut client = Client::connect(&b).await;
+        client.subscribe("cache-late").await;
+        let frame = client.recv().await;
+        frame["event"] == "price" && frame["raw_data"] == "42"
+    })
+    .await;
+}

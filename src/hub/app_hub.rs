@@ -386,7 +386,12 @@ impl AppHub {
 
     /// Keeps `frame` as the channel's last event for `cache_ttl`.
     pub fn store_cached(&self, name: &str, frame: ByteString) {
-        let expires = Instant::now() + Duration::from_secs(self.app.cache_ttl);
+        self.store_cached_for(name, frame, Duration::from_secs(self.app.cache_ttl));
+    }
+
+    /// Keeps `frame` as the channel's last event for `ttl`.
+    pub fn store_cached_for(&self, name: &str, frame: ByteString, ttl: Duration) {
+        let expires = Instant::now() + ttl;
         self.cache
             .insert(name.into(), CachedEvent { frame, expires });
     }

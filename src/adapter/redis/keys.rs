@@ -54,6 +54,11 @@ impl Keys {
         format!("{}:app:{app}:subs:{node}", self.prefix)
     }
 
+    /// A cache channel's last event (for nodes that did not see it published).
+    pub fn cached(&self, app: &str, channel: &str) -> String {
+        format!("{}:app:{app}:cache:{channel}", self.prefix)
+    }
+
     /// The stream of a channel's recent events (polling history).
     pub fn history(&self, app: &str, channel: &str) -> String {
         format!("{}:app:{app}:history:{channel}", self.prefix)

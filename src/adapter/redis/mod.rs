@@ -288,6 +288,27 @@ impl Inner {
         }
     }
 
+    /// Copies a cache channel's last event from Redis, for a node that was
+    /// not there when it was published.
+    async fn fetch_cached(&self, app: &AppHub, channel: &str) {
+        if !self.healthy() {
+            return;
+        }
+        let key = self.keys.cached(&app.app.id, channel);
+        let found: Result<(Option<String>, i64), _> = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut self.redis.clone())
+            .await;
+        match found {
+            Ok((Some(frame), ttl_ms)) if ttl_ms > 0 => {
+                app.store_cached_for(channel, frame.into(), Duration::from_millis(ttl_ms as u64));
+            }
+            Ok(_) => {}
+            Err(e) => self.mark_unhealthy(&e),
+        }
+    }
+
     /// Subscribers of a channel on the other live nodes.
     async fn remote_subscribers(
         &self,
@@ -511,6 +532,11 @@ impl Adapter for RedisAdapter {
     ) {
         app.store_cached(channel, frame.clone());
         app.publish(channel, &frame, except);
+        self.inner.writer.send(Write::Cache {
+            key: self.inner.keys.cached(&app.app.id, channel),
+            frame: frame.to_string(),
+            ttl: app.app.cache_ttl,
+        });
         self.inner.relay(
             app,
             Command::PublishCached {
@@ -582,6 +608,9 @@ impl Adapter for RedisAdapter {
     ) -> BoxFuture<'static, Result<Subscribed, SubscribeError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
+            if ChannelType::of(&channel).cached && app.cached(&channel).is_none() {
+                inner.fetch_cached(&app, &channel).await;
+            }
             let result = match member {
                 Some(member) if inner.healthy() && ChannelType::of(&channel).is_presence() => {
                     inner.join(&app, &conn, &channel, member).await

@@ -37,6 +37,12 @@ pub enum Write {
         max_len: usize,
         ttl: u64,
     },
+    /// A cache channel's last event, expiring after `ttl` seconds.
+    Cache {
+        key: String,
+        frame: String,
+        ttl: u64,
+    },
     /// Answered once every write queued before it was sent.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -102,6 +108,9 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                     count: 0,
                 } => {
                     pipe.hdel(key, field).ignore();
+                }
+                Write::Cache { key, frame, ttl } => {
+                    pipe.set_ex(key, frame, ttl).ignore();
                 }
                 Write::Count { key, field, count } => {
                     pipe.hset(key, field, count).ignore();
