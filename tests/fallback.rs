@@ -325,6 +325,19 @@ fn event_data(response: &common::Response) -> Vec<String> {
         .collect()
 }
 
+/// A signed long-poll (`wait=20`) running in the background.
+fn spawn_long_poll(
+    port: u16,
+    channel: &'static str,
+    cursor: String,
+) -> actix_rt::task::JoinHandle<common::Response> {
+    actix_rt::spawn(async move {
+        let server = common::Server::attach(port);
+        let query = format!("channels={channel}&wait=20&cursor={cursor}");
+        api(&server, "GET", "/apps/app-id/poll/v1", &query, None).await
+    })
+}
+
 #[actix_rt::test]
 async fn polling_returns_events_in_order_after_the_cursor() {
     let server = Server::start();
@@ -423,20 +436,9 @@ async fn long_polls_wake_up_when_an_event_arrives() {
     let first = signed_poll(&server, "channels=news").await;
     let cursor = first.body["cursor"].as_str().expect("cursor").to_owned();
     let started = Instant::now();
-    let port = server.port;
-    let held = actix_rt::spawn(async move {
-        let server = common::Server::attach(port);
-        api(
-            &server,
-            "GET",
-            "/apps/app-id/poll/v1",
-            &format!("channels=news&wait=25&cursor={cursor}"),
-            None,
-        )
-        .await
-    });
-    // The poll is registered before the trigger: the answer must come from
-    // the wake-up, not from the 25 s deadline.
+    let held = spawn_long_poll(server.port, "news", cursor);
+    // Connecting a client gives the poll time to start waiting; the answer
+    // must then come from the wake-up, not from the 20 s deadline.
     let mut c = Client::connect(&server).await;
     c.subscribe("news").await;
     trigger(
@@ -551,32 +553,14 @@ async fn two_nodes_serve_one_history() {
     // The cursor from node B means the same on node A; and A's long-poll
     // wakes for an event published on B.
     let port = a.port;
-    let held = actix_rt::spawn(async move {
-        let a = common::Server::attach(port);
-        api(
-            &a,
-            "GET",
-            "/apps/app-id/poll/v1",
-            &format!("channels=news&wait=20&cursor={cursor}"),
-            None,
-        )
-        .await
-    });
+    let held = spawn_long_poll(port, "news", cursor);
     let got = held.await.expect("poll");
     assert_eq!(event_data(&got), ["4"]);
     let cursor = got.body["cursor"].as_str().expect("cursor").to_owned();
     let started = Instant::now();
-    let held = actix_rt::spawn(async move {
-        let a = common::Server::attach(port);
-        api(
-            &a,
-            "GET",
-            "/apps/app-id/poll/v1",
-            &format!("channels=news&wait=20&cursor={cursor}"),
-            None,
-        )
-        .await
-    });
+    let held = spawn_long_poll(port, "news", cursor);
+    // No event can show that the poll is waiting; give it a moment so the
+    // trigger below lands during the wait (which the elapsed time checks).
     actix_rt::time::sleep(Duration::from_millis(200)).await;
     trigger(&b, json!({"name": "e", "channel": "news", "data": "5"})).await;
     assert_eq!(event_data(&held.await.expect("poll")), ["5"]);
