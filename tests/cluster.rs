@@ -20,12 +20,10 @@ async fn node(redis: &RedisServer) -> Server {
 }
 
 async fn user_ids(server: &Server, channel: &str) -> Vec<String> {
-    let r = api(
+    let r = common::get(
         server,
-        "GET",
         &format!("/apps/app-id/channels/{channel}/users"),
         "",
-        None,
     )
     .await;
     let mut ids: Vec<String> = r.body["users"]
@@ -165,24 +163,15 @@ async fn channel_queries_count_every_node() {
         r.body == json!({"occupied": true, "user_count": 2, "subscription_count": 3})
     })
     .await;
-    let r = api(
-        &b,
-        "GET",
-        "/apps/app-id/channels",
-        "info=subscription_count",
-        None,
-    )
-    .await;
+    let r = common::get(&b, "/apps/app-id/channels", "info=subscription_count").await;
     assert_eq!(
         r.body,
         json!({"channels": {"presence-q": {"subscription_count": 3}, "public-q": {"subscription_count": 2}}})
     );
-    let r = api(
+    let r = common::get(
         &a,
-        "GET",
         "/apps/app-id/channels",
         "filter_by_prefix=presence-&info=user_count",
-        None,
     )
     .await;
     assert_eq!(
@@ -229,14 +218,7 @@ async fn users_cache_and_termination_work_across_nodes() {
     })
     .await;
 
-    let r = api(
-        &a,
-        "POST",
-        "/apps/app-id/users/42/terminate_connections",
-        "",
-        Some("{}"),
-    )
-    .await;
+    let r = common::post(&a, "/apps/app-id/users/42/terminate_connections", "{}").await;
     assert_eq!(r.status, 200);
     assert_eq!(signed.expect_close().await.0, 4009);
 }
@@ -258,7 +240,7 @@ async fn a_killed_nodes_members_are_removed_by_the_survivors() {
     let removed = stays.expect("pusher_internal:member_removed").await;
     assert_eq!(removed["data"], json!({"user_id": "2"}));
     assert_eq!(user_ids(&a, "presence-k").await, ["1"]);
-    let r = api(&a, "GET", "/apps/app-id/channels", "", None).await;
+    let r = common::get(&a, "/apps/app-id/channels", "").await;
     assert_eq!(r.body, json!({"channels": {"presence-k": {}}}));
     stays.expect_nothing_pending().await;
 }
@@ -307,14 +289,7 @@ async fn service_resumes_and_state_is_rebuilt_after_a_redis_restart() {
     trigger(&b, json!({"name": "after", "channel": "news", "data": "1"})).await;
     assert_eq!(on_a.expect("after").await["channel"], "news");
     assert_eq!(on_b.expect("after").await["channel"], "news");
-    let r = api(
-        &a,
-        "GET",
-        "/apps/app-id/channels/news",
-        "info=subscription_count",
-        None,
-    )
-    .await;
+    let r = common::get(&a, "/apps/app-id/channels/news", "info=subscription_count").await;
     assert_eq!(r.body, json!({"occupied": true, "subscription_count": 2}));
     // No spurious presence events were sent to anyone.
     on_a.expect_nothing_pending().await;

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use common::{api, raw_request, trigger, Client, Server, TIMEOUT};
+use common::{raw_request, trigger, Client, Server, TIMEOUT};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -158,14 +158,7 @@ async fn xhr_streaming_carries_a_whole_session() {
     )
     .await;
     assert_eq!(stream.frame().await["event"], "pusher:signin_success");
-    api(
-        &server,
-        "POST",
-        "/apps/app-id/users/42/terminate_connections",
-        "",
-        Some("{}"),
-    )
-    .await;
+    common::post(&server, "/apps/app-id/users/42/terminate_connections", "{}").await;
     let error = stream.frame().await;
     assert_eq!(error["event"], "pusher:error");
     let close = stream.line().await.expect("close line");
@@ -313,7 +306,7 @@ async fn an_abandoned_http_session_leaves_its_channels() {
 // ----- JSON polling endpoint ----------------------------------------------
 
 async fn signed_poll(server: &Server, query: &str) -> common::Response {
-    api(server, "GET", "/apps/app-id/poll/v1", query, None).await
+    common::get(server, "/apps/app-id/poll/v1", query).await
 }
 
 fn event_data(response: &common::Response) -> Vec<String> {
@@ -334,7 +327,7 @@ fn spawn_long_poll(
     actix_rt::spawn(async move {
         let server = common::Server::attach(port);
         let query = format!("channels={channel}&wait=20&cursor={cursor}");
-        api(&server, "GET", "/apps/app-id/poll/v1", &query, None).await
+        common::get(&server, "/apps/app-id/poll/v1", &query).await
     })
 }
 

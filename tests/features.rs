@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{api, trigger, Client, Server, KEY, SECRET};
+use common::{trigger, Client, Server, KEY, SECRET};
 use serde_json::json;
 
 fn app_config(extra: &str) -> String {
@@ -283,7 +283,7 @@ async fn server_to_user_events_reach_every_signed_in_socket() {
     }
     stranger.expect_nothing_pending().await;
     // Never listed as a channel.
-    let r = api(&server, "GET", "/apps/app-id/channels", "", None).await;
+    let r = common::get(&server, "/apps/app-id/channels", "").await;
     assert_eq!(r.body, json!({"channels": {}}));
 }
 
@@ -300,14 +300,7 @@ async fn terminate_connections_closes_the_users_sockets_with_4009() {
     let mut presence_only = Client::connect(&server).await;
     presence_only.join("presence-t", "42", json!(null)).await;
 
-    let r = api(
-        &server,
-        "POST",
-        "/apps/app-id/users/42/terminate_connections",
-        "",
-        Some("{}"),
-    )
-    .await;
+    let r = common::post(&server, "/apps/app-id/users/42/terminate_connections", "{}").await;
     assert_eq!((r.status, r.body), (200, json!({})));
     for client in [&mut a, &mut b] {
         let (code, frames) = client.expect_close().await;

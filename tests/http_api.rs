@@ -80,14 +80,7 @@ async fn batch_events() {
         {"name": "one", "channel": "b1", "data": "1"},
         {"name": "two", "channel": "b2", "data": "2"}
     ]});
-    let r = api(
-        &server,
-        "POST",
-        "/apps/app-id/batch_events",
-        "",
-        Some(&body.to_string()),
-    )
-    .await;
+    let r = common::post(&server, "/apps/app-id/batch_events", &body.to_string()).await;
     assert_eq!((r.status, r.body), (200, json!({})));
     assert_eq!(client.expect("one").await["channel"], "b1");
     assert_eq!(client.expect("two").await["channel"], "b2");
@@ -96,25 +89,16 @@ async fn batch_events() {
         {"name": "three", "channel": "b1", "data": "3", "info": "subscription_count"},
         {"name": "four", "channel": "b2", "data": "4"}
     ]});
-    let r = api(
-        &server,
-        "POST",
-        "/apps/app-id/batch_events",
-        "",
-        Some(&body.to_string()),
-    )
-    .await;
+    let r = common::post(&server, "/apps/app-id/batch_events", &body.to_string()).await;
     assert_eq!(r.body, json!({"batch": [{"subscription_count": 1}, {}]}));
 
     let eleven: Vec<_> = (0..11)
         .map(|i| json!({"name": "e", "channel": "b1", "data": i.to_string()}))
         .collect();
-    let r = api(
+    let r = common::post(
         &server,
-        "POST",
         "/apps/app-id/batch_events",
-        "",
-        Some(&json!({ "batch": eleven }).to_string()),
+        &json!({ "batch": eleven }).to_string(),
     )
     .await;
     assert_eq!(r.status, 400);
@@ -124,14 +108,7 @@ async fn batch_events() {
         {"name": "ok", "channel": "b1", "data": "1"},
         {"name": "bad", "channel": "bad channel", "data": "1"}
     ]});
-    let r = api(
-        &server,
-        "POST",
-        "/apps/app-id/batch_events",
-        "",
-        Some(&body.to_string()),
-    )
-    .await;
+    let r = common::post(&server, "/apps/app-id/batch_events", &body.to_string()).await;
     assert_eq!(r.status, 400);
     assert!(r.body["error"]
         .as_str()
@@ -144,7 +121,7 @@ async fn batch_events() {
 #[actix_rt::test]
 async fn channel_queries() {
     let server = Server::start();
-    let r = api(&server, "GET", "/apps/app-id/channels", "", None).await;
+    let r = common::get(&server, "/apps/app-id/channels", "").await;
     assert_eq!((r.status, r.body), (200, json!({"channels": {}})));
 
     let mut a = Client::connect(&server).await;
@@ -154,38 +131,27 @@ async fn channel_queries() {
     a.subscribe("public-q").await;
     b.subscribe("public-q").await;
 
-    let r = api(&server, "GET", "/apps/app-id/channels", "", None).await;
+    let r = common::get(&server, "/apps/app-id/channels", "").await;
     assert_eq!(
         r.body,
         json!({"channels": {"presence-q": {}, "public-q": {}}})
     );
-    let r = api(
+    let r = common::get(
         &server,
-        "GET",
         "/apps/app-id/channels",
         "filter_by_prefix=presence-&info=user_count",
-        None,
     )
     .await;
     assert_eq!(
         r.body,
         json!({"channels": {"presence-q": {"user_count": 2}}})
     );
-    let r = api(
-        &server,
-        "GET",
-        "/apps/app-id/channels",
-        "info=user_count",
-        None,
-    )
-    .await;
+    let r = common::get(&server, "/apps/app-id/channels", "info=user_count").await;
     assert_eq!(r.status, 400);
-    let r = api(
+    let r = common::get(
         &server,
-        "GET",
         "/apps/app-id/channels",
         "info=subscription_count&filter_by_prefix=public-",
-        None,
     )
     .await;
     assert_eq!(
@@ -206,44 +172,26 @@ async fn channel_queries() {
         json!({"occupied": true, "user_count": 2, "subscription_count": 2})
     );
     // PHP sends the comma percent-encoded.
-    let r = api(
+    let r = common::get(
         &server,
-        "GET",
         "/apps/app-id/channels/presence-q",
         "info=user_count%2Csubscription_count",
-        None,
     )
     .await;
     assert_eq!(r.body["user_count"], 2);
-    let r = api(
-        &server,
-        "GET",
-        "/apps/app-id/channels/public-q",
-        "info=user_count",
-        None,
-    )
-    .await;
+    let r = common::get(&server, "/apps/app-id/channels/public-q", "info=user_count").await;
     assert_eq!(r.status, 400);
-    let r = api(
+    let r = common::get(
         &server,
-        "GET",
         "/apps/app-id/channels/nobody",
         "info=subscription_count",
-        None,
     )
     .await;
     assert_eq!(r.body, json!({"occupied": false, "subscription_count": 0}));
-    let r = api(&server, "GET", "/apps/app-id/channels/nobody", "", None).await;
+    let r = common::get(&server, "/apps/app-id/channels/nobody", "").await;
     assert_eq!(r.body, json!({"occupied": false}));
 
-    let r = api(
-        &server,
-        "GET",
-        "/apps/app-id/channels/presence-q/users",
-        "",
-        None,
-    )
-    .await;
+    let r = common::get(&server, "/apps/app-id/channels/presence-q/users", "").await;
     let mut ids: Vec<String> = r.body["users"]
         .as_array()
         .expect("users")
@@ -252,35 +200,19 @@ async fn channel_queries() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["1", "2"]);
-    let r = api(
-        &server,
-        "GET",
-        "/apps/app-id/channels/presence-none/users",
-        "",
-        None,
-    )
-    .await;
+    let r = common::get(&server, "/apps/app-id/channels/presence-none/users", "").await;
     assert_eq!(r.body, json!({"users": []}));
-    let r = api(
-        &server,
-        "GET",
-        "/apps/app-id/channels/public-q/users",
-        "",
-        None,
-    )
-    .await;
+    let r = common::get(&server, "/apps/app-id/channels/public-q/users", "").await;
     assert_eq!(r.status, 400);
 }
 
 #[actix_rt::test]
 async fn python_style_get_with_body_md5_is_accepted() {
     let server = Server::start();
-    let r = api(
+    let r = common::get(
         &server,
-        "GET",
         "/apps/app-id/channels",
         "body_md5=d41d8cd98f00b204e9800998ecf8427e",
-        None,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -366,7 +298,7 @@ async fn signature_failures_are_401_with_a_json_error() {
 #[actix_rt::test]
 async fn unknown_app_and_route_are_404() {
     let server = Server::start();
-    let r = api(&server, "POST", "/apps/nope/events", "", Some("{}")).await;
+    let r = common::post(&server, "/apps/nope/events", "{}").await;
     assert_eq!(r.status, 404);
     assert!(r.body["error"].is_string());
     let r = raw_request(&server, "GET", "/no/such/route", "").await;
@@ -379,7 +311,7 @@ async fn bad_bodies_are_400_and_oversize_is_413() {
     let server = Server::start();
     let post = |body: String| {
         let server = &server;
-        async move { api(server, "POST", "/apps/app-id/events", "", Some(&body)).await }
+        async move { common::post(server, "/apps/app-id/events", &body).await }
     };
     let r = post("not json".into()).await;
     assert_eq!(r.status, 400);

@@ -392,7 +392,7 @@ async fn disconnect_leaves_every_channel() {
     let removed = watcher.expect("pusher_internal:member_removed").await;
     assert_eq!(removed["data"]["user_id"], "2");
     common::eventually("the leaver's channels are gone", || async {
-        let r = common::api(&server, "GET", "/apps/app-id/channels", "", None).await;
+        let r = common::get(&server, "/apps/app-id/channels", "").await;
         r.body == json!({"channels": {"presence-d": {}}})
     })
     .await;
@@ -430,24 +430,15 @@ async fn a_client_that_stops_reading_is_disconnected_without_hurting_others() {
     let body = json!({ "batch": batch }).to_string();
     let mut dropped = false;
     for _ in 0..400 {
-        let r = common::api(
-            &server,
-            "POST",
-            "/apps/app-id/batch_events",
-            "",
-            Some(&body),
-        )
-        .await;
+        let r = common::post(&server, "/apps/app-id/batch_events", &body).await;
         assert_eq!(r.status, 200);
         for _ in 0..10 {
             healthy.expect("e").await;
         }
-        let r = common::api(
+        let r = common::get(
             &server,
-            "GET",
             "/apps/app-id/channels/firehose",
             "info=subscription_count",
-            None,
         )
         .await;
         if r.body["subscription_count"] == 1 {

@@ -8,9 +8,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Adapter, AdapterResult};
 use crate::hub::history::Read;
-use crate::hub::{
-    AppHub, ChannelStats, Connection, MemberInfo, Presence, SubscribeError, Subscribed,
-};
+use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, Presence, SubscribeError};
 use crate::protocol::SocketId;
 
 /// Delivers and answers from this node's hub alone.
@@ -62,7 +60,7 @@ impl Adapter for LocalAdapter {
         conn: Arc<Connection>,
         channel: String,
         member: Option<MemberInfo>,
-    ) -> BoxFuture<'static, Result<Subscribed, SubscribeError>> {
+    ) -> BoxFuture<'static, Result<(), SubscribeError>> {
         Box::pin(ready(app.subscribe(
             &conn,
             &channel,
@@ -77,7 +75,7 @@ impl Adapter for LocalAdapter {
         socket: SocketId,
         channel: String,
     ) -> BoxFuture<'static, ()> {
-        app.unsubscribe(socket, &channel, Presence::Local);
+        app.unsubscribe(socket, &channel, true);
         Box::pin(ready(()))
     }
 

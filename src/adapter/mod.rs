@@ -20,7 +20,7 @@ pub use self::redis::RedisAdapter;
 pub use local::LocalAdapter;
 
 use crate::hub::history::Read;
-use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, SubscribeError, Subscribed};
+use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, SubscribeError};
 use crate::protocol::SocketId;
 
 /// A cluster operation that could not be completed.
@@ -72,7 +72,7 @@ pub trait Adapter: Send + Sync + 'static {
         conn: Arc<Connection>,
         channel: String,
         member: Option<MemberInfo>,
-    ) -> BoxFuture<'static, Result<Subscribed, SubscribeError>>;
+    ) -> BoxFuture<'static, Result<(), SubscribeError>>;
 
     /// Removes a local connection from a channel (announcing
     /// `member_removed` when its user left the channel cluster-wide).

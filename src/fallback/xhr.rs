@@ -74,16 +74,6 @@ pub struct HttpSessions {
     sessions: DashMap<String, Arc<HttpSession>>,
 }
 
-impl HttpSessions {
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-}
-
 /// One pusher-js HTTP session.
 pub struct HttpSession {
     conn: Arc<Connection>,

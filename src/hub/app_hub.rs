@@ -79,24 +79,6 @@ pub struct ChannelStats {
     pub user_count: Option<usize>,
 }
 
-/// What a subscribe did.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Subscribed {
-    /// The channel had no subscribers before.
-    pub occupied: bool,
-    /// A presence member joined (their first socket on this node's channel).
-    pub member_added: bool,
-}
-
-/// What an unsubscribe did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Unsubscribed {
-    /// The channel has no subscribers left.
-    pub vacated: bool,
-    /// The presence member that left with their last socket on this node.
-    pub member_removed: Option<Arc<str>>,
-}
-
 /// Who decides presence membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presence {
@@ -106,15 +88,6 @@ pub enum Presence {
     /// The cluster decided (and announces); `roster` is the cluster-wide
     /// `subscription_succeeded` data for the joining socket.
     Cluster { roster: String },
-}
-
-impl Presence {
-    /// For leaving a channel under cluster control.
-    pub fn cluster() -> Presence {
-        Presence::Cluster {
-            roster: String::new(),
-        }
-    }
 }
 
 /// Why a subscribe was refused by the hub.
@@ -225,7 +198,7 @@ impl AppHub {
         name: &str,
         member: Option<&MemberInfo>,
         presence: Presence,
-    ) -> Result<Subscribed, SubscribeError> {
+    ) -> Result<(), SubscribeError> {
         let kind = ChannelType::of(name);
         let mut entry = self.channels.entry(name.into()).or_insert_with(|| Channel {
             subscribers: HashMap::new(),
@@ -247,7 +220,6 @@ impl AppHub {
             }
             member_added = roster.join(socket, member);
         }
-        let occupied = channel.subscribers.is_empty();
         channel.subscribers.insert(socket, conn.clone());
 
         let data = match (&presence, &channel.roster) {
@@ -269,39 +241,32 @@ impl AppHub {
                 None => conn.send(messages::cache_miss(name)),
             };
         }
-        Ok(Subscribed {
-            occupied,
-            member_added,
-        })
+        Ok(())
     }
 
-    /// Removes a socket from a channel, announcing `member_removed` when it
-    /// was its user's last socket there. Unknown channels or sockets are ignored.
-    pub fn unsubscribe(&self, socket: SocketId, name: &str, presence: Presence) -> Unsubscribed {
-        let mut outcome = Unsubscribed::default();
-        {
-            let Some(mut channel) = self.channels.get_mut(name) else {
-                return outcome;
-            };
-            if channel.subscribers.remove(&socket).is_none() {
-                return outcome;
-            }
-            if let Some(user_id) = channel.roster.as_mut().and_then(|r| r.leave(socket)) {
-                if presence == Presence::Local {
-                    channel.deliver(&messages::member_removed(name, &user_id), None);
-                }
-                outcome.member_removed = Some(user_id);
+    /// Removes a socket from a channel. Returns the presence member that
+    /// left with it (their last socket on this node's channel), to whom
+    /// `member_removed` is announced here when `announce` (the cluster
+    /// adapter announces cluster-wide departures itself). Unknown channels or
+    /// sockets are ignored.
+    pub fn unsubscribe(&self, socket: SocketId, name: &str, announce: bool) -> Option<Arc<str>> {
+        let (left, vacated) = {
+            let mut channel = self.channels.get_mut(name)?;
+            channel.subscribers.remove(&socket)?;
+            let left = channel.roster.as_mut().and_then(|r| r.leave(socket));
+            if let (Some(user_id), true) = (&left, announce) {
+                channel.deliver(&messages::member_removed(name, user_id), None);
             }
             if self.counts_here() && channel.roster.is_none() {
                 channel.announce_count(name);
             }
-            outcome.vacated = channel.subscribers.is_empty();
-        }
-        if outcome.vacated {
+            (left, channel.subscribers.is_empty())
+        };
+        if vacated {
             self.channels
                 .remove_if(name, |_, c| c.subscribers.is_empty());
         }
-        outcome
+        left
     }
 
     pub fn is_subscribed(&self, socket: SocketId, name: &str) -> bool {

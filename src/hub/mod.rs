@@ -9,7 +9,7 @@ pub mod presence;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use app_hub::{AppHub, ChannelStats, Presence, SubscribeError, Subscribed, Unsubscribed};
+pub use app_hub::{AppHub, ChannelStats, Presence, SubscribeError};
 pub use connection::{CloseRequest, Connection};
 pub use presence::MemberInfo;
 

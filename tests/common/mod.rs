@@ -472,6 +472,16 @@ pub async fn raw_request(
     }
 }
 
+/// A signed `GET` of the API, with extra query parameters.
+pub async fn get(server: &impl Endpoint, path: &str, query: &str) -> Response {
+    api(server, "GET", path, query, None).await
+}
+
+/// A signed `POST` of the API with a body.
+pub async fn post(server: &impl Endpoint, path: &str, body: &str) -> Response {
+    api(server, "POST", path, "", Some(body)).await
+}
+
 /// `POST /apps/app-id/events` with a JSON body.
 pub async fn trigger(server: &impl Endpoint, body: Value) -> Response {
     api(

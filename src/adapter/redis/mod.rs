@@ -40,9 +40,7 @@ use crate::config::ClusterConfig;
 use crate::hub::app_hub::{COUNT_INTERVAL, COUNT_THROTTLE_ABOVE};
 use crate::hub::history::Read;
 use crate::hub::presence::subscription_data;
-use crate::hub::{
-    AppHub, ChannelStats, Connection, Hub, MemberInfo, Presence, SubscribeError, Subscribed,
-};
+use crate::hub::{AppHub, ChannelStats, Connection, Hub, MemberInfo, Presence, SubscribeError};
 use crate::protocol::{messages, ChannelType, SocketId};
 
 /// The pseudo presence channel whose "members" are the signed-in users, so
@@ -334,7 +332,7 @@ impl Inner {
         conn: &Arc<Connection>,
         channel: &str,
         member: MemberInfo,
-    ) -> Result<Subscribed, SubscribeError> {
+    ) -> Result<(), SubscribeError> {
         let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
         let mut redis = self.redis.clone();
         if app.is_subscribed(conn.socket_id, channel) {
@@ -394,12 +392,7 @@ impl Inner {
     async fn leave(&self, app: &Arc<AppHub>, socket: SocketId, channel: &str) {
         let user = app.member_of(socket, channel);
         let clustered = user.is_some() && self.healthy();
-        let mode = if clustered {
-            Presence::cluster()
-        } else {
-            Presence::Local
-        };
-        let left = app.unsubscribe(socket, channel, mode);
+        let left = app.unsubscribe(socket, channel, !clustered);
         self.write_subscriptions(app, channel);
         let (Some(user), true) = (user, clustered) else {
             return;
@@ -414,7 +407,7 @@ impl Inner {
             Ok(false) => {}
             Err(e) => {
                 self.mark_unhealthy(&e);
-                if let Some(user) = left.member_removed {
+                if let Some(user) = left {
                     app.publish(channel, &messages::member_removed(channel, &user), None);
                 }
             }
@@ -605,7 +598,7 @@ impl Adapter for RedisAdapter {
         conn: Arc<Connection>,
         channel: String,
         member: Option<MemberInfo>,
-    ) -> BoxFuture<'static, Result<Subscribed, SubscribeError>> {
+    ) -> BoxFuture<'static, Result<(), SubscribeError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
             if ChannelType::of(&channel).cached && app.cached(&channel).is_none() {
