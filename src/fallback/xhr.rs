@@ -209,10 +209,12 @@ async fn run(
     let signin_deadline = session.signin_deadline();
     let disconnect_timeout = Duration::from_secs(state.server.http_session_timeout);
     let mut check = tokio::time::interval(Duration::from_secs(1));
+    let close_requested = http.conn.close_requested();
+    tokio::pin!(close_requested);
     let closed = loop {
         tokio::select! {
             biased;
-            _ = http.conn.close_requested() => break true,
+            _ = &mut close_requested => break true,
             text = inbox.recv() => match text {
                 Some(text) => session.handle_text(&text).await,
                 None => break false,

@@ -47,17 +47,22 @@ pub(super) async fn run(
     let timer = sleep_until(signin_deadline.map_or(first_deadline, |d| d.min(first_deadline)));
     tokio::pin!(timer);
 
+    // One close-request future for the whole connection: it registers for
+    // the wake-up once, not once per frame.
+    let close_requested = conn.close_requested();
+    tokio::pin!(close_requested);
+
     let close = loop {
         tokio::select! {
             biased;
-            request = conn.close_requested() => break Some(request),
+            request = &mut close_requested => break Some(request),
             Some(frame) = queue.recv() => {
                 // A client that stops reading must not pin the session:
                 // a close request wins over a write that cannot finish.
                 tokio::select! {
                     biased;
-                    request = conn.close_requested() => break Some(request),
                     sent = ws.text(frame) => if sent.is_err() { break None },
+                    request = &mut close_requested => break Some(request),
                 }
             }
             message = stream.recv() => {

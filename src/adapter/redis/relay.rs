@@ -62,9 +62,14 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
     let Some(app) = hub.by_id(&envelope.app) else {
         return;
     };
-    // Every publication may have added to a polling history, which Redis
-    // holds by now: wake long-polls, including for our own publications.
-    app.notify_pollers();
+    // A publication may have added to a polling history, which Redis holds
+    // by now: wake long-polls, including for our own publications.
+    if matches!(
+        envelope.command,
+        Command::Publish { .. } | Command::PublishCached { .. }
+    ) {
+        app.notify_pollers();
+    }
     if envelope.origin == node {
         return;
     }
