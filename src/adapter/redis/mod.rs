@@ -335,36 +335,25 @@ impl Inner {
     ) -> Result<(), SubscribeError> {
         let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
         let mut redis = self.redis.clone();
-        if app.is_subscribed(conn.socket_id, channel) {
+        let joined = if app.is_subscribed(conn.socket_id, channel) {
             // A repeated subscribe changes nothing; answer with the roster.
-            let members: Result<Vec<(String, String)>, _> = redis.hgetall(&keys.info).await;
-            return match members {
-                Ok(members) => app.subscribe(
-                    conn,
-                    channel,
-                    Some(&member),
-                    Presence::Cluster {
-                        roster: roster(&members),
-                    },
-                ),
-                Err(e) => {
-                    self.mark_unhealthy(&e);
-                    app.subscribe(conn, channel, Some(&member), Presence::Local)
-                }
-            };
-        }
-        let joined = self
-            .scripts
-            .join(
-                &mut redis,
-                &keys,
-                &self.keys.node_presence(&self.keys.node),
-                &Keys::presence_member(&app.app.id, channel),
-                &member.user_id,
-                member.user_info.get(),
-                app.app.max_presence_members,
-            )
-            .await;
+            redis.hgetall(&keys.info).await.map(|members| Joined::Ok {
+                added: false,
+                members,
+            })
+        } else {
+            self.scripts
+                .join(
+                    &mut redis,
+                    &keys,
+                    &self.keys.node_presence(&self.keys.node),
+                    &Keys::presence_member(&app.app.id, channel),
+                    &member.user_id,
+                    member.user_info.get(),
+                    app.app.max_presence_members,
+                )
+                .await
+        };
         match joined {
             Ok(Joined::Full) => Err(SubscribeError::MemberLimit(app.app.max_presence_members)),
             Ok(Joined::Ok { added, members }) => {
