@@ -10,10 +10,14 @@ use tracing::{info, warn};
 
 use crate::adapter::{Adapter, LocalAdapter, RedisAdapter};
 use crate::config::{ClusterDriver, Config, DEFAULT_APP_SECRET};
-use crate::hub::{CloseRequest, Hub};
-use crate::protocol::codes;
+use crate::fallback::HttpSessions;
+use crate::hub::Hub;
+use crate::protocol::Close;
 use crate::state::State;
 use crate::{api, fallback, ws};
+
+/// How long sessions get to say goodbye and leave their channels on shutdown.
+const SESSIONS_GRACE: Duration = Duration::from_secs(2);
 
 /// How often expired cache-channel events and history are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -21,8 +25,8 @@ const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Runs Herald until a shutdown signal.
 pub async fn run(config: Config) -> std::io::Result<()> {
     let hub = Arc::new(Hub::new(config.apps.clone()));
-    let adapter: Arc<dyn Adapter> = match config.cluster.driver {
-        ClusterDriver::Local => Arc::new(LocalAdapter),
+    let adapter = match config.cluster.driver {
+        ClusterDriver::Local => Adapter::Local(LocalAdapter),
         ClusterDriver::Redis => {
             let redis =
                 RedisAdapter::start(&config.cluster, hub.clone()).map_err(std::io::Error::other)?;
@@ -31,23 +35,27 @@ pub async fn run(config: Config) -> std::io::Result<()> {
                 "cluster mode: sharing state through Redis at {}",
                 redacted(&config.cluster.url)
             );
-            Arc::new(redis)
+            Adapter::Redis(redis)
         }
     };
     let state = State {
         server: Arc::new(config.server.clone()),
         hub,
-        adapter,
-        http_sessions: Arc::default(),
+        adapter: Arc::new(adapter),
     };
     let data = web::Data::new(state.clone());
+    let http_sessions = web::Data::new(HttpSessions::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(http_sessions.clone())
             .configure(routes)
             .default_service(web::to(not_found))
     })
     .disable_signals()
+    // Frames are small and latency matters more than packet count: without
+    // this, a second small frame waits for the client's delayed ACK.
+    .tcp_nodelay(true)
     .shutdown_timeout(state.server.shutdown_timeout)
     .bind((state.server.host.as_str(), state.server.port))?;
 
@@ -62,21 +70,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutting down: asking clients to reconnect");
-        let request = CloseRequest {
-            code: codes::RECONNECT,
-            reason: "Server shutting down",
-            send_error: true,
-        };
         for app in state.hub.apps() {
-            app.close_all(&request);
+            app.close_all(Close::SHUTTING_DOWN);
         }
-        // Give sessions a moment to send their close frames.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while state.hub.apps().any(|a| a.connection_count() > 0)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Give sessions a moment to send their close frames and leave.
+        let _ = tokio::time::timeout(SESSIONS_GRACE, state.hub.all_released()).await;
         state.adapter.shutdown().await;
         handle.stop(true).await;
     });

@@ -1,19 +1,28 @@
-//! What every request handler and connection shares: the configuration, the
-//! hub and the cluster adapter.
+//! What every request handler shares: the server settings, the hub and the
+//! cluster adapter. Transports keep their own shared data beside it (the
+//! HTTP fallback's session table is `fallback::HttpSessions`).
 
 use std::sync::Arc;
 
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
-use crate::fallback::HttpSessions;
 use crate::hub::Hub;
+use crate::session;
 
 /// Shared server state, cheap to clone.
 #[derive(Clone)]
 pub struct State {
     pub server: Arc<ServerConfig>,
     pub hub: Arc<Hub>,
-    pub adapter: Arc<dyn Adapter>,
-    /// pusher-js HTTP fallback sessions open on this node.
-    pub http_sessions: Arc<HttpSessions>,
+    pub adapter: Arc<Adapter>,
+}
+
+impl State {
+    /// What a protocol session needs of it.
+    pub fn session_context(&self) -> session::Context {
+        session::Context {
+            server: self.server.clone(),
+            adapter: self.adapter.clone(),
+        }
+    }
 }

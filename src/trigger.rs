@@ -4,12 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
 use crate::auth;
 use crate::config::{AppConfig, Config, ProcessEnv};
+use crate::support::clock::unix_secs;
 
 #[derive(Args, Debug)]
 pub struct TriggerArgs {
@@ -59,7 +59,7 @@ pub fn run(args: TriggerArgs) -> ExitCode {
     });
     let body = body.to_string();
     let path = format!("/apps/{}/events", app.id);
-    let query = signed_query(&app, "POST", &path, body.as_bytes(), now());
+    let query = signed_query(&app, "POST", &path, body.as_bytes(), unix_secs());
     let url = format!("{}{}?{}", args.url.trim_end_matches('/'), path, query);
 
     let result = actix_web::rt::System::new().block_on(async move {
@@ -118,13 +118,6 @@ fn credentials(args: &TriggerArgs) -> Result<AppConfig, String> {
         ));
     }
     Ok(app)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// The signed query string of an HTTP API request, as the SDKs build it.

@@ -1,147 +1,137 @@
-//! The single-node adapter: the local hub is the whole cluster.
+//! The single-node adapter: the local hub is the whole cluster, so this
+//! node decides presence membership and subscription counts itself, from
+//! its own roster and subscriber counts, under the channel's lock.
 
-use std::future::ready;
-use std::sync::Arc;
+use std::time::Instant;
 
 use bytestring::ByteString;
-use futures_util::future::BoxFuture;
 
-use super::{Adapter, AdapterResult};
-use crate::hub::history::Read;
-use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, Presence, SubscribeError};
-use crate::protocol::SocketId;
+use super::counts::throttle_count;
+use crate::config::AppConfig;
+use crate::hub::{AppHub, ChannelRules, JoinOutcome, MemberInfo, Roster, SubscribeError};
+use crate::protocol::{messages, SocketId};
 
-/// Delivers and answers from this node's hub alone.
+/// Delivers and answers from this node's hub alone (see [`super::Adapter`]).
 #[derive(Debug, Default)]
 pub struct LocalAdapter;
 
-impl Adapter for LocalAdapter {
-    fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
-        app.publish(channel, &frame, except);
-    }
+/// A single node's decisions: the member limit against the local roster,
+/// `member_added`/`member_removed` announced here, counts from the local
+/// subscribers. Also the rules of a cluster node cut off from Redis.
+pub struct LocalRules<'a> {
+    app: &'a AppConfig,
+}
 
-    fn publish_cached(
+impl<'a> LocalRules<'a> {
+    pub fn of(app: &'a AppHub) -> Self {
+        LocalRules { app: &app.app }
+    }
+}
+
+impl ChannelRules for LocalRules<'_> {
+    fn join(
         &self,
-        app: &AppHub,
         channel: &str,
-        frame: ByteString,
-        except: Option<SocketId>,
-    ) {
-        app.store_cached(channel, frame.clone());
-        app.publish(channel, &frame, except);
-    }
-
-    fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
-        app.history.append(channel, event, data);
-        app.notify_pollers();
-    }
-
-    fn history(
-        &self,
-        app: Arc<AppHub>,
-        channel: String,
-        cursor: Option<String>,
-        limit: usize,
-    ) -> BoxFuture<'static, AdapterResult<Read>> {
-        Box::pin(ready(Ok(app.history.read(
-            &channel,
-            cursor.as_deref(),
-            limit,
-        ))))
-    }
-
-    fn terminate_user(&self, app: &AppHub, user_id: &str) {
-        app.terminate_user(user_id);
-    }
-
-    fn subscribe(
-        &self,
-        app: Arc<AppHub>,
-        conn: Arc<Connection>,
-        channel: String,
-        member: Option<MemberInfo>,
-    ) -> BoxFuture<'static, Result<(), SubscribeError>> {
-        Box::pin(ready(app.subscribe(
-            &conn,
-            &channel,
-            member.as_ref(),
-            Presence::Local,
-        )))
-    }
-
-    fn unsubscribe(
-        &self,
-        app: Arc<AppHub>,
+        roster: &mut Roster,
         socket: SocketId,
-        channel: String,
-    ) -> BoxFuture<'static, ()> {
-        app.unsubscribe(socket, &channel, true);
-        Box::pin(ready(()))
-    }
-
-    fn user_signed_in(
-        &self,
-        app: Arc<AppHub>,
-        user_id: Arc<str>,
-        conn: Arc<Connection>,
-    ) -> BoxFuture<'static, ()> {
-        if app.add_user(&user_id, &conn) {
-            app.notify_watchers(&user_id, true);
+        member: &MemberInfo,
+    ) -> Result<JoinOutcome, SubscribeError> {
+        let max = self.app.max_presence_members;
+        if roster.user_of(socket).is_none()
+            && !roster.is_member(&member.user_id)
+            && roster.member_count() >= max
+        {
+            return Err(SubscribeError::MemberLimit(max));
         }
-        Box::pin(ready(()))
+        let added = roster.join(socket, member);
+        Ok(JoinOutcome {
+            roster: roster.subscription_data(),
+            announce: added
+                .then(|| messages::member_added(channel, &member.user_id, &member.user_info)),
+        })
     }
 
-    fn user_signed_out(
+    fn leave(&self, channel: &str, user_id: &str) -> Option<ByteString> {
+        Some(messages::member_removed(channel, user_id))
+    }
+
+    fn count(
         &self,
-        app: Arc<AppHub>,
-        user_id: Arc<str>,
-        socket: SocketId,
-    ) -> BoxFuture<'static, ()> {
-        if app.remove_user(&user_id, socket) {
-            app.notify_watchers(&user_id, false);
+        channel: &str,
+        subscribers: usize,
+        last_sent: &mut Option<Instant>,
+    ) -> Option<ByteString> {
+        (self.app.subscription_count
+            && subscribers > 0
+            && throttle_count(subscribers, last_sent, Instant::now()))
+        .then(|| messages::subscription_count(channel, subscribers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hub::Connection;
+
+    #[test]
+    fn subscription_counts_are_throttled_for_crowds() {
+        let mut config = AppConfig::new("1", "k", "s");
+        config.subscription_count = true;
+        let hub = AppHub::new(Arc::new(config));
+        let rules = LocalRules::of(&hub);
+        let first = Arc::new(Connection::new(SocketId::new(0, 0), 4096));
+        hub.subscribe(&first, "crowd", None, &rules)
+            .expect("subscribed");
+        let mut others = Vec::new();
+        for n in 1..150 {
+            let conn = Arc::new(Connection::new(SocketId::new(n, n), 4096));
+            hub.subscribe(&conn, "crowd", None, &rules)
+                .expect("subscribed");
+            others.push(conn);
         }
-        Box::pin(ready(()))
+        let mut frames = Vec::new();
+        first.drain_into(&mut frames);
+        let counts = frames
+            .iter()
+            .filter(|f| f.contains("subscription_count"))
+            .count();
+        // One per arrival up to 100 subscribers; beyond, at most one per 5 s
+        // (and the 100th was just sent).
+        assert_eq!(counts, 100);
     }
 
-    fn online(&self, app: Arc<AppHub>, user_ids: Vec<Arc<str>>) -> BoxFuture<'static, Vec<bool>> {
-        Box::pin(ready(user_ids.iter().map(|id| app.is_online(id)).collect()))
-    }
-
-    fn connections_elsewhere(&self, _app: &AppHub) -> usize {
-        0
-    }
-
-    fn connections_changed(&self, _app: &AppHub) {}
-
-    fn channels(
-        &self,
-        app: Arc<AppHub>,
-        prefix: Option<String>,
-    ) -> BoxFuture<'static, AdapterResult<Vec<(String, ChannelStats)>>> {
-        Box::pin(ready(Ok(app.channels(prefix.as_deref()))))
-    }
-
-    fn channel(
-        &self,
-        app: Arc<AppHub>,
-        name: String,
-    ) -> BoxFuture<'static, AdapterResult<Option<ChannelStats>>> {
-        Box::pin(ready(Ok(app.channel(&name))))
-    }
-
-    fn channel_users(
-        &self,
-        app: Arc<AppHub>,
-        name: String,
-    ) -> BoxFuture<'static, AdapterResult<Vec<String>>> {
-        Box::pin(ready(Ok(app.channel_users(&name))))
-    }
-
-    fn ready(&self) -> bool {
-        true
-    }
-
-    fn shutdown(&self) -> BoxFuture<'static, ()> {
-        Box::pin(ready(()))
+    #[test]
+    fn presence_members_are_limited_and_announced_once() {
+        let mut config = AppConfig::new("1", "k", "s");
+        config.max_presence_members = 1;
+        let hub = AppHub::new(Arc::new(config));
+        let rules = LocalRules::of(&hub);
+        let member = |id: &str| MemberInfo {
+            user_id: id.into(),
+            user_info: crate::hub::presence::null_info(),
+        };
+        let a = Arc::new(Connection::new(SocketId::new(1, 1), 64));
+        let b = Arc::new(Connection::new(SocketId::new(2, 2), 64));
+        let c = Arc::new(Connection::new(SocketId::new(3, 3), 64));
+        hub.subscribe(&a, "presence-r", Some(&member("u1")), &rules)
+            .expect("first member");
+        // The same user again is no new member; another user is over the limit.
+        hub.subscribe(&b, "presence-r", Some(&member("u1")), &rules)
+            .expect("same member");
+        assert_eq!(
+            hub.subscribe(&c, "presence-r", Some(&member("u2")), &rules),
+            Err(SubscribeError::MemberLimit(1))
+        );
+        let mut frames = Vec::new();
+        a.drain_into(&mut frames);
+        assert!(
+            frames.iter().all(|f| !f.contains("member_added")),
+            "{frames:?}"
+        );
+        hub.unsubscribe(b.socket_id, "presence-r", &rules);
+        hub.unsubscribe(a.socket_id, "presence-r", &rules);
+        assert_eq!(hub.channel("presence-r"), None);
     }
 }

@@ -1,23 +1,28 @@
 //! The seam between a node's hub and the rest of the cluster.
 //!
-//! Everything that must look the same from every node goes through an
+//! Everything that must look the same from every node goes through the
 //! [`Adapter`]: publishing (local fan-out plus relay to other nodes),
 //! joining and leaving channels (presence membership is decided
 //! cluster-wide), cache channel payloads, terminating a user's sockets,
 //! connection counts and the counting queries of the HTTP API. The
 //! [`LocalAdapter`] is the single-node default, where the local hub is the
 //! whole truth; the [`RedisAdapter`] shares state through Redis.
+//!
+//! There are exactly two kinds, so the adapter is an enum: calls are plain
+//! `async fn`s (no boxed future per subscribe) and each method says in one
+//! `match` what each kind does.
 
+mod counts;
 mod local;
 pub mod redis;
 
 use std::sync::Arc;
 
 use bytestring::ByteString;
-use futures_util::future::BoxFuture;
 
+pub use self::counts::throttle_count;
 pub use self::redis::RedisAdapter;
-pub use local::LocalAdapter;
+pub use local::{LocalAdapter, LocalRules};
 
 use crate::hub::history::Read;
 use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, SubscribeError};
@@ -33,108 +38,199 @@ pub enum AdapterError {
 pub type AdapterResult<T> = Result<T, AdapterError>;
 
 /// How a node shares what other nodes must know.
-pub trait Adapter: Send + Sync + 'static {
+pub enum Adapter {
+    Local(LocalAdapter),
+    Redis(RedisAdapter),
+}
+
+impl Adapter {
     /// Delivers `frame` to every subscriber of `channel`, on every node,
     /// except the socket `except`.
-    fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>);
-
-    /// Like [`Adapter::publish`], and every node keeps `frame` as the cache
-    /// channel's last event for later subscribers.
-    fn publish_cached(
+    pub fn publish(
         &self,
         app: &AppHub,
         channel: &str,
         frame: ByteString,
         except: Option<SocketId>,
-    );
+    ) {
+        app.publish(channel, &frame, except);
+        if let Adapter::Redis(redis) = self {
+            redis.relay_publish(app, channel, frame, except, false);
+        }
+    }
+
+    /// Like [`Adapter::publish`], and every node keeps `frame` as the cache
+    /// channel's last event for later subscribers.
+    pub fn publish_cached(
+        &self,
+        app: &AppHub,
+        channel: &str,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) {
+        app.publish_cached(channel, &frame, except);
+        if let Adapter::Redis(redis) = self {
+            redis.relay_publish(app, channel, frame, except, true);
+        }
+    }
 
     /// Adds an API event to the channel's polling history (one history for
     /// the whole cluster) and wakes long-polls. Call before publishing it.
-    fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str);
+    pub fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
+        match self {
+            Adapter::Local(_) => {
+                app.history.append(channel, event, data);
+                app.notify_pollers();
+            }
+            Adapter::Redis(redis) => redis.record(app, channel, event, data),
+        }
+    }
 
     /// A channel's polling history after `cursor` (see [`Read`]).
-    fn history(
+    pub async fn history(
         &self,
-        app: Arc<AppHub>,
-        channel: String,
-        cursor: Option<String>,
+        app: &AppHub,
+        channel: &str,
+        cursor: Option<&str>,
         limit: usize,
-    ) -> BoxFuture<'static, AdapterResult<Read>>;
+    ) -> AdapterResult<Read> {
+        match self {
+            Adapter::Local(_) => Ok(app.history.read(channel, cursor, limit)),
+            Adapter::Redis(redis) => redis.history(app, channel, cursor, limit).await,
+        }
+    }
 
     /// Closes every socket signed in as `user_id`, on every node.
-    fn terminate_user(&self, app: &AppHub, user_id: &str);
+    pub fn terminate_user(&self, app: &AppHub, user_id: &str) {
+        app.terminate_user(user_id);
+        if let Adapter::Redis(redis) = self {
+            redis.terminate_user(app, user_id);
+        }
+    }
 
     /// Adds a local connection to a channel. For presence channels the
     /// member limit and `member_added` are decided cluster-wide.
-    fn subscribe(
+    pub async fn subscribe(
         &self,
-        app: Arc<AppHub>,
-        conn: Arc<Connection>,
-        channel: String,
+        app: &Arc<AppHub>,
+        conn: &Arc<Connection>,
+        channel: &str,
         member: Option<MemberInfo>,
-    ) -> BoxFuture<'static, Result<(), SubscribeError>>;
+    ) -> Result<(), SubscribeError> {
+        match self {
+            Adapter::Local(_) => app
+                .subscribe(conn, channel, member.as_ref(), &LocalRules::of(app))
+                .map(|_| ()),
+            Adapter::Redis(redis) => redis.subscribe(app, conn, channel, member).await,
+        }
+    }
 
     /// Removes a local connection from a channel (announcing
     /// `member_removed` when its user left the channel cluster-wide).
-    fn unsubscribe(
-        &self,
-        app: Arc<AppHub>,
-        socket: SocketId,
-        channel: String,
-    ) -> BoxFuture<'static, ()>;
+    pub async fn unsubscribe(&self, app: &Arc<AppHub>, socket: SocketId, channel: &str) {
+        match self {
+            Adapter::Local(_) => {
+                app.unsubscribe(socket, channel, &LocalRules::of(app));
+            }
+            Adapter::Redis(redis) => redis.unsubscribe(app, socket, channel).await,
+        }
+    }
 
     /// A local socket signed in as `user_id`; watchers hear `online` when it
     /// is the user's first signed-in socket anywhere.
-    fn user_signed_in(
+    pub async fn user_signed_in(
         &self,
-        app: Arc<AppHub>,
-        user_id: Arc<str>,
-        conn: Arc<Connection>,
-    ) -> BoxFuture<'static, ()>;
+        app: &Arc<AppHub>,
+        user_id: &Arc<str>,
+        conn: &Arc<Connection>,
+    ) {
+        match self {
+            Adapter::Local(_) => {
+                if app.add_user(user_id, conn) {
+                    app.notify_watchers(user_id, true);
+                }
+            }
+            Adapter::Redis(redis) => redis.user_signed_in(app, user_id, conn).await,
+        }
+    }
 
     /// A signed-in local socket left; watchers hear `offline` when it was
     /// the user's last one anywhere.
-    fn user_signed_out(
-        &self,
-        app: Arc<AppHub>,
-        user_id: Arc<str>,
-        socket: SocketId,
-    ) -> BoxFuture<'static, ()>;
+    pub async fn user_signed_out(&self, app: &Arc<AppHub>, user_id: &str, socket: SocketId) {
+        match self {
+            Adapter::Local(_) => {
+                if app.remove_user(user_id, socket) {
+                    app.notify_watchers(user_id, false);
+                }
+            }
+            Adapter::Redis(redis) => redis.user_signed_out(app, user_id, socket).await,
+        }
+    }
 
     /// Which of `user_ids` have a signed-in socket anywhere.
-    fn online(&self, app: Arc<AppHub>, user_ids: Vec<Arc<str>>) -> BoxFuture<'static, Vec<bool>>;
+    pub async fn online(&self, app: &AppHub, user_ids: &[Arc<str>]) -> Vec<bool> {
+        match self {
+            Adapter::Local(_) => user_ids.iter().map(|id| app.is_online(id)).collect(),
+            Adapter::Redis(redis) => redis.online(app, user_ids).await,
+        }
+    }
 
     /// Connections of the app on other nodes (for the connection quota).
-    fn connections_elsewhere(&self, app: &AppHub) -> usize;
+    pub fn connections_elsewhere(&self, app: &AppHub) -> usize {
+        match self {
+            Adapter::Local(_) => 0,
+            Adapter::Redis(redis) => redis.connections_elsewhere(app),
+        }
+    }
 
     /// The app's local connection count changed.
-    fn connections_changed(&self, app: &AppHub);
+    pub fn connections_changed(&self, app: &AppHub) {
+        if let Adapter::Redis(redis) = self {
+            redis.connections_changed(app);
+        }
+    }
 
     /// Occupied channels (optionally by prefix) with their counts, cluster-wide.
-    fn channels(
+    pub async fn channels(
         &self,
-        app: Arc<AppHub>,
-        prefix: Option<String>,
-    ) -> BoxFuture<'static, AdapterResult<Vec<(String, ChannelStats)>>>;
+        app: &AppHub,
+        prefix: Option<&str>,
+    ) -> AdapterResult<Vec<(String, ChannelStats)>> {
+        match self {
+            Adapter::Local(_) => Ok(app.channels(prefix)),
+            Adapter::Redis(redis) => redis.channels(app, prefix).await,
+        }
+    }
 
     /// One channel's counts, cluster-wide; `None` when unoccupied.
-    fn channel(
-        &self,
-        app: Arc<AppHub>,
-        name: String,
-    ) -> BoxFuture<'static, AdapterResult<Option<ChannelStats>>>;
+    pub async fn channel(&self, app: &AppHub, name: &str) -> AdapterResult<Option<ChannelStats>> {
+        match self {
+            Adapter::Local(_) => Ok(app.channel(name)),
+            Adapter::Redis(redis) => redis.channel(app, name).await,
+        }
+    }
 
     /// Distinct members of a presence channel, cluster-wide.
-    fn channel_users(
-        &self,
-        app: Arc<AppHub>,
-        name: String,
-    ) -> BoxFuture<'static, AdapterResult<Vec<String>>>;
+    pub async fn channel_users(&self, app: &AppHub, name: &str) -> AdapterResult<Vec<String>> {
+        match self {
+            Adapter::Local(_) => Ok(app.channel_users(name)),
+            Adapter::Redis(redis) => redis.channel_users(app, name).await,
+        }
+    }
 
     /// Whether the node is fully connected to the cluster (always true for
     /// a single node). Reported by the health endpoint.
-    fn ready(&self) -> bool;
+    pub fn ready(&self) -> bool {
+        match self {
+            Adapter::Local(_) => true,
+            Adapter::Redis(redis) => redis.ready(),
+        }
+    }
 
     /// Removes this node's share of the cluster state (graceful shutdown).
-    fn shutdown(&self) -> BoxFuture<'static, ()>;
+    pub async fn shutdown(&self) {
+        if let Adapter::Redis(redis) = self {
+            redis.shutdown().await;
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::{ApiError, ApiResult, Signed};
+use super::{HttpError, HttpResult, Signed};
 use crate::hub::ChannelStats;
 use crate::protocol::channel::validate_channel_name;
 use crate::protocol::ChannelType;
@@ -17,14 +17,14 @@ pub(super) struct Info {
 
 impl Info {
     /// Parses `user_count,subscription_count`; anything else is a 400.
-    pub fn parse(value: &str) -> ApiResult<Info> {
+    pub fn parse(value: &str) -> HttpResult<Info> {
         let mut info = Info::default();
         for attribute in value.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             match attribute {
                 "user_count" => info.user_count = true,
                 "subscription_count" => info.subscription_count = true,
                 other => {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(HttpError::BadRequest(format!(
                         "Unsupported info attribute {other:?}: use user_count, subscription_count"
                     )))
                 }
@@ -54,39 +54,32 @@ pub(super) fn stats_json(stats: ChannelStats, info: Info) -> Value {
     Value::Object(out)
 }
 
-fn info_param(signed: &Signed) -> ApiResult<Info> {
+fn info_param(signed: &Signed) -> HttpResult<Info> {
     signed
-        .param("info")
+        .query
+        .get("info")
         .map(Info::parse)
         .transpose()
         .map(Option::unwrap_or_default)
 }
 
-fn channel_name(path: &web::Path<(String, String)>, signed: &Signed) -> ApiResult<String> {
+fn channel_name(path: &web::Path<(String, String)>, signed: &Signed) -> HttpResult<String> {
     let name = path.1.clone();
     validate_channel_name(&name, signed.app.app.max_channel_name_length)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid channel {name:?}: {e}")))?;
+        .map_err(|e| HttpError::BadRequest(format!("Invalid channel {name:?}: {e}")))?;
     Ok(name)
 }
 
 /// `GET /apps/{id}/channels[?filter_by_prefix=..&info=..]`: occupied channels.
-pub(super) async fn list(signed: Signed) -> ApiResult<HttpResponse> {
+pub(super) async fn list(signed: Signed) -> HttpResult<HttpResponse> {
     let info = info_param(&signed)?;
-    let prefix = signed.param("filter_by_prefix").map(str::to_owned);
-    if info.user_count
-        && !prefix
-            .as_deref()
-            .is_some_and(|p| p.starts_with("presence-"))
-    {
-        return Err(ApiError::BadRequest(
+    let prefix = signed.query.get("filter_by_prefix");
+    if info.user_count && !prefix.is_some_and(|p| p.starts_with("presence-")) {
+        return Err(HttpError::BadRequest(
             "info=user_count requires filter_by_prefix to start with presence-".into(),
         ));
     }
-    let channels = signed
-        .state
-        .adapter
-        .channels(signed.app.clone(), prefix)
-        .await?;
+    let channels = signed.state.adapter.channels(&signed.app, prefix).await?;
     let mut out = Map::new();
     for (name, stats) in channels {
         out.insert(name, stats_json(stats, info));
@@ -98,19 +91,15 @@ pub(super) async fn list(signed: Signed) -> ApiResult<HttpResponse> {
 pub(super) async fn show(
     signed: Signed,
     path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
+) -> HttpResult<HttpResponse> {
     let name = channel_name(&path, &signed)?;
     let info = info_param(&signed)?;
     if info.user_count && !ChannelType::of(&name).is_presence() {
-        return Err(ApiError::BadRequest(
+        return Err(HttpError::BadRequest(
             "info=user_count is only supported for presence channels".into(),
         ));
     }
-    let stats = signed
-        .state
-        .adapter
-        .channel(signed.app.clone(), name)
-        .await?;
+    let stats = signed.state.adapter.channel(&signed.app, &name).await?;
     let mut out = match stats_json(stats.unwrap_or_default(), info) {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -123,17 +112,17 @@ pub(super) async fn show(
 pub(super) async fn users(
     signed: Signed,
     path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
+) -> HttpResult<HttpResponse> {
     let name = channel_name(&path, &signed)?;
     if !ChannelType::of(&name).is_presence() {
-        return Err(ApiError::BadRequest(
+        return Err(HttpError::BadRequest(
             "Users can only be listed for presence channels".into(),
         ));
     }
     let ids = signed
         .state
         .adapter
-        .channel_users(signed.app.clone(), name)
+        .channel_users(&signed.app, &name)
         .await?;
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(HttpResponse::Ok().json(json!({ "users": users })))

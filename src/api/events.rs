@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::channels::{stats_json, Info};
-use super::{json_body, ApiError, ApiResult, Signed};
+use super::{json_body, HttpError, HttpResult, Signed};
 use crate::config::AppConfig;
 use crate::protocol::channel::validate_channel_name;
 use crate::protocol::{messages, ChannelKind, ChannelType, SocketId};
@@ -36,7 +36,7 @@ struct Event {
     info: Option<Info>,
 }
 
-pub(super) async fn trigger(signed: Signed) -> ApiResult<actix_web::HttpResponse> {
+pub(super) async fn trigger(signed: Signed) -> HttpResult<actix_web::HttpResponse> {
     let body: EventBody = json_body(&signed.body)?;
     let event = validate(&signed.app.app, body)?;
     publish(&signed, &event);
@@ -53,16 +53,16 @@ pub(super) async fn trigger(signed: Signed) -> ApiResult<actix_web::HttpResponse
     Ok(actix_web::HttpResponse::Ok().json(response))
 }
 
-pub(super) async fn trigger_batch(signed: Signed) -> ApiResult<actix_web::HttpResponse> {
+pub(super) async fn trigger_batch(signed: Signed) -> HttpResult<actix_web::HttpResponse> {
     let body: BatchBody = json_body(&signed.body)?;
     let app = &signed.app.app;
     if body.batch.is_empty() {
-        return Err(ApiError::BadRequest(
+        return Err(HttpError::BadRequest(
             "Batch must contain at least one event".into(),
         ));
     }
     if body.batch.len() > app.max_batch_events {
-        return Err(ApiError::BadRequest(format!(
+        return Err(HttpError::BadRequest(format!(
             "Batch too large: at most {} events",
             app.max_batch_events
         )));
@@ -73,14 +73,14 @@ pub(super) async fn trigger_batch(signed: Signed) -> ApiResult<actix_web::HttpRe
         .enumerate()
         .map(|(i, e)| {
             validate(app, e).map_err(|err| match err {
-                ApiError::BadRequest(m) => ApiError::BadRequest(format!("batch[{i}]: {m}")),
-                ApiError::PayloadTooLarge(m) => {
-                    ApiError::PayloadTooLarge(format!("batch[{i}]: {m}"))
+                HttpError::BadRequest(m) => HttpError::BadRequest(format!("batch[{i}]: {m}")),
+                HttpError::PayloadTooLarge(m) => {
+                    HttpError::PayloadTooLarge(format!("batch[{i}]: {m}"))
                 }
                 other => other,
             })
         })
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<HttpResult<Vec<_>>>()?;
     for event in &events {
         publish(&signed, event);
     }
@@ -117,19 +117,19 @@ fn publish(signed: &Signed, event: &Event) {
 
 /// The attributes `info` asked for, for one channel; `user_count` only on
 /// presence channels.
-async fn channel_info(signed: &Signed, channel: &str, info: Info) -> ApiResult<Value> {
+async fn channel_info(signed: &Signed, channel: &str, info: Info) -> HttpResult<Value> {
     let stats = signed
         .state
         .adapter
-        .channel(signed.app.clone(), channel.to_owned())
+        .channel(&signed.app, channel)
         .await?
         .unwrap_or_default();
     let presence = ChannelType::of(channel).is_presence();
     Ok(stats_json(stats, info.with_user_count(presence)))
 }
 
-fn validate(app: &AppConfig, body: EventBody) -> ApiResult<Event> {
-    let bad = |m: String| Err(ApiError::BadRequest(m));
+fn validate(app: &AppConfig, body: EventBody) -> HttpResult<Event> {
+    let bad = |m: String| Err(HttpError::BadRequest(m));
     let name = match body.name {
         Some(n) if !n.is_empty() => n,
         _ => return bad("Missing event name".into()),
@@ -152,7 +152,7 @@ fn validate(app: &AppConfig, body: EventBody) -> ApiResult<Event> {
         None => return bad("Missing data".into()),
     };
     if data.len() > app.max_event_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
+        return Err(HttpError::PayloadTooLarge(format!(
             "Event data larger than {} bytes",
             app.max_event_bytes
         )));
@@ -182,7 +182,7 @@ fn validate(app: &AppConfig, body: EventBody) -> ApiResult<Event> {
     let except = match body.socket_id {
         Some(s) => Some(
             s.parse::<SocketId>()
-                .map_err(|_| ApiError::BadRequest(format!("Invalid socket_id {s:?}")))?,
+                .map_err(|_| HttpError::BadRequest(format!("Invalid socket_id {s:?}")))?,
         ),
         None => None,
     };
@@ -251,7 +251,7 @@ mod tests {
         );
         assert!(matches!(
             validate(&app(), body(&big)),
-            Err(ApiError::PayloadTooLarge(_))
+            Err(HttpError::PayloadTooLarge(_))
         ));
         let many: Vec<String> = (0..101).map(|i| format!("\"c{i}\"")).collect();
         assert!(bad(&format!(

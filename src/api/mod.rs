@@ -3,25 +3,26 @@
 //! signature checked) before doing anything.
 
 mod channels;
-pub mod error;
 mod events;
+mod poll;
 pub mod signature;
 mod users;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{FromRequest, HttpRequest};
 use futures_util::StreamExt;
 
-pub use error::{ApiError, ApiResult};
+pub use crate::http_error::{HttpError, HttpResult};
 
 use crate::hub::AppHub;
 use crate::state::State;
+use crate::support::clock::unix_secs;
+use crate::support::query::Query;
 
 /// Registers the API routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -36,10 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/users/{user_id}/terminate_connections",
                 web::post().to(users::terminate_connections),
             )
-            .route(
-                "/poll/v1",
-                web::get().to(crate::fallback::poll::signed_poll),
-            ),
+            .route("/poll/v1", web::get().to(poll::poll)),
     );
 }
 
@@ -48,23 +46,12 @@ pub struct Signed {
     pub app: Arc<AppHub>,
     pub state: State,
     pub body: Bytes,
-    /// Percent-decoded query parameters (repeated keys joined with `,`).
-    pub params: Vec<(String, String)>,
-    /// The raw query string.
-    pub query: String,
-}
-
-impl Signed {
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
+    /// The query string, parsed once.
+    pub query: Query,
 }
 
 impl FromRequest for Signed {
-    type Error = ApiError;
+    type Error = HttpError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
@@ -74,54 +61,50 @@ impl FromRequest for Signed {
     }
 }
 
-async fn authenticate(req: HttpRequest, payload: Payload) -> ApiResult<Signed> {
+async fn authenticate(req: HttpRequest, payload: Payload) -> HttpResult<Signed> {
     let state = req
         .app_data::<web::Data<State>>()
-        .ok_or_else(|| ApiError::Unavailable("server state missing".into()))?
+        .ok_or_else(|| HttpError::Unavailable("server state missing".into()))?
         .get_ref()
         .clone();
     let app_id = req.match_info().get("app_id").unwrap_or_default();
     let app = state
         .hub
         .by_id(app_id)
-        .ok_or_else(|| ApiError::NotFound(format!("Unknown app {app_id:?}")))?
+        .ok_or_else(|| HttpError::NotFound(format!("Unknown app {app_id:?}")))?
         .clone();
+    let query = Query::parse(req.query_string())?;
     let body = read_body(payload, state.server.max_request_bytes).await?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
     signature::verify(
         &app.app,
         &signature::SignedParts {
             method: req.method().as_str(),
             path: req.path(),
-            query: req.query_string(),
+            query: &query,
             body: &body,
         },
-        now,
+        unix_secs(),
         state.server.http_timestamp_window,
     )?;
     if !app.app.enabled {
-        return Err(ApiError::Forbidden("Application disabled".into()));
+        return Err(HttpError::Forbidden("Application disabled".into()));
     }
-    let params = signature::parse_query(req.query_string())?;
     Ok(Signed {
         app,
         state,
         body,
-        params,
-        query: req.query_string().to_owned(),
+        query,
     })
 }
 
 /// Reads the whole body, refusing it with 413 past `limit` bytes.
-async fn read_body(mut payload: Payload, limit: usize) -> ApiResult<Bytes> {
+async fn read_body(mut payload: Payload, limit: usize) -> HttpResult<Bytes> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Could not read body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| HttpError::BadRequest(format!("Could not read body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(format!(
+            return Err(HttpError::PayloadTooLarge(format!(
                 "Request body larger than {limit} bytes"
             )));
         }
@@ -131,7 +114,7 @@ async fn read_body(mut payload: Payload, limit: usize) -> ApiResult<Bytes> {
 }
 
 /// Parses a JSON body, 400 with the parser's message otherwise.
-pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> ApiResult<T> {
+pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> HttpResult<T> {
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+        .map_err(|e| HttpError::BadRequest(format!("Invalid JSON body: {e}")))
 }

@@ -3,45 +3,40 @@
 //! window, `auth_version` 1.0, `body_md5` of the exact body bytes, and
 //! `auth_signature` over every other received parameter.
 
-use super::error::ApiError;
+use std::collections::BTreeMap;
+
 use crate::auth;
 use crate::config::AppConfig;
+use crate::http_error::HttpError;
+use crate::support::query::{self, Query};
 
 /// A request as the signature sees it.
 pub struct SignedParts<'a> {
     pub method: &'a str,
     /// The path as received (percent-encoded, without query).
     pub path: &'a str,
-    pub query: &'a str,
+    pub query: &'a Query,
     pub body: &'a [u8],
 }
 
-/// Query parameters percent-decoded, repeated keys joined with `,`.
-pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let raw: Vec<(String, String)> = serde_urlencoded::from_str(query)
-        .map_err(|_| ApiError::BadRequest("Malformed query string".into()))?;
-    let mut merged: Vec<(String, String)> = Vec::with_capacity(raw.len());
-    for (k, v) in raw {
-        match merged.iter_mut().find(|(mk, _)| *mk == k) {
-            Some((_, mv)) => {
-                mv.push(',');
-                mv.push_str(&v);
-            }
-            None => merged.push((k, v)),
-        }
+/// The parameters as the SDKs sign them: keys lower-cased, repeated keys
+/// joined with `,`, sorted by key.
+pub fn signed_params(query: &Query) -> BTreeMap<String, String> {
+    let mut merged: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in query.pairs() {
+        merged
+            .entry(k.to_ascii_lowercase())
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(v);
+            })
+            .or_insert_with(|| v.clone());
     }
-    Ok(merged)
+    merged
 }
 
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.as_str())
-}
-
-fn unauthorized(message: impl Into<String>) -> ApiError {
-    ApiError::Unauthorized(message.into())
+fn unauthorized(message: impl Into<String>) -> HttpError {
+    HttpError::Unauthorized(message.into())
 }
 
 /// Verifies the request; `now` is Unix seconds.
@@ -50,11 +45,11 @@ pub fn verify(
     request: &SignedParts,
     now: u64,
     window: u64,
-) -> Result<(), ApiError> {
-    let params = parse_query(request.query)?;
-    let required = |key: &str| {
-        param(&params, key).ok_or_else(|| unauthorized(format!("Missing {key} parameter")))
-    };
+) -> Result<(), HttpError> {
+    let params = signed_params(request.query);
+    let param = |key: &str| params.get(key).map(String::as_str);
+    let required =
+        |key: &str| param(key).ok_or_else(|| unauthorized(format!("Missing {key} parameter")));
     let key = required("auth_key")?;
     let timestamp = required("auth_timestamp")?;
     let version = required("auth_version")?;
@@ -76,7 +71,7 @@ pub fn verify(
             "Timestamp expired: given timestamp {ts} not within {window}s of server time {now}"
         )));
     }
-    let body_md5 = param(&params, "body_md5");
+    let body_md5 = param("body_md5");
     if !request.body.is_empty() || body_md5.is_some() {
         let actual = auth::md5_hex(request.body);
         match body_md5 {
@@ -92,7 +87,9 @@ pub fn verify(
 
     // The decoded path is what the SDKs sign; the raw one is tried too in
     // case a client signed it as sent.
-    let decoded = percent_decode(request.path);
+    let decoded = query::decode(request.path, false);
+    let params: Vec<(String, String)> =
+        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut tried = Vec::with_capacity(2);
     for path in [decoded.as_str(), request.path] {
         let to_sign = auth::http_string_to_sign(request.method, path, &params);
@@ -107,29 +104,6 @@ pub fn verify(
     )))
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept as they are.
-fn percent_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(hi), Some(lo)) = (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,13 +112,19 @@ mod tests {
         AppConfig::new("1", "app-key", "app-secret")
     }
 
-    fn check(method: &str, path: &str, query: &str, body: &[u8], now: u64) -> Result<(), ApiError> {
+    fn check(
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<(), HttpError> {
         verify(
             &app(),
             &SignedParts {
                 method,
                 path,
-                query,
+                query: &Query::parse(query).expect("query"),
                 body,
             },
             now,
@@ -184,7 +164,7 @@ mod tests {
     #[test]
     fn rejects_every_signing_failure() {
         let now = 1_700_000_000;
-        let unauthorized = |r: Result<(), ApiError>| matches!(r, Err(ApiError::Unauthorized(_)));
+        let unauthorized = |r: Result<(), HttpError>| matches!(r, Err(HttpError::Unauthorized(_)));
         assert!(
             unauthorized(check("POST", "/apps/1/events", Q, b"{}", now)),
             "body changed"
@@ -239,13 +219,11 @@ mod tests {
     }
 
     #[test]
-    fn decodes_percent_escapes() {
-        assert_eq!(
-            percent_decode("/apps/1/channels/a%2Cb"),
-            "/apps/1/channels/a,b"
-        );
-        assert_eq!(percent_decode("/x%2"), "/x%2");
-        assert_eq!(percent_decode("/x%zz"), "/x%zz");
-        assert_eq!(percent_decode("%23server"), "#server");
+    fn decodes_percent_escapes_in_paths() {
+        let decode = |path| query::decode(path, false);
+        assert_eq!(decode("/apps/1/channels/a%2Cb"), "/apps/1/channels/a,b");
+        assert_eq!(decode("/x%2"), "/x%2");
+        assert_eq!(decode("/x%zz"), "/x%zz");
+        assert_eq!(decode("%23server"), "#server");
     }
 }

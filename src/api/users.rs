@@ -3,12 +3,12 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::{ApiResult, Signed};
+use super::{HttpResult, Signed};
 
 pub(super) async fn terminate_connections(
     signed: Signed,
     path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
+) -> HttpResult<HttpResponse> {
     let user_id = &path.1;
     signed.state.adapter.terminate_user(&signed.app, user_id);
     Ok(HttpResponse::Ok().json(serde_json::json!({})))

@@ -5,8 +5,7 @@
 
 use bytestring::ByteString;
 
-use crate::hub::CloseRequest;
-use crate::protocol::messages;
+use crate::protocol::{messages, Close};
 
 pub const OPEN: &str = "o\n";
 pub const HEARTBEAT: &str = "h\n";
@@ -29,7 +28,7 @@ pub fn messages(frames: &[ByteString]) -> String {
 }
 
 /// The goodbye: the `pusher:error` (when the close asks for one) and `c[..]`.
-pub fn close(request: &CloseRequest) -> String {
+pub fn close(request: &Close) -> String {
     let mut out = String::new();
     if request.send_error {
         let error = messages::error(Some(request.code), request.reason, None);
@@ -62,13 +61,13 @@ mod tests {
 
     #[test]
     fn close_carries_code_and_reason() {
-        let c = close(&CloseRequest {
+        let c = close(&Close {
             code: 4009,
             reason: "bye \"now\"",
             send_error: false,
         });
         assert_eq!(c, "c[4009,\"bye \\\"now\\\"\"]\n");
-        let with_error = close(&CloseRequest {
+        let with_error = close(&Close {
             code: 4200,
             reason: "restart",
             send_error: true,

@@ -1,5 +1,6 @@
 //! For clients that cannot hold a WebSocket: pusher-js's own HTTP transports
-//! ([`xhr`]) and a JSON polling endpoint for any HTTP client ([`poll`]).
+//! ([`xhr`]) and the browser door of the JSON polling endpoint ([`poll`];
+//! the endpoint's logic is [`crate::polling`]).
 
 mod cors;
 mod framing;
@@ -45,5 +46,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(poll::browser_poll))
             .route(web::method(Method::OPTIONS).to(cors::preflight)),
     );
-    // The signed `/apps/{app_id}/poll/v1` lives in the API scope (api::routes).
+    // The signed `/apps/{app_id}/poll/v1` is in the API scope (api::poll).
 }

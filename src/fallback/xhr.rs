@@ -14,7 +14,7 @@
 //! client has had no receive request open for `http_session_timeout`
 //! seconds ends.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,14 +23,16 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytestring::ByteString;
 use dashmap::DashMap;
 use futures_util::stream;
-use tokio::sync::{mpsc, Mutex as AsyncMutex, Notify, OwnedMutexGuard};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use super::cors;
 use super::framing;
-use crate::hub::{CloseRequest, Connection};
+use crate::hub::Connection;
+use crate::protocol::Close;
 use crate::session::{self, Session};
 use crate::state::State;
+use crate::support::wait::Generation;
 
 /// A held poll or an idle stream gets a heartbeat at least this often.
 const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
@@ -45,25 +47,8 @@ fn heartbeat_interval(state: &State) -> Duration {
     half.clamp(Duration::from_secs(1), MAX_HEARTBEAT_INTERVAL)
 }
 
-/// Waits until a newer receive request takes the session over, or `deadline`.
-async fn wait_for_takeover(http: &HttpSession, generation: u64, deadline: Instant) {
-    loop {
-        let takeover = http.takeover.notified();
-        tokio::pin!(takeover);
-        takeover.as_mut().enable();
-        if http.generation.load(Ordering::Acquire) != generation {
-            return;
-        }
-        tokio::select! {
-            () = &mut takeover => {}
-            () = tokio::time::sleep_until(deadline) => return,
-        }
-    }
-}
 /// Messages from `xhr_send` waiting for the session task.
 const INBOUND_QUEUE: usize = 64;
-/// Frames sent in one `a[...]` line at most.
-const BATCH: usize = 64;
 /// How long a closed session stays findable, so that the client's next
 /// receive request still gets its `c[...]`.
 const LINGER: Duration = Duration::from_secs(5);
@@ -80,7 +65,8 @@ pub struct HttpSession {
     /// The app's largest accepted client message, bytes.
     max_message_bytes: usize,
     inbound: mpsc::Sender<String>,
-    outbound: Arc<AsyncMutex<mpsc::Receiver<ByteString>>>,
+    /// Held by the receive request that drains the connection's queue.
+    receiving: Arc<AsyncMutex<()>>,
     /// Whether `o` was written (it must be, exactly once).
     opened: AtomicBool,
     /// Receive requests currently open.
@@ -88,8 +74,7 @@ pub struct HttpSession {
     /// When the client was last heard from.
     last_seen: Mutex<Instant>,
     /// The newest receive request; older ones step aside for it.
-    generation: AtomicU64,
-    takeover: Notify,
+    generation: Generation,
 }
 
 impl HttpSession {
@@ -158,42 +143,35 @@ impl Refused {
 fn find_or_open(
     req: &HttpRequest,
     state: &State,
+    sessions: &web::Data<HttpSessions>,
     path: &SessionPath,
 ) -> Result<Arc<HttpSession>, Refused> {
     let Some(id) = session_key(path) else {
         return Err(Refused::BadPath);
     };
-    let sessions = &state.http_sessions;
     if let Some(existing) = sessions.sessions.get(&id) {
         return Ok(existing.clone());
     }
-    let admitted =
-        session::admit(state, &path.0, req.query_string()).map_err(|(code, reason)| {
-            Refused::Frames(format!(
-                "{}{}",
-                framing::OPEN,
-                framing::close(&CloseRequest {
-                    code,
-                    reason,
-                    send_error: true,
-                })
-            ))
-        })?;
+    let session = session::admit(
+        &state.hub,
+        &state.session_context(),
+        &path.0,
+        req.query_string(),
+    )
+    .map_err(|refusal| Refused::Frames(format!("{}{}", framing::OPEN, framing::close(&refusal))))?;
     let (inbound, inbox) = mpsc::channel(INBOUND_QUEUE);
     let http = Arc::new(HttpSession {
-        conn: admitted.conn.clone(),
-        max_message_bytes: admitted.app.app.max_message_bytes,
+        conn: session.conn.clone(),
+        max_message_bytes: session.app.app.max_message_bytes,
         inbound,
-        outbound: Arc::new(AsyncMutex::new(admitted.queue)),
+        receiving: Arc::new(AsyncMutex::new(())),
         opened: AtomicBool::new(false),
         receivers: AtomicUsize::new(0),
         last_seen: Mutex::new(Instant::now()),
-        generation: AtomicU64::new(0),
-        takeover: Notify::new(),
+        generation: Generation::default(),
     });
     sessions.sessions.insert(id.clone(), http.clone());
-    let session = Session::start(state.clone(), admitted.app, admitted.conn);
-    actix_web::rt::spawn(run(session, http.clone(), inbox, state.clone(), id));
+    actix_web::rt::spawn(run(session, http.clone(), inbox, sessions.clone(), id));
     Ok(http)
 }
 
@@ -203,11 +181,11 @@ async fn run(
     mut session: Session,
     http: Arc<HttpSession>,
     mut inbox: mpsc::Receiver<String>,
-    state: State,
+    sessions: web::Data<HttpSessions>,
     id: String,
 ) {
     let signin_deadline = session.signin_deadline();
-    let disconnect_timeout = Duration::from_secs(state.server.http_session_timeout);
+    let disconnect_timeout = Duration::from_secs(session.ctx.server.http_session_timeout);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let close_requested = http.conn.close_requested();
     tokio::pin!(close_requested);
@@ -224,11 +202,7 @@ async fn run(
                     break false;
                 }
                 if signin_deadline.is_some_and(|d| Instant::now() >= d) && !session.is_signed_in() {
-                    http.conn.request_close(CloseRequest {
-                        code: crate::protocol::codes::UNAUTHORIZED,
-                        reason: "Connection not authorized within timeout.",
-                        send_error: true,
-                    });
+                    http.conn.request_close(Close::SIGNIN_TIMEOUT);
                 }
             }
         }
@@ -238,17 +212,14 @@ async fn run(
         // Let the client's next receive request collect the close frame.
         tokio::time::sleep(LINGER).await;
     }
-    state.http_sessions.sessions.remove(&id);
+    sessions.sessions.remove(&id);
 }
 
 /// Takes the session's outbound queue for this receive request, making an
 /// older receive request (e.g. a stream pusher-js replaced) let go of it.
-async fn take_queue(
-    http: &Arc<HttpSession>,
-) -> Option<(u64, OwnedMutexGuard<mpsc::Receiver<ByteString>>)> {
-    let generation = http.generation.fetch_add(1, Ordering::AcqRel) + 1;
-    http.takeover.notify_waiters();
-    let guard = tokio::time::timeout(Duration::from_secs(2), http.outbound.clone().lock_owned())
+async fn take_queue(http: &Arc<HttpSession>) -> Option<(u64, OwnedMutexGuard<()>)> {
+    let generation = http.generation.advance();
+    let guard = tokio::time::timeout(Duration::from_secs(2), http.receiving.clone().lock_owned())
         .await
         .ok()?;
     Some((generation, guard))
@@ -256,41 +227,27 @@ async fn take_queue(
 
 /// What one wait on the session produced.
 enum Next {
-    Frames(Vec<ByteString>),
-    Close(CloseRequest),
+    /// Frames were moved into the batch.
+    Frames,
+    Close(Close),
     Heartbeat,
-    /// A newer receive request took over, or the queue ended.
+    /// A newer receive request took over.
     Stop,
 }
 
 async fn next(
     http: &HttpSession,
     generation: u64,
-    queue: &mut mpsc::Receiver<ByteString>,
+    batch: &mut Vec<ByteString>,
     heartbeat: Instant,
 ) -> Next {
-    let takeover = http.takeover.notified();
-    tokio::pin!(takeover);
-    takeover.as_mut().enable();
-    if http.generation.load(Ordering::Acquire) != generation {
-        return Next::Stop;
-    }
     tokio::select! {
         biased;
         request = http.conn.close_requested() => Next::Close(request),
-        () = &mut takeover => Next::Stop,
-        frame = queue.recv() => match frame {
-            Some(frame) => {
-                let mut frames = vec![frame];
-                while frames.len() < BATCH {
-                    match queue.try_recv() {
-                        Ok(f) => frames.push(f),
-                        Err(_) => break,
-                    }
-                }
-                Next::Frames(frames)
-            }
-            None => Next::Stop,
+        () = http.generation.changed_from(generation) => Next::Stop,
+        request = http.conn.next_frames(batch) => match request {
+            Some(request) => Next::Close(request),
+            None => Next::Frames,
         },
         () = tokio::time::sleep_until(heartbeat) => Next::Heartbeat,
     }
@@ -301,12 +258,13 @@ pub async fn streaming(
     req: HttpRequest,
     path: SessionPath,
     state: web::Data<State>,
+    sessions: web::Data<HttpSessions>,
 ) -> HttpResponse {
-    let http = match find_or_open(&req, &state, &path) {
+    let http = match find_or_open(&req, &state, &sessions, &path) {
         Ok(http) => http,
         Err(refused) => return refused.respond(&req),
     };
-    let Some((generation, queue)) = take_queue(&http).await else {
+    let Some((generation, turn)) = take_queue(&http).await else {
         return frames_response(&req, "c[2010,\"Another connection still open\"]\n".into());
     };
     let mut first = framing::streaming_prelude();
@@ -316,7 +274,8 @@ pub async fn streaming(
     struct Stream {
         http: Arc<HttpSession>,
         generation: u64,
-        queue: OwnedMutexGuard<mpsc::Receiver<ByteString>>,
+        _turn: OwnedMutexGuard<()>,
+        batch: Vec<ByteString>,
         pending: Option<String>,
         /// Characters sent so far, counted as the browser counts them.
         written: usize,
@@ -329,7 +288,8 @@ pub async fn streaming(
         _receiving: Receiving::new(http.clone()),
         http,
         generation,
-        queue,
+        _turn: turn,
+        batch: Vec::new(),
         pending: Some(first),
         written: 0,
         heartbeat: heartbeat_interval(&state),
@@ -348,12 +308,15 @@ pub async fn streaming(
             // pusher-js is replacing this stream: take no frame it would
             // never read, and keep the queue for its next request.
             let deadline = Instant::now() + s.session_timeout;
-            wait_for_takeover(&s.http, s.generation, deadline).await;
+            s.http
+                .generation
+                .changed_before(s.generation, deadline)
+                .await;
             return None;
         }
         let heartbeat = Instant::now() + s.heartbeat;
-        let chunk = match next(&s.http, s.generation, &mut s.queue, heartbeat).await {
-            Next::Frames(frames) => framing::messages(&frames),
+        let chunk = match next(&s.http, s.generation, &mut s.batch, heartbeat).await {
+            Next::Frames => framing::messages(&std::mem::take(&mut s.batch)),
             Next::Heartbeat => framing::HEARTBEAT.to_owned(),
             Next::Close(request) => {
                 s.done = true;
@@ -375,8 +338,13 @@ pub async fn streaming(
 }
 
 /// `POST .../xhr`: one poll, answered as soon as there is something to say.
-pub async fn polling(req: HttpRequest, path: SessionPath, state: web::Data<State>) -> HttpResponse {
-    let http = match find_or_open(&req, &state, &path) {
+pub async fn polling(
+    req: HttpRequest,
+    path: SessionPath,
+    state: web::Data<State>,
+    sessions: web::Data<HttpSessions>,
+) -> HttpResponse {
+    let http = match find_or_open(&req, &state, &sessions, &path) {
         Ok(http) => http,
         Err(refused) => return refused.respond(&req),
     };
@@ -385,18 +353,19 @@ pub async fn polling(req: HttpRequest, path: SessionPath, state: web::Data<State
         // The open frame alone; connection_established follows on the next poll.
         return frames_response(&req, framing::OPEN.to_owned());
     }
-    let Some((generation, mut queue)) = take_queue(&http).await else {
+    let Some((generation, _turn)) = take_queue(&http).await else {
         return frames_response(&req, "c[2010,\"Another connection still open\"]\n".into());
     };
+    let mut batch = Vec::new();
     let body = match next(
         &http,
         generation,
-        &mut queue,
+        &mut batch,
         Instant::now() + heartbeat_interval(&state),
     )
     .await
     {
-        Next::Frames(frames) => framing::messages(&frames),
+        Next::Frames => framing::messages(&batch),
         Next::Heartbeat => framing::HEARTBEAT.to_owned(),
         Next::Close(request) => framing::close(&request),
         Next::Stop => String::new(),
@@ -409,10 +378,9 @@ pub async fn send(
     req: HttpRequest,
     path: SessionPath,
     body: Bytes,
-    state: web::Data<State>,
+    sessions: web::Data<HttpSessions>,
 ) -> HttpResponse {
-    let session =
-        session_key(&path).and_then(|id| state.http_sessions.sessions.get(&id).map(|s| s.clone()));
+    let session = session_key(&path).and_then(|id| sessions.sessions.get(&id).map(|s| s.clone()));
     let Some(http) = session else {
         return cors::apply(&req, HttpResponse::NotFound()).finish();
     };
@@ -428,20 +396,12 @@ pub async fn send(
     for frame in frames {
         if frame.len() > http.max_message_bytes {
             // As a WebSocket would: close 1009, message too big.
-            http.conn.request_close(CloseRequest {
-                code: 1009,
-                reason: "Message too large",
-                send_error: false,
-            });
+            http.conn.request_close(Close::TOO_LARGE);
             break;
         }
         if http.inbound.try_send(frame).is_err() {
             // The session task is not keeping up: the client floods it.
-            http.conn.request_close(CloseRequest {
-                code: crate::protocol::codes::OVER_CAPACITY,
-                reason: "Too many messages",
-                send_error: false,
-            });
+            http.conn.request_close(Close::FLOODING);
             break;
         }
     }

@@ -13,43 +13,25 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use dashmap::DashMap;
 
-use super::connection::{CloseRequest, Connection};
+use super::connection::Connection;
 use super::history::History;
 use super::presence::{MemberInfo, Roster};
+use super::rules::{ChannelRules, SubscribeError};
 use crate::config::AppConfig;
 use crate::protocol::channel::server_to_user_id;
-use crate::protocol::{messages, ChannelType, SocketId};
-
-/// Above this many subscribers, `subscription_count` is sent at most once
-/// per [`COUNT_INTERVAL`] (as Pusher does), so a crowd joining does not cost
-/// a message to everyone per arrival.
-pub const COUNT_THROTTLE_ABOVE: usize = 100;
-pub const COUNT_INTERVAL: Duration = Duration::from_secs(5);
+use crate::protocol::{messages, ChannelType, Close, SocketId};
+use crate::support::wait::{self, Generation};
 
 /// One channel's subscribers, and its roster when it is a presence channel.
 #[derive(Debug)]
 struct Channel {
     subscribers: HashMap<SocketId, Arc<Connection>>,
     roster: Option<Roster>,
-    /// When `subscription_count` was last sent.
+    /// When `subscription_count` was last sent (the rules' throttle state).
     count_sent: Option<Instant>,
 }
 
 impl Channel {
-    /// Sends `pusher_internal:subscription_count` to every subscriber.
-    fn announce_count(&mut self, name: &str) {
-        let now = Instant::now();
-        let recent = self
-            .count_sent
-            .is_some_and(|at| now.duration_since(at) < COUNT_INTERVAL);
-        if self.subscribers.len() > COUNT_THROTTLE_ABOVE && recent {
-            return;
-        }
-        self.count_sent = Some(now);
-        let frame = messages::subscription_count(name, self.subscribers.len());
-        self.deliver(&frame, None);
-    }
-
     fn deliver(&self, frame: &ByteString, except: Option<SocketId>) -> usize {
         let mut delivered = 0;
         for (id, conn) in &self.subscribers {
@@ -58,6 +40,16 @@ impl Channel {
             }
         }
         delivered
+    }
+
+    /// Asks the rules whether the new subscriber count is announced.
+    fn count_changed(&mut self, name: &str, rules: &dyn ChannelRules) {
+        if self.roster.is_some() {
+            return;
+        }
+        if let Some(frame) = rules.count(name, self.subscribers.len(), &mut self.count_sent) {
+            self.deliver(&frame, None);
+        }
     }
 }
 
@@ -79,24 +71,6 @@ pub struct ChannelStats {
     pub user_count: Option<usize>,
 }
 
-/// Who decides presence membership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Presence {
-    /// This node alone: the hub checks the member limit and announces
-    /// `member_added` / `member_removed` itself.
-    Local,
-    /// The cluster decided (and announces); `roster` is the cluster-wide
-    /// `subscription_succeeded` data for the joining socket.
-    Cluster { roster: String },
-}
-
-/// Why a subscribe was refused by the hub.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SubscribeError {
-    #[error("Presence channel is full: at most {0} members")]
-    MemberLimit(usize),
-}
-
 /// Live state of one app on this node.
 #[derive(Debug)]
 pub struct AppHub {
@@ -111,12 +85,10 @@ pub struct AppHub {
     watchers: DashMap<Arc<str>, Vec<Arc<Connection>>>,
     /// Recent events per channel, for pollers.
     pub history: History,
-    /// Long-polls waiting for a new event, and how to wake them.
-    pollers: AtomicUsize,
-    /// Whether the cluster adapter, not this hub, sends subscription counts.
-    cluster_counts: std::sync::atomic::AtomicBool,
-    poll_epoch: std::sync::atomic::AtomicU64,
-    poll_signal: tokio::sync::Notify,
+    /// Advanced whenever an event is recorded, for long-polls to wait on.
+    recorded: Generation,
+    /// Woken when the last connection is released (shutdown waits on it).
+    emptied: tokio::sync::Notify,
 }
 
 impl AppHub {
@@ -124,10 +96,8 @@ impl AppHub {
         let history = History::new(app.history_size, Duration::from_secs(app.history_ttl));
         AppHub {
             history,
-            pollers: AtomicUsize::new(0),
-            cluster_counts: std::sync::atomic::AtomicBool::new(false),
-            poll_epoch: std::sync::atomic::AtomicU64::new(0),
-            poll_signal: tokio::sync::Notify::new(),
+            recorded: Generation::default(),
+            emptied: tokio::sync::Notify::new(),
             app,
             channels: DashMap::new(),
             cache: DashMap::new(),
@@ -136,17 +106,6 @@ impl AppHub {
             users: DashMap::new(),
             watchers: DashMap::new(),
         }
-    }
-
-    /// Leaves `subscription_count` announcements to the cluster adapter,
-    /// which knows the count on every node.
-    pub fn count_subscriptions_in_cluster(&self) {
-        self.cluster_counts.store(true, Ordering::Release);
-    }
-
-    /// Whether this hub announces `subscription_count` itself.
-    fn counts_here(&self) -> bool {
-        self.app.subscription_count && !self.cluster_counts.load(Ordering::Acquire)
     }
 
     // ----- connections -------------------------------------------------
@@ -166,9 +125,19 @@ impl AppHub {
 
     /// Forgets a connection admitted earlier.
     pub fn release(&self, socket: SocketId) {
-        if self.connections.remove(&socket).is_some() {
-            self.connection_count.fetch_sub(1, Ordering::AcqRel);
+        if self.connections.remove(&socket).is_some()
+            && self.connection_count.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.emptied.notify_waiters();
         }
+    }
+
+    /// Resolves once the app has no connection left.
+    pub async fn all_released(&self) {
+        wait::until(&self.emptied, || {
+            (self.connection_count() == 0).then_some(())
+        })
+        .await
     }
 
     pub fn connection_count(&self) -> usize {
@@ -176,29 +145,31 @@ impl AppHub {
     }
 
     /// Asks every connection of the app to close (shutdown).
-    pub fn close_all(&self, request: &CloseRequest) {
+    pub fn close_all(&self, request: Close) {
         for conn in self.connections.iter() {
-            conn.request_close(request.clone());
+            conn.request_close(request);
         }
     }
 
     // ----- channels ----------------------------------------------------
 
     /// Adds `conn` to a channel and queues, in this order: the
-    /// `subscription_succeeded` frame, then `member_added` to the others,
-    /// then the subscription count, then the cached event or cache miss.
-    /// Queuing while the channel is locked guarantees the subscriber sees
-    /// `subscription_succeeded` before any event of the channel.
+    /// `subscription_succeeded` frame, then what `rules` announce to the
+    /// others (`member_added`, the subscription count), then the cached
+    /// event or cache miss. Queuing while the channel is locked guarantees
+    /// the subscriber sees `subscription_succeeded` before any event of the
+    /// channel, and everyone sees announcements in decision order.
     ///
     /// A repeated subscribe is idempotent: `subscription_succeeded` is sent
-    /// again and nothing else changes.
+    /// again and nothing else changes. Returns whether the socket is new on
+    /// the channel.
     pub fn subscribe(
         &self,
         conn: &Arc<Connection>,
         name: &str,
         member: Option<&MemberInfo>,
-        presence: Presence,
-    ) -> Result<(), SubscribeError> {
+        rules: &dyn ChannelRules,
+    ) -> Result<bool, SubscribeError> {
         let kind = ChannelType::of(name);
         let mut entry = self.channels.entry(name.into()).or_insert_with(|| Channel {
             subscribers: HashMap::new(),
@@ -207,33 +178,26 @@ impl AppHub {
         });
         let channel = entry.value_mut();
         let socket = conn.socket_id;
-        let already = channel.subscribers.contains_key(&socket);
+        let added = !channel.subscribers.contains_key(&socket);
 
-        let mut member_added = false;
-        if let (Some(roster), Some(member), false) = (channel.roster.as_mut(), member, already) {
-            let max = self.app.max_presence_members;
-            if presence == Presence::Local
-                && !roster.is_member(&member.user_id)
-                && roster.member_count() >= max
-            {
-                return Err(SubscribeError::MemberLimit(max));
-            }
-            member_added = roster.join(socket, member);
-        }
-        channel.subscribers.insert(socket, conn.clone());
-
-        let data = match (&presence, &channel.roster) {
-            (Presence::Cluster { roster }, Some(_)) => roster.clone(),
-            (_, Some(roster)) => roster.subscription_data(),
-            (_, None) => "{}".to_owned(),
+        let joined = match (channel.roster.as_mut(), member) {
+            (Some(roster), Some(member)) => Some(rules.join(name, roster, socket, member)?),
+            _ => None,
         };
-        conn.send(messages::subscription_succeeded(name, &data));
-        if let (true, Some(member), Presence::Local) = (member_added, member, &presence) {
-            let frame = messages::member_added(name, &member.user_id, &member.user_info);
-            channel.deliver(&frame, Some(socket));
+        channel.subscribers.insert(socket, conn.clone());
+        match joined {
+            Some(joined) => {
+                conn.send(messages::subscription_succeeded(name, &joined.roster));
+                if let Some(frame) = joined.announce {
+                    channel.deliver(&frame, Some(socket));
+                }
+            }
+            None => {
+                conn.send(messages::subscription_succeeded(name, "{}"));
+            }
         }
-        if !already && self.counts_here() && channel.roster.is_none() {
-            channel.announce_count(name);
+        if added {
+            channel.count_changed(name, rules);
         }
         if kind.cached {
             match self.cached(name) {
@@ -241,25 +205,26 @@ impl AppHub {
                 None => conn.send(messages::cache_miss(name)),
             };
         }
-        Ok(())
+        Ok(added)
     }
 
-    /// Removes a socket from a channel. Returns the presence member that
-    /// left with it (their last socket on this node's channel), to whom
-    /// `member_removed` is announced here when `announce` (the cluster
-    /// adapter announces cluster-wide departures itself). Unknown channels or
-    /// sockets are ignored.
-    pub fn unsubscribe(&self, socket: SocketId, name: &str, announce: bool) -> Option<Arc<str>> {
+    /// Removes a socket from a channel, queuing what `rules` announce.
+    /// Returns the presence user whose last local socket left with it.
+    /// Unknown channels or sockets are ignored.
+    pub fn unsubscribe(
+        &self,
+        socket: SocketId,
+        name: &str,
+        rules: &dyn ChannelRules,
+    ) -> Option<Arc<str>> {
         let (left, vacated) = {
             let mut channel = self.channels.get_mut(name)?;
             channel.subscribers.remove(&socket)?;
             let left = channel.roster.as_mut().and_then(|r| r.leave(socket));
-            if let (Some(user_id), true) = (&left, announce) {
-                channel.deliver(&messages::member_removed(name, user_id), None);
+            if let Some(frame) = left.as_deref().and_then(|user| rules.leave(name, user)) {
+                channel.deliver(&frame, None);
             }
-            if self.counts_here() && channel.roster.is_none() {
-                channel.announce_count(name);
-            }
+            channel.count_changed(name, rules);
             (left, channel.subscribers.is_empty())
         };
         if vacated {
@@ -299,6 +264,17 @@ impl AppHub {
         }
     }
 
+    /// Keeps `frame` as a cache channel's last event, then publishes it.
+    pub fn publish_cached(
+        &self,
+        name: &str,
+        frame: &ByteString,
+        except: Option<SocketId>,
+    ) -> usize {
+        self.store_cached(name, frame.clone());
+        self.publish(name, frame, except)
+    }
+
     /// Presence channels with this node's members: channel, and per user
     /// their local socket count and user_info (cluster rebuild).
     pub fn local_presence(&self) -> Vec<(String, Vec<LocalMember>)> {
@@ -313,38 +289,21 @@ impl AppHub {
 
     // ----- polling -------------------------------------------------------
 
-    /// Counts recorded events and wakes long-polls (cheap when none wait).
+    /// Counts a recorded event and wakes long-polls (cheap when none wait).
     pub fn notify_pollers(&self) {
-        self.poll_epoch.fetch_add(1, Ordering::AcqRel);
-        if self.pollers.load(Ordering::Acquire) > 0 {
-            self.poll_signal.notify_waiters();
-        }
+        self.recorded.advance();
     }
 
     /// A counter of recorded events: read it before reading the history,
     /// then [`AppHub::wait_for_event`] returns at once if it moved since.
     pub fn poll_epoch(&self) -> u64 {
-        self.poll_epoch.load(Ordering::Acquire)
+        self.recorded.current()
     }
 
     /// Waits until an event is recorded after `seen` was read, or until
     /// `deadline`; true when an event came.
     pub async fn wait_for_event(&self, seen: u64, deadline: tokio::time::Instant) -> bool {
-        self.pollers.fetch_add(1, Ordering::AcqRel);
-        let came = loop {
-            let notified = self.poll_signal.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.poll_epoch() != seen {
-                break true;
-            }
-            tokio::select! {
-                () = &mut notified => {}
-                () = tokio::time::sleep_until(deadline) => break false,
-            }
-        };
-        self.pollers.fetch_sub(1, Ordering::AcqRel);
-        came
+        self.recorded.changed_before(seen, deadline).await
     }
 
     // ----- cache channels ----------------------------------------------
@@ -457,11 +416,7 @@ impl AppHub {
             return 0;
         };
         for conn in sockets.iter() {
-            conn.request_close(CloseRequest {
-                code: crate::protocol::codes::UNAUTHORIZED,
-                reason: "You got disconnected by the app.",
-                send_error: true,
-            });
+            conn.request_close(Close::TERMINATED);
         }
         sockets.len()
     }
@@ -516,78 +471,93 @@ fn stats(channel: &Channel) -> ChannelStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::rules::JoinOutcome;
 
-    fn app(configure: impl FnOnce(&mut AppConfig)) -> AppHub {
-        let mut config = AppConfig::new("1", "k", "s");
-        configure(&mut config);
-        AppHub::new(Arc::new(config))
-    }
+    /// Rules that announce nothing and refuse nobody.
+    struct Quiet;
 
-    fn connection(n: u32) -> (Arc<Connection>, tokio::sync::mpsc::Receiver<ByteString>) {
-        let (conn, rx) = Connection::new(SocketId::new(n, n), 4096);
-        (Arc::new(conn), rx)
-    }
-
-    fn drain(rx: &mut tokio::sync::mpsc::Receiver<ByteString>) -> Vec<String> {
-        let mut frames = Vec::new();
-        while let Ok(f) = rx.try_recv() {
-            frames.push(f.to_string());
+    impl ChannelRules for Quiet {
+        fn join(
+            &self,
+            _channel: &str,
+            roster: &mut Roster,
+            socket: SocketId,
+            member: &MemberInfo,
+        ) -> Result<JoinOutcome, SubscribeError> {
+            roster.join(socket, member);
+            Ok(JoinOutcome {
+                roster: roster.subscription_data(),
+                announce: None,
+            })
         }
+
+        fn leave(&self, _channel: &str, _user_id: &str) -> Option<ByteString> {
+            None
+        }
+
+        fn count(&self, _: &str, _: usize, _: &mut Option<Instant>) -> Option<ByteString> {
+            None
+        }
+    }
+
+    fn app() -> AppHub {
+        AppHub::new(Arc::new(AppConfig::new("1", "k", "s")))
+    }
+
+    fn connection(n: u32, capacity: usize) -> Arc<Connection> {
+        Arc::new(Connection::new(SocketId::new(n, n), capacity))
+    }
+
+    fn drain(conn: &Connection) -> Vec<ByteString> {
+        let mut frames = Vec::new();
+        conn.drain_into(&mut frames);
         frames
     }
 
     #[test]
-    fn subscription_counts_are_throttled_for_crowds() {
-        let hub = app(|a| a.subscription_count = true);
-        let (first, mut rx) = connection(0);
-        hub.subscribe(&first, "crowd", None, Presence::Local)
-            .expect("subscribed");
-        let mut others = Vec::new();
-        for n in 1..150 {
-            let (conn, rx) = connection(n);
-            hub.subscribe(&conn, "crowd", None, Presence::Local)
-                .expect("subscribed");
-            others.push((conn, rx));
-        }
-        let counts = drain(&mut rx)
-            .into_iter()
-            .filter(|f| f.contains("subscription_count"))
-            .count();
-        // One per arrival up to 100 subscribers; beyond, at most one per 5 s
-        // (and the 100th was just sent).
-        assert_eq!(counts, 100);
-    }
-
-    #[test]
     fn publish_skips_the_excluded_socket_and_shares_one_buffer() {
-        let hub = app(|_| {});
-        let (a, mut rx_a) = connection(1);
-        let (b, mut rx_b) = connection(2);
-        hub.subscribe(&a, "c", None, Presence::Local)
-            .expect("subscribed");
-        hub.subscribe(&b, "c", None, Presence::Local)
-            .expect("subscribed");
-        drain(&mut rx_a);
-        drain(&mut rx_b);
+        let hub = app();
+        let (a, b) = (connection(1, 64), connection(2, 64));
+        assert_eq!(hub.subscribe(&a, "c", None, &Quiet), Ok(true));
+        assert_eq!(hub.subscribe(&b, "c", None, &Quiet), Ok(true));
+        assert_eq!(hub.subscribe(&b, "c", None, &Quiet), Ok(false));
+        drain(&a);
+        drain(&b);
         let frame: ByteString = "{\"event\":\"e\"}".into();
         assert_eq!(hub.publish("c", &frame, Some(a.socket_id)), 1);
-        assert!(drain(&mut rx_a).is_empty());
-        let got = rx_b.try_recv().expect("delivered");
+        assert!(drain(&a).is_empty());
+        let got = drain(&b);
         // The subscriber's frame is the publisher's buffer, not a copy.
-        assert_eq!(got.as_bytes().as_ptr(), frame.as_bytes().as_ptr());
+        assert_eq!(got[0].as_bytes().as_ptr(), frame.as_bytes().as_ptr());
     }
 
     #[test]
     fn a_full_queue_asks_the_session_to_close() {
-        let hub = app(|_| {});
-        let (conn, _rx) = Connection::new(SocketId::new(1, 1), 2);
-        let conn = Arc::new(conn);
-        hub.subscribe(&conn, "c", None, Presence::Local)
-            .expect("subscribed");
+        let hub = app();
+        let conn = connection(1, 2);
+        hub.subscribe(&conn, "c", None, &Quiet).expect("subscribed");
         let frame: ByteString = "x".into();
         hub.publish("c", &frame, None);
         hub.publish("c", &frame, None);
-        let request = conn.close_request().expect("close requested");
-        assert_eq!(request.code, crate::protocol::codes::OVER_CAPACITY);
+        assert_eq!(conn.close_request(), Some(Close::TOO_SLOW));
+    }
+
+    #[test]
+    fn the_last_subscriber_leaving_vacates_the_channel() {
+        let hub = app();
+        let conn = connection(1, 64);
+        let member = MemberInfo {
+            user_id: "u".into(),
+            user_info: crate::hub::presence::null_info(),
+        };
+        hub.subscribe(&conn, "presence-r", Some(&member), &Quiet)
+            .expect("subscribed");
+        assert_eq!(
+            hub.member_of(conn.socket_id, "presence-r").as_deref(),
+            Some("u")
+        );
+        let left = hub.unsubscribe(conn.socket_id, "presence-r", &Quiet);
+        assert_eq!(left.as_deref(), Some("u"));
+        assert_eq!(hub.channel("presence-r"), None);
     }
 }

@@ -5,13 +5,15 @@ pub mod app_hub;
 pub mod connection;
 pub mod history;
 pub mod presence;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use app_hub::{AppHub, ChannelStats, Presence, SubscribeError};
-pub use connection::{CloseRequest, Connection};
-pub use presence::MemberInfo;
+pub use app_hub::{AppHub, ChannelStats};
+pub use connection::Connection;
+pub use presence::{MemberInfo, Roster};
+pub use rules::{ChannelRules, JoinOutcome, SubscribeError};
 
 use crate::config::AppConfig;
 
@@ -43,5 +45,12 @@ impl Hub {
 
     pub fn apps(&self) -> impl Iterator<Item = &Arc<AppHub>> {
         self.by_id.values()
+    }
+
+    /// Resolves once every app's connections are released.
+    pub async fn all_released(&self) {
+        for app in self.apps() {
+            app.all_released().await;
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! messages and error/close codes. Pure: no I/O here.
 
 pub mod channel;
+pub mod close;
 pub mod messages;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use channel::{ChannelKind, ChannelType};
+pub use close::Close;
 
 /// A connection's id, `<u32>.<u32>` in decimal, as every server SDK validates
 /// (`^\d+\.\d+$`). Stored as two integers so that comparing an excluded

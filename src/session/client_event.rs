@@ -17,7 +17,7 @@ impl Session {
                     &data,
                     user_id.as_deref(),
                 );
-                self.state
+                self.ctx
                     .adapter
                     .publish(&self.app, channel, frame, Some(self.conn.socket_id));
             }

@@ -16,21 +16,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytestring::ByteString;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use self::rate_limit::RateLimit;
 use self::signin::SignedInUser;
-use crate::hub::{AppHub, Connection};
+use crate::adapter::Adapter;
+use crate::config::ServerConfig;
+use crate::hub::{AppHub, Connection, Hub};
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::messages::{self, ClientMessage};
-use crate::protocol::{codes, SocketId};
-use crate::state::State;
+use crate::protocol::{Close, SocketId};
+use crate::support::query::Query;
+
+/// What a session needs of the server: its settings and the adapter
+/// through which it joins channels and publishes.
+#[derive(Clone)]
+pub struct Context {
+    pub server: Arc<ServerConfig>,
+    pub adapter: Arc<Adapter>,
+}
 
 /// Per-connection state, owned by the task that runs the transport.
 pub struct Session {
-    pub(crate) state: State,
+    pub(crate) ctx: Context,
     pub(crate) app: Arc<AppHub>,
     pub(crate) conn: Arc<Connection>,
     /// The socket id as text, for building signed strings.
@@ -43,15 +51,15 @@ pub struct Session {
 
 impl Session {
     /// A session for an admitted connection; queues `connection_established`.
-    pub fn start(state: State, app: Arc<AppHub>, conn: Arc<Connection>) -> Self {
+    fn start(ctx: Context, app: Arc<AppHub>, conn: Arc<Connection>) -> Self {
         let rate = app.app.client_event_rate;
         conn.send(messages::connection_established(
             conn.socket_id,
-            state.server.activity_timeout,
+            ctx.server.activity_timeout,
         ));
         Session {
             socket_id: conn.socket_id.to_string(),
-            state,
+            ctx,
             app,
             conn,
             channels: HashMap::new(),
@@ -105,75 +113,52 @@ impl Session {
     /// Leaves every channel and forgets the sign-in; run once at the end.
     pub async fn leave_everything(&mut self) {
         let socket = self.conn.socket_id;
+        let adapter = &self.ctx.adapter;
         for (channel, _) in std::mem::take(&mut self.channels) {
             if server_to_user_id(&channel).is_none() {
-                self.state
-                    .adapter
-                    .unsubscribe(self.app.clone(), socket, channel)
-                    .await;
+                adapter.unsubscribe(&self.app, socket, &channel).await;
             }
         }
         if let Some(user) = self.user.take() {
             self.app.unwatch(&user.watchlist, socket);
-            self.state
-                .adapter
-                .user_signed_out(self.app.clone(), user.id.clone(), socket)
-                .await;
+            adapter.user_signed_out(&self.app, &user.id, socket).await;
         }
         self.app.release(socket);
-        self.state.adapter.connections_changed(&self.app);
+        adapter.connections_changed(&self.app);
     }
 }
 
-/// An admitted connection: its app, its handle, and its queue's receiver.
-pub struct Admitted {
-    pub app: Arc<AppHub>,
-    pub conn: Arc<Connection>,
-    pub queue: mpsc::Receiver<ByteString>,
-}
-
-/// Admission checks for a new connection to app `key` with the query
-/// string of its first request: app exists (4001), protocol version (4007 /
-/// 4008), app enabled (4003), connection quota (4004).
-pub fn admit(state: &State, key: &str, query: &str) -> Result<Admitted, (u16, &'static str)> {
-    let app = state
-        .hub
-        .by_key(key)
-        .ok_or((codes::APP_NOT_FOUND, "Application does not exist"))?;
-    check_protocol(query, state.server.require_protocol_param)?;
+/// Admission of a new connection to app `key` with the query string of its
+/// first request: app exists (4001), protocol version (4007 / 4008), app
+/// enabled (4003), connection quota (4004). Returns the running session,
+/// which has queued `connection_established`.
+pub fn admit(hub: &Hub, ctx: &Context, key: &str, query: &str) -> Result<Session, Close> {
+    let app = hub.by_key(key).ok_or(Close::APP_NOT_FOUND)?;
+    check_protocol(query, ctx.server.require_protocol_param)?;
     if !app.app.enabled {
-        return Err((codes::APP_DISABLED, "Application disabled"));
+        return Err(Close::APP_DISABLED);
     }
-    let (conn, queue) = Connection::new(SocketId::random(), state.server.connection_queue);
-    let conn = Arc::new(conn);
-    if !app.admit(&conn, state.adapter.connections_elsewhere(app)) {
-        return Err((
-            codes::OVER_CONNECTION_QUOTA,
-            "Application is over connection quota",
-        ));
+    let conn = Arc::new(Connection::new(
+        SocketId::random(),
+        ctx.server.connection_queue,
+    ));
+    if !app.admit(&conn, ctx.adapter.connections_elsewhere(app)) {
+        return Err(Close::OVER_QUOTA);
     }
-    state.adapter.connections_changed(app);
-    Ok(Admitted {
-        app: app.clone(),
-        conn,
-        queue,
-    })
+    ctx.adapter.connections_changed(app);
+    Ok(Session::start(ctx.clone(), app.clone(), conn))
 }
 
 /// Accepts protocol 4 to 7 (the Java client sends 5); a missing parameter
 /// is taken as 7 unless `strict` asks for 4008.
-fn check_protocol(query: &str, strict: bool) -> Result<(), (u16, &'static str)> {
-    let protocol = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(k, _)| k == "protocol")
-        .map(|(_, v)| v);
-    match protocol {
-        None if strict => Err((codes::NO_PROTOCOL, "No protocol version supplied")),
+fn check_protocol(query: &str, strict: bool) -> Result<(), Close> {
+    let query = Query::parse(query).map_err(|_| Close::UNSUPPORTED_PROTOCOL)?;
+    match query.get("protocol") {
+        None if strict => Err(Close::NO_PROTOCOL),
         None => Ok(()),
         Some(v) => match v.parse::<u32>() {
             Ok(4..=7) => Ok(()),
-            _ => Err((codes::UNSUPPORTED_PROTOCOL, "Unsupported protocol version")),
+            _ => Err(Close::UNSUPPORTED_PROTOCOL),
         },
     }
 }
@@ -187,11 +172,11 @@ mod tests {
         assert!(check_protocol("protocol=7&client=js", false).is_ok());
         assert!(check_protocol("protocol=5", false).is_ok());
         assert!(check_protocol("", false).is_ok());
-        assert_eq!(check_protocol("", true).unwrap_err().0, codes::NO_PROTOCOL);
+        assert_eq!(check_protocol("", true), Err(Close::NO_PROTOCOL));
         for bad in ["protocol=3", "protocol=8", "protocol=x", "protocol="] {
             assert_eq!(
-                check_protocol(bad, false).unwrap_err().0,
-                codes::UNSUPPORTED_PROTOCOL,
+                check_protocol(bad, false),
+                Err(Close::UNSUPPORTED_PROTOCOL),
                 "{bad}"
             );
         }

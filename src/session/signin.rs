@@ -12,9 +12,8 @@ use serde_json::value::RawValue;
 use super::Session;
 use crate::auth;
 use crate::hub::presence::null_info;
-use crate::hub::CloseRequest;
-use crate::protocol::codes;
 use crate::protocol::messages::{self, ClientMessage, SigninData};
+use crate::protocol::{codes, Close};
 
 /// Pusher accepts the first 100 watched ids.
 const MAX_WATCHLIST: usize = 100;
@@ -79,9 +78,9 @@ impl Session {
         watchlist.truncate(MAX_WATCHLIST);
 
         let id: Arc<str> = id.into();
-        self.state
+        self.ctx
             .adapter
-            .user_signed_in(self.app.clone(), id.clone(), self.conn.clone())
+            .user_signed_in(&self.app, &id, &self.conn)
             .await;
         self.conn.send(messages::signin_success(&data.user_data));
         if truncated {
@@ -96,11 +95,7 @@ impl Session {
         }
         if app.watchlist_events && !watchlist.is_empty() {
             self.app.watch(&watchlist, &self.conn);
-            let status = self
-                .state
-                .adapter
-                .online(self.app.clone(), watchlist.clone())
-                .await;
+            let status = self.ctx.adapter.online(&self.app, &watchlist).await;
             let mut online = Vec::new();
             let mut offline = Vec::new();
             for (id, is_online) in watchlist.iter().zip(status) {
@@ -123,11 +118,7 @@ impl Session {
     fn signin_failed(&self, message: &str) {
         if self.app.app.require_signin {
             // The close carries its own pusher:error; queued frames are dropped.
-            self.conn.request_close(CloseRequest {
-                code: codes::UNAUTHORIZED,
-                reason: "Sign-in failed: connection is unauthorized",
-                send_error: true,
-            });
+            self.conn.request_close(Close::SIGNIN_FAILED);
         } else {
             self.send_error(Some(codes::UNAUTHORIZED), message);
         }

@@ -81,9 +81,9 @@ impl Session {
         }
         let user_id = member.as_ref().map(|m| m.user_id.clone());
         let subscribed = self
-            .state
+            .ctx
             .adapter
-            .subscribe(self.app.clone(), self.conn.clone(), name.to_owned(), member)
+            .subscribe(&self.app, &self.conn, name, member)
             .await;
         match subscribed {
             Ok(_) => {
@@ -111,9 +111,9 @@ impl Session {
         if self.channels.remove(&data.channel).is_some()
             && server_to_user_id(&data.channel).is_none()
         {
-            self.state
+            self.ctx
                 .adapter
-                .unsubscribe(self.app.clone(), self.conn.socket_id, data.channel)
+                .unsubscribe(&self.app, self.conn.socket_id, &data.channel)
                 .await;
         }
     }

@@ -7,8 +7,8 @@ mod socket;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason};
 
-use crate::protocol::messages;
-use crate::session::{self, Session};
+use crate::protocol::{messages, Close};
+use crate::session;
 use crate::state::State;
 
 /// Handles `GET /app/{key}`: upgrades, then either runs a session or sends
@@ -21,27 +21,33 @@ pub async fn upgrade(
     state: web::Data<State>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
-    match session::admit(&state, &key, req.query_string()) {
-        Ok(admitted) => {
-            let session = Session::start(state.get_ref().clone(), admitted.app, admitted.conn);
-            actix_web::rt::spawn(socket::run(session, ws, stream, admitted.queue));
+    match session::admit(
+        &state.hub,
+        &state.session_context(),
+        &key,
+        req.query_string(),
+    ) {
+        Ok(session) => {
+            actix_web::rt::spawn(socket::run(session, ws, stream));
         }
-        Err((code, message)) => {
-            actix_web::rt::spawn(refuse(ws, code, message));
+        Err(refusal) => {
+            actix_web::rt::spawn(socket::say_goodbye(ws, Some(refusal)));
         }
     }
     Ok(response)
 }
 
-async fn refuse(mut ws: actix_ws::Session, code: u16, message: &'static str) {
-    let _ = ws.text(messages::error(Some(code), message, None)).await;
-    let _ = ws.close(Some(close_reason(code, message))).await;
+/// A close frame with a Pusher code.
+pub(crate) fn close_reason(close: Close) -> CloseReason {
+    CloseReason {
+        code: CloseCode::Other(close.code),
+        description: Some(close.reason.to_owned()),
+    }
 }
 
-/// A close frame with a Pusher code.
-pub(crate) fn close_reason(code: u16, message: &str) -> CloseReason {
-    CloseReason {
-        code: CloseCode::Other(code),
-        description: Some(message.to_owned()),
-    }
+/// The `pusher:error` frame that goes before a close that asks for one.
+fn error_frame(close: Close) -> Option<bytestring::ByteString> {
+    close
+        .send_error
+        .then(|| messages::error(Some(close.code), close.reason, None))
 }

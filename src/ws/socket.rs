@@ -2,18 +2,18 @@
 //! protocol session, writes the connection's queue to the socket, and
 //! watches one timer for activity (and, when the app requires it, the
 //! sign-in deadline).
+//!
+//! Every write races the connection's close request: a client that stops
+//! reading blocks writes, and must not keep its session (or its socket)
+//! alive past a close.
 
 use std::time::Duration;
 
 use actix_ws::{AggregatedMessage, MessageStream};
-use bytestring::ByteString;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::close_reason;
-use crate::hub::CloseRequest;
-use crate::protocol::codes;
-use crate::protocol::messages;
+use super::{close_reason, error_frame};
+use crate::protocol::{messages, Close};
 use crate::session::Session;
 
 /// The activity clock: when the client was last heard from and whether the
@@ -24,19 +24,15 @@ struct Liveness {
 }
 
 /// Runs the connection until either side closes it.
-pub(super) async fn run(
-    mut session: Session,
-    mut ws: actix_ws::Session,
-    stream: MessageStream,
-    mut queue: mpsc::Receiver<ByteString>,
-) {
+pub(super) async fn run(mut session: Session, mut ws: actix_ws::Session, stream: MessageStream) {
     let max = session.app.app.max_message_bytes;
     let mut stream = stream
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    let activity = Duration::from_secs(session.state.server.activity_timeout);
-    let pong_wait = Duration::from_secs(session.state.server.pong_timeout);
+    let server = session.ctx.server.clone();
+    let activity = Duration::from_secs(server.activity_timeout);
+    let pong_wait = Duration::from_secs(server.pong_timeout);
     let signin_deadline = session.signin_deadline();
     let conn = session.conn.clone();
     let mut alive = Liveness {
@@ -51,18 +47,22 @@ pub(super) async fn run(
     // the wake-up once, not once per frame.
     let close_requested = conn.close_requested();
     tokio::pin!(close_requested);
+    let mut batch = Vec::new();
 
-    let close = loop {
+    let close = 'session: loop {
         tokio::select! {
             biased;
             request = &mut close_requested => break Some(request),
-            Some(frame) = queue.recv() => {
-                // A client that stops reading must not pin the session:
-                // a close request wins over a write that cannot finish.
-                tokio::select! {
-                    biased;
-                    sent = ws.text(frame) => if sent.is_err() { break None },
-                    request = &mut close_requested => break Some(request),
+            request = conn.next_frames(&mut batch) => {
+                if request.is_some() {
+                    break request;
+                }
+                for frame in batch.drain(..) {
+                    tokio::select! {
+                        biased;
+                        sent = ws.text(frame) => if sent.is_err() { break 'session None },
+                        request = &mut close_requested => break 'session Some(request),
+                    }
                 }
             }
             message = stream.recv() => {
@@ -76,8 +76,10 @@ pub(super) async fn run(
                 match message {
                     AggregatedMessage::Text(text) => session.handle_text(&text).await,
                     AggregatedMessage::Ping(bytes) => {
-                        if ws.pong(&bytes).await.is_err() {
-                            break None;
+                        tokio::select! {
+                            biased;
+                            sent = ws.pong(&bytes) => if sent.is_err() { break None },
+                            request = &mut close_requested => break Some(request),
                         }
                     }
                     AggregatedMessage::Close(_) => break None,
@@ -89,21 +91,11 @@ pub(super) async fn run(
                 let now = Instant::now();
                 if let Some(deadline) = signin_deadline {
                     if !session.is_signed_in() && now >= deadline {
-                        break Some(CloseRequest {
-                            code: codes::UNAUTHORIZED,
-                            reason: "Connection not authorized within timeout.",
-                            send_error: true,
-                        });
+                        break Some(Close::SIGNIN_TIMEOUT);
                     }
                 }
                 match alive.ping_sent {
-                    Some(sent) if now >= sent + pong_wait => {
-                        break Some(CloseRequest {
-                            code: codes::PONG_NOT_RECEIVED,
-                            reason: "Pong reply not received",
-                            send_error: true,
-                        });
-                    }
+                    Some(sent) if now >= sent + pong_wait => break Some(Close::PONG_TIMEOUT),
                     None if now >= alive.last_seen + activity => {
                         conn.send(messages::ping());
                         alive.ping_sent = Some(now);
@@ -122,26 +114,27 @@ pub(super) async fn run(
         }
     };
 
-    // Bounded: a client that does not read gets its TCP connection
-    // dropped instead of a close frame.
-    let _ = tokio::time::timeout(CLOSE_GRACE, say_goodbye(ws, close)).await;
+    say_goodbye(ws, close).await;
     session.leave_everything().await;
 }
 
 /// How long the final error and close frames may take to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Sends the closing `pusher:error` (when asked) and the close frame.
-async fn say_goodbye(mut ws: actix_ws::Session, close: Option<CloseRequest>) {
+/// Sends the closing `pusher:error` (when asked) and the close frame,
+/// within [`CLOSE_GRACE`]: a client that does not read gets its TCP
+/// connection dropped instead.
+pub(super) async fn say_goodbye(ws: actix_ws::Session, close: Option<Close>) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, write_goodbye(ws, close)).await;
+}
+
+async fn write_goodbye(mut ws: actix_ws::Session, close: Option<Close>) {
     match close {
-        Some(request) => {
-            if request.send_error {
-                let frame = messages::error(Some(request.code), request.reason, None);
+        Some(close) => {
+            if let Some(frame) = error_frame(close) {
                 let _ = ws.text(frame).await;
             }
-            let _ = ws
-                .close(Some(close_reason(request.code, request.reason)))
-                .await;
+            let _ = ws.close(Some(close_reason(close))).await;
         }
         None => {
             let _ = ws.close(None).await;
@@ -150,17 +143,9 @@ async fn say_goodbye(mut ws: actix_ws::Session, close: Option<CloseRequest>) {
 }
 
 /// A frame the codec refused: too large, or not valid WebSocket.
-fn protocol_violation(error: &actix_ws::ProtocolError) -> CloseRequest {
+fn protocol_violation(error: &actix_ws::ProtocolError) -> Close {
     match error {
-        actix_ws::ProtocolError::Overflow => CloseRequest {
-            code: 1009,
-            reason: "Message too large",
-            send_error: false,
-        },
-        _ => CloseRequest {
-            code: 1002,
-            reason: "WebSocket protocol error",
-            send_error: false,
-        },
+        actix_ws::ProtocolError::Overflow => Close::TOO_LARGE,
+        _ => Close::PROTOCOL_ERROR,
     }
 }

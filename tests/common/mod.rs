@@ -426,7 +426,8 @@ pub async fn api_as(
     }
     // Extra parameters are sent as written and signed decoded, as the SDKs do.
     let mut signed = params.clone();
-    signed.extend(herald::api::signature::parse_query(extra_query).expect("query"));
+    let extra = herald::support::query::Query::parse(extra_query).expect("query");
+    signed.extend(herald::api::signature::signed_params(&extra));
     let to_sign = herald::auth::http_string_to_sign(method, path, &signed);
     params.push((
         "auth_signature".into(),

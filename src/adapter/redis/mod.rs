@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use dashmap::DashMap;
-use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde_json::value::RawValue;
@@ -35,13 +34,16 @@ use self::keys::Keys;
 use self::relay::{Command, Envelope};
 use self::scripts::{Joined, Scripts};
 use self::writer::{Write, Writer};
-use super::{Adapter, AdapterError, AdapterResult};
+use super::{throttle_count, AdapterError, AdapterResult, LocalRules};
 use crate::config::ClusterConfig;
-use crate::hub::app_hub::{COUNT_INTERVAL, COUNT_THROTTLE_ABOVE};
 use crate::hub::history::Read;
 use crate::hub::presence::subscription_data;
-use crate::hub::{AppHub, ChannelStats, Connection, Hub, MemberInfo, Presence, SubscribeError};
+use crate::hub::{
+    AppHub, ChannelRules, ChannelStats, Connection, Hub, JoinOutcome, MemberInfo, Roster,
+    SubscribeError,
+};
 use crate::protocol::{messages, ChannelType, SocketId};
+use crate::support::clock::unix_millis;
 
 /// The pseudo presence channel whose "members" are the signed-in users, so
 /// that online/offline transitions reuse the presence scripts (and their
@@ -108,11 +110,6 @@ impl RedisAdapter {
             epoch: std::sync::Mutex::new(None),
             count_sent: DashMap::new(),
         });
-        for app in inner.hub.apps() {
-            if app.app.subscription_count {
-                app.count_subscriptions_in_cluster();
-            }
-        }
         tokio::spawn(relay::run(
             client,
             inner.keys.relay(),
@@ -156,14 +153,46 @@ impl Inner {
     /// Delivers locally and relays to the other nodes.
     fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
         app.publish(channel, &frame, except);
-        self.relay(
-            app,
-            Command::Publish {
-                channel: channel.to_owned(),
+        self.relay_frame(app, channel, frame, except, false);
+    }
+
+    /// Relays a publication already delivered locally to the other nodes
+    /// (and, for a cache channel, keeps it in Redis for later nodes).
+    fn relay_frame(
+        &self,
+        app: &AppHub,
+        channel: &str,
+        frame: ByteString,
+        except: Option<SocketId>,
+        cached: bool,
+    ) {
+        let inner = self;
+        if cached {
+            inner.writer.send(Write::Cache {
+                key: inner.keys.cached(&app.app.id, channel),
                 frame: frame.to_string(),
-                except: except.map(|s| s.to_string()),
-            },
+                ttl: app.app.cache_ttl,
+            });
+        }
+        let (channel, frame, except) = (
+            channel.to_owned(),
+            frame.to_string(),
+            except.map(|s| s.to_string()),
         );
+        let command = if cached {
+            Command::PublishCached {
+                channel,
+                frame,
+                except,
+            }
+        } else {
+            Command::Publish {
+                channel,
+                frame,
+                except,
+            }
+        };
+        inner.relay(app, command);
     }
 
     /// Writes this node's subscriber count of a channel.
@@ -192,18 +221,12 @@ impl Inner {
             };
             let total = app.local_subscribers(&channel) + remote;
             let key = format!("{}\n{channel}", app.app.id);
-            if total > COUNT_THROTTLE_ABOVE {
-                let now = std::time::Instant::now();
-                if inner
-                    .count_sent
-                    .get(&key)
-                    .is_some_and(|at| now.duration_since(*at) < COUNT_INTERVAL)
-                {
-                    return;
-                }
-                inner.count_sent.insert(key, now);
-            } else {
-                inner.count_sent.remove(&key);
+            let mut last_sent = inner.count_sent.get(&key).map(|at| *at);
+            if !throttle_count(total, &mut last_sent, std::time::Instant::now()) {
+                return;
+            }
+            if let Some(at) = last_sent {
+                inner.count_sent.insert(key, at);
             }
             if total > 0 {
                 inner.publish(
@@ -357,14 +380,15 @@ impl Inner {
         match joined {
             Ok(Joined::Full) => Err(SubscribeError::MemberLimit(app.app.max_presence_members)),
             Ok(Joined::Ok { added, members }) => {
-                let subscribed = app.subscribe(
-                    conn,
-                    channel,
-                    Some(&member),
-                    Presence::Cluster {
-                        roster: roster(&members),
-                    },
-                );
+                let roster = roster(&members);
+                let subscribed = app
+                    .subscribe(
+                        conn,
+                        channel,
+                        Some(&member),
+                        &ClusterRules::redis(app, &roster),
+                    )
+                    .map(|_| ());
                 if added {
                     let frame = messages::member_added(channel, &member.user_id, &member.user_info);
                     self.publish(app, channel, frame, Some(conn.socket_id));
@@ -373,7 +397,8 @@ impl Inner {
             }
             Err(e) => {
                 self.mark_unhealthy(&e);
-                app.subscribe(conn, channel, Some(&member), Presence::Local)
+                app.subscribe(conn, channel, Some(&member), &ClusterRules::here(app))
+                    .map(|_| ())
             }
         }
     }
@@ -381,7 +406,7 @@ impl Inner {
     async fn leave(&self, app: &Arc<AppHub>, socket: SocketId, channel: &str) {
         let user = app.member_of(socket, channel);
         let clustered = user.is_some() && self.healthy();
-        let left = app.unsubscribe(socket, channel, !clustered);
+        let left = app.unsubscribe(socket, channel, &ClusterRules::leaving(app, clustered));
         self.write_subscriptions(app, channel);
         let (Some(user), true) = (user, clustered) else {
             return;
@@ -500,36 +525,89 @@ fn roster(members: &[(String, String)]) -> String {
     subscription_data(parsed.iter().map(|(id, raw)| (*id, &**raw)))
 }
 
-impl Adapter for RedisAdapter {
-    fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
-        self.inner.publish(app, channel, frame, except);
+/// A cluster node's decisions. Counts are announced cluster-wide by
+/// [`Inner::announce_count`], never from local counts. Membership is decided
+/// in Redis, which announces it through the relay, so the local roster only
+/// records which socket is which user; while Redis is unreachable it is
+/// decided here, as on a single node.
+struct ClusterRules<'a> {
+    local: LocalRules<'a>,
+    /// The cluster-wide roster Redis answered for a join; `None` when this
+    /// node decides.
+    redis_roster: Option<&'a str>,
+    redis_decides: bool,
+}
+
+impl<'a> ClusterRules<'a> {
+    fn redis(app: &'a AppHub, roster: &'a str) -> Self {
+        ClusterRules {
+            local: LocalRules::of(app),
+            redis_roster: Some(roster),
+            redis_decides: true,
+        }
     }
 
-    fn publish_cached(
+    fn here(app: &'a AppHub) -> Self {
+        ClusterRules {
+            local: LocalRules::of(app),
+            redis_roster: None,
+            redis_decides: false,
+        }
+    }
+
+    fn leaving(app: &'a AppHub, redis_decides: bool) -> Self {
+        ClusterRules {
+            redis_decides,
+            ..ClusterRules::here(app)
+        }
+    }
+}
+
+impl ChannelRules for ClusterRules<'_> {
+    fn join(
+        &self,
+        channel: &str,
+        roster: &mut Roster,
+        socket: SocketId,
+        member: &MemberInfo,
+    ) -> Result<JoinOutcome, SubscribeError> {
+        match self.redis_roster {
+            Some(cluster_roster) => {
+                roster.join(socket, member);
+                Ok(JoinOutcome {
+                    roster: cluster_roster.to_owned(),
+                    announce: None,
+                })
+            }
+            None => self.local.join(channel, roster, socket, member),
+        }
+    }
+
+    fn leave(&self, channel: &str, user_id: &str) -> Option<ByteString> {
+        (!self.redis_decides)
+            .then(|| self.local.leave(channel, user_id))
+            .flatten()
+    }
+
+    fn count(&self, _: &str, _: usize, _: &mut Option<std::time::Instant>) -> Option<ByteString> {
+        None
+    }
+}
+
+impl RedisAdapter {
+    /// Relays a publication already delivered locally to the other nodes.
+    pub(super) fn relay_publish(
         &self,
         app: &AppHub,
         channel: &str,
         frame: ByteString,
         except: Option<SocketId>,
+        cached: bool,
     ) {
-        app.store_cached(channel, frame.clone());
-        app.publish(channel, &frame, except);
-        self.inner.writer.send(Write::Cache {
-            key: self.inner.keys.cached(&app.app.id, channel),
-            frame: frame.to_string(),
-            ttl: app.app.cache_ttl,
-        });
-        self.inner.relay(
-            app,
-            Command::PublishCached {
-                channel: channel.to_owned(),
-                frame: frame.to_string(),
-                except: except.map(|s| s.to_string()),
-            },
-        );
+        self.inner.relay_frame(app, channel, frame, except, cached);
     }
 
-    fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
+    pub(super) fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
         // Local long-polls wake when this node's own relay message comes
         // back, i.e. after Redis has the entry (see relay::apply).
         self.inner.writer.send(Write::History {
@@ -541,38 +619,32 @@ impl Adapter for RedisAdapter {
         });
     }
 
-    fn history(
+    pub(super) async fn history(
         &self,
-        app: Arc<AppHub>,
-        channel: String,
-        cursor: Option<String>,
+        app: &AppHub,
+        channel: &str,
+        cursor: Option<&str>,
         limit: usize,
-    ) -> BoxFuture<'static, AdapterResult<Read>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let key = inner.keys.history(&app.app.id, &channel);
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default();
-            let min_id = format!("{}-0", now_ms.saturating_sub(app.app.history_ttl * 1000));
-            inner
-                .scripts
-                .history(
-                    &mut inner.redis.clone(),
-                    &key,
-                    &channel,
-                    &min_id,
-                    cursor.as_deref(),
-                    limit,
-                )
-                .await
-                .map_err(unavailable)
-        })
+    ) -> AdapterResult<Read> {
+        let inner = &self.inner;
+        let key = inner.keys.history(&app.app.id, channel);
+        let now_ms = unix_millis();
+        let min_id = format!("{}-0", now_ms.saturating_sub(app.app.history_ttl * 1000));
+        inner
+            .scripts
+            .history(
+                &mut inner.redis.clone(),
+                &key,
+                channel,
+                &min_id,
+                cursor,
+                limit,
+            )
+            .await
+            .map_err(unavailable)
     }
 
-    fn terminate_user(&self, app: &AppHub, user_id: &str) {
-        app.terminate_user(user_id);
+    pub(super) fn terminate_user(&self, app: &AppHub, user_id: &str) {
         self.inner.relay(
             app,
             Command::TerminateUser {
@@ -581,93 +653,76 @@ impl Adapter for RedisAdapter {
         );
     }
 
-    fn subscribe(
+    pub(super) async fn subscribe(
         &self,
-        app: Arc<AppHub>,
-        conn: Arc<Connection>,
-        channel: String,
+        app: &Arc<AppHub>,
+        conn: &Arc<Connection>,
+        channel: &str,
         member: Option<MemberInfo>,
-    ) -> BoxFuture<'static, Result<(), SubscribeError>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            if ChannelType::of(&channel).cached && app.cached(&channel).is_none() {
-                inner.fetch_cached(&app, &channel).await;
+    ) -> Result<(), SubscribeError> {
+        let inner = &self.inner;
+        if ChannelType::of(channel).cached && app.cached(channel).is_none() {
+            inner.fetch_cached(app, channel).await;
+        }
+        let result = match member {
+            Some(member) if inner.healthy() && ChannelType::of(channel).is_presence() => {
+                inner.join(app, conn, channel, member).await
             }
-            let result = match member {
-                Some(member) if inner.healthy() && ChannelType::of(&channel).is_presence() => {
-                    inner.join(&app, &conn, &channel, member).await
-                }
-                member => app.subscribe(&conn, &channel, member.as_ref(), Presence::Local),
-            };
-            inner.write_subscriptions(&app, &channel);
-            inner.announce_count(&app, &channel);
-            result
-        })
+            member => app
+                .subscribe(conn, channel, member.as_ref(), &ClusterRules::here(app))
+                .map(|_| ()),
+        };
+        inner.write_subscriptions(app, channel);
+        inner.announce_count(app, channel);
+        result
     }
 
-    fn unsubscribe(
+    pub(super) async fn unsubscribe(&self, app: &Arc<AppHub>, socket: SocketId, channel: &str) {
+        self.inner.leave(app, socket, channel).await;
+        self.inner.announce_count(app, channel);
+    }
+
+    pub(super) async fn user_signed_in(
         &self,
-        app: Arc<AppHub>,
-        socket: SocketId,
-        channel: String,
-    ) -> BoxFuture<'static, ()> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            inner.leave(&app, socket, &channel).await;
-            inner.announce_count(&app, &channel);
-        })
+        app: &Arc<AppHub>,
+        user_id: &Arc<str>,
+        conn: &Arc<Connection>,
+    ) {
+        self.inner.sign_in(app, user_id, conn).await
     }
 
-    fn user_signed_in(
-        &self,
-        app: Arc<AppHub>,
-        user_id: Arc<str>,
-        conn: Arc<Connection>,
-    ) -> BoxFuture<'static, ()> {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.sign_in(&app, &user_id, &conn).await })
+    pub(super) async fn user_signed_out(&self, app: &Arc<AppHub>, user_id: &str, socket: SocketId) {
+        self.inner.sign_out(app, user_id, socket).await
     }
 
-    fn user_signed_out(
-        &self,
-        app: Arc<AppHub>,
-        user_id: Arc<str>,
-        socket: SocketId,
-    ) -> BoxFuture<'static, ()> {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.sign_out(&app, &user_id, socket).await })
-    }
-
-    fn online(&self, app: Arc<AppHub>, user_ids: Vec<Arc<str>>) -> BoxFuture<'static, Vec<bool>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let local: Vec<bool> = user_ids.iter().map(|id| app.is_online(id)).collect();
-            if user_ids.is_empty() || !inner.healthy() {
-                return local;
+    pub(super) async fn online(&self, app: &AppHub, user_ids: &[Arc<str>]) -> Vec<bool> {
+        let inner = &self.inner;
+        let local: Vec<bool> = user_ids.iter().map(|id| app.is_online(id)).collect();
+        if user_ids.is_empty() || !inner.healthy() {
+            return local;
+        }
+        let keys = inner.keys.presence(&app.app.id, ONLINE, &inner.keys.node);
+        let mut pipe = redis::pipe();
+        for id in user_ids {
+            pipe.hexists(&keys.users, &**id);
+        }
+        match pipe
+            .query_async::<Vec<bool>>(&mut inner.redis.clone())
+            .await
+        {
+            Ok(remote) => remote.into_iter().zip(local).map(|(r, l)| r || l).collect(),
+            Err(e) => {
+                inner.mark_unhealthy(&e);
+                local
             }
-            let keys = inner.keys.presence(&app.app.id, ONLINE, &inner.keys.node);
-            let mut pipe = redis::pipe();
-            for id in &user_ids {
-                pipe.hexists(&keys.users, &**id);
-            }
-            match pipe
-                .query_async::<Vec<bool>>(&mut inner.redis.clone())
-                .await
-            {
-                Ok(remote) => remote.into_iter().zip(local).map(|(r, l)| r || l).collect(),
-                Err(e) => {
-                    inner.mark_unhealthy(&e);
-                    local
-                }
-            }
-        })
+        }
     }
 
-    fn connections_elsewhere(&self, app: &AppHub) -> usize {
+    pub(super) fn connections_elsewhere(&self, app: &AppHub) -> usize {
         self.inner.elsewhere.get(&app.app.id).map_or(0, |n| *n)
     }
 
-    fn connections_changed(&self, app: &AppHub) {
+    pub(super) fn connections_changed(&self, app: &AppHub) {
         self.inner.writer.send(Write::Count {
             key: self.inner.keys.connections(&app.app.id),
             field: self.inner.keys.node.clone(),
@@ -675,73 +730,65 @@ impl Adapter for RedisAdapter {
         });
     }
 
-    fn channels(
+    pub(super) async fn channels(
         &self,
-        app: Arc<AppHub>,
-        prefix: Option<String>,
-    ) -> BoxFuture<'static, AdapterResult<Vec<(String, ChannelStats)>>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            inner
-                .cluster_channels(&app, prefix.as_deref())
-                .await
-                .map_err(unavailable)
-        })
+        app: &AppHub,
+        prefix: Option<&str>,
+    ) -> AdapterResult<Vec<(String, ChannelStats)>> {
+        self.inner
+            .cluster_channels(app, prefix)
+            .await
+            .map_err(unavailable)
     }
 
-    fn channel(
+    pub(super) async fn channel(
         &self,
-        app: Arc<AppHub>,
-        name: String,
-    ) -> BoxFuture<'static, AdapterResult<Option<ChannelStats>>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let counts = inner
-                .subscription_counts(&app.app.id)
+        app: &AppHub,
+        name: &str,
+    ) -> AdapterResult<Option<ChannelStats>> {
+        let inner = &self.inner;
+        let counts = inner
+            .subscription_counts(&app.app.id)
+            .await
+            .map_err(unavailable)?;
+        let Some(&subscription_count) = counts.get(name) else {
+            return Ok(None);
+        };
+        let user_count = if ChannelType::of(name).is_presence() {
+            let users = inner
+                .user_counts(&app.app.id, &[name])
                 .await
                 .map_err(unavailable)?;
-            let Some(&subscription_count) = counts.get(&name) else {
-                return Ok(None);
-            };
-            let user_count = if ChannelType::of(&name).is_presence() {
-                let users = inner
-                    .user_counts(&app.app.id, &[name.as_str()])
-                    .await
-                    .map_err(unavailable)?;
-                users.first().copied()
-            } else {
-                None
-            };
-            Ok(Some(ChannelStats {
-                subscription_count,
-                user_count,
-            }))
-        })
+            users.first().copied()
+        } else {
+            None
+        };
+        Ok(Some(ChannelStats {
+            subscription_count,
+            user_count,
+        }))
     }
 
-    fn channel_users(
+    pub(super) async fn channel_users(
         &self,
-        app: Arc<AppHub>,
-        name: String,
-    ) -> BoxFuture<'static, AdapterResult<Vec<String>>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let keys = inner.keys.presence(&app.app.id, &name, &inner.keys.node);
-            inner
-                .redis
-                .clone()
-                .hkeys(keys.users)
-                .await
-                .map_err(unavailable)
-        })
+        app: &AppHub,
+        name: &str,
+    ) -> AdapterResult<Vec<String>> {
+        let inner = &self.inner;
+        let keys = inner.keys.presence(&app.app.id, name, &inner.keys.node);
+        inner
+            .redis
+            .clone()
+            .hkeys(keys.users)
+            .await
+            .map_err(unavailable)
     }
 
-    fn ready(&self) -> bool {
+    pub(super) fn ready(&self) -> bool {
         self.inner.healthy() && self.inner.relay_ready.load(Ordering::Acquire)
     }
 
-    fn shutdown(&self) -> BoxFuture<'static, ()> {
-        let inner = self.inner.clone();
-        Box::pin(async move { node::leave_cluster(&inner).await })
+    pub(super) async fn shutdown(&self) {
+        node::leave_cluster(&self.inner).await
     }
 }

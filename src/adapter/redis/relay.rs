@@ -87,9 +87,7 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
             frame,
             except: ex,
         } => {
-            let frame: bytestring::ByteString = frame.into();
-            app.store_cached(&channel, frame.clone());
-            app.publish(&channel, &frame, except(&ex));
+            app.publish_cached(&channel, &frame.into(), except(&ex));
         }
         Command::TerminateUser { user_id } => {
             app.terminate_user(&user_id);
