@@ -11,6 +11,8 @@ mod client_event;
 mod rate_limit;
 mod signin;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -164,7 +166,7 @@ fn check_protocol(query: &str, strict: bool) -> Result<(), Close> {
 }
 
 #[cfg(test)]
-mod tests {
+mod protocol_tests {
     use super::*;
 
     #[test]
