@@ -26,7 +26,8 @@ use std::time::Duration;
 use bytestring::ByteString;
 use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncCommands, IntoConnectionInfo};
 use serde_json::value::RawValue;
 use tracing::warn;
 
@@ -86,8 +87,15 @@ impl RedisAdapter {
     /// Connects lazily (the node starts even while Redis is down) and starts
     /// the relay subscriber, the writer and the heartbeat.
     pub fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<RedisAdapter, String> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("invalid cluster.url: {e}"))?;
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("invalid cluster.url: {e}"))?
+            // Relay frames are small and latency-bound: no Nagle delay.
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client =
+            redis::Client::open(info).map_err(|e| format!("invalid cluster.url: {e}"))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_connection_timeout(Some(REDIS_TIMEOUT))
