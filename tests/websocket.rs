@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Server, KEY};
+use common::{Client, Endpoint, Server, KEY};
 use serde_json::json;
 
 #[actix_rt::test]

@@ -30,6 +30,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Anything the HTTP helpers can talk to.
 pub trait Endpoint {
     fn port(&self) -> u16;
+
+    fn ws_url(&self, key: &str, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/app/{key}?{query}", self.port())
+    }
 }
 
 /// A server this process does not own.
@@ -148,10 +152,6 @@ impl Server {
         }
     }
 
-    pub fn ws_url(&self, key: &str, query: &str) -> String {
-        format!("ws://127.0.0.1:{}/app/{key}?{query}", self.port)
-    }
-
     /// Sends SIGTERM (graceful shutdown).
     pub fn terminate(&self) {
         let _ = Command::new("kill")
@@ -227,7 +227,7 @@ pub struct Closed {
 
 impl Client {
     /// Connects and reads `pusher:connection_established`.
-    pub async fn connect(server: &Server) -> Client {
+    pub async fn connect(server: &impl Endpoint) -> Client {
         let mut client =
             Client::open(&server.ws_url(KEY, "protocol=7&client=js&version=8.4.0&flash=false"))
                 .await;
