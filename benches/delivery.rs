@@ -33,6 +33,22 @@ struct Report {
     deliveries: usize,
     elapsed: Duration,
     latencies: Vec<u64>,
+    /// CPU time (user + system) the server processes spent during the run.
+    server_cpu: Duration,
+}
+
+/// User + system CPU time of a process so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks (100 per second here).
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 impl Report {
@@ -43,7 +59,7 @@ impl Report {
             self.latencies.get(i).copied().unwrap_or(0) as f64 / 1000.0
         };
         println!(
-            "{label:<28} {:>8} deliveries in {:>6.2} s = {:>9.0} msg/s   latency ms p50 {:>6.2}  p95 {:>6.2}  p99 {:>6.2}  max {:>6.2}",
+            "{label:<28} {:>8} deliveries in {:>6.2} s = {:>9.0} msg/s   latency ms p50 {:>6.2}  p95 {:>6.2}  p99 {:>6.2}  max {:>6.2}   server CPU {:>5.2} µs/delivery",
             self.deliveries,
             self.elapsed.as_secs_f64(),
             self.deliveries as f64 / self.elapsed.as_secs_f64(),
@@ -51,6 +67,7 @@ impl Report {
             pct(0.95),
             pct(0.99),
             pct(1.0),
+            self.server_cpu.as_secs_f64() * 1e6 / self.deliveries.max(1) as f64,
         );
     }
 }
@@ -81,6 +98,13 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
         })
         .collect();
 
+    let pids = [receiver.pid(), publisher.pid()];
+    let distinct = if pids[0] == pids[1] {
+        &pids[..1]
+    } else {
+        &pids[..]
+    };
+    let cpu_before: Duration = distinct.iter().map(|p| cpu_time(*p)).sum();
     let start = Instant::now();
     let in_flight = 8;
     let per_task = messages.div_ceil(in_flight);
@@ -108,10 +132,12 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
     for c in collectors {
         latencies.extend(c.await.expect("collector"));
     }
+    let server_cpu = distinct.iter().map(|p| cpu_time(*p)).sum::<Duration>() - cpu_before;
     Report {
         deliveries: latencies.len(),
         elapsed: start.elapsed(),
         latencies,
+        server_cpu,
     }
 }
 

@@ -1,13 +1,15 @@
 //! Memory per idle connection (not a test): the release `herald` binary's
 //! resident memory before and after opening N idle WebSocket connections
-//! that each subscribed to one channel.
+//! that each subscribed to one channel, and again after each connection
+//! received one 9 KiB event (what a burst leaves behind once it is flushed).
 //!
 //! `cargo bench --bench idle` (env: BENCH_CONNECTIONS, default 5000).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Client, Server};
+use common::{trigger, Client, Server};
+use serde_json::json;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -43,5 +45,24 @@ async fn main() {
     println!(
         "{n} idle connections: RSS {before} KiB -> {after} KiB = {:.1} KiB per connection",
         (after.saturating_sub(before)) as f64 / n as f64
+    );
+
+    // One 9 KiB event to every connection, then idle again.
+    let payload = "x".repeat(9 * 1024);
+    for channel in 0..100 {
+        let r = trigger(
+            &server,
+            json!({"name": "big", "channel": format!("idle-{channel}"), "data": payload}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    for client in &mut clients {
+        client.expect("big").await;
+    }
+    let settled = rss_kib(server.pid());
+    println!(
+        "after one 9 KiB event each: RSS {settled} KiB = {:.1} KiB per connection",
+        (settled.saturating_sub(before)) as f64 / n as f64
     );
 }

@@ -73,10 +73,17 @@ async fn presence_churn(churn_on: &Server, observe_on: &Server, label: &str) {
                     Some("pusher_internal:member_removed") => false,
                     _ => continue,
                 };
-                let user = frame["data"]["user_id"].as_str().unwrap_or_default().to_owned();
+                let user = frame["data"]["user_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 if let Some(at) = sent.borrow().get(&(is_added, user)) {
                     let micros = now.duration_since(*at).as_micros() as u64;
-                    if is_added { added.push(micros) } else { removed.push(micros) }
+                    if is_added {
+                        added.push(micros)
+                    } else {
+                        removed.push(micros)
+                    }
                 }
             }
             (added, removed)
@@ -91,15 +98,30 @@ async fn presence_churn(churn_on: &Server, observe_on: &Server, label: &str) {
                 let mut client = Client::connect(&server).await;
                 for round in 0..rounds {
                     let user = format!("c{i}-r{round}");
-                    sent.borrow_mut().insert((true, user.clone()), Instant::now());
-                    let ok = client.join(channel, &user, json!({"n": i})).await;
-                    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+                    sent.borrow_mut()
+                        .insert((true, user.clone()), Instant::now());
+                    let mut reply = client.join(channel, &user, json!({"n": i})).await;
+                    // Other churners' member events may come first.
+                    while reply["event"] != "pusher_internal:subscription_succeeded" {
+                        assert_ne!(reply["event"], "pusher:subscription_error", "{reply}");
+                        reply = client.recv().await;
+                    }
                     sent.borrow_mut().insert((false, user), Instant::now());
                     client
                         .send(json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}))
                         .await;
+                    // The benchmark's client socket has Nagle on: a ping
+                    // answered now gets the unsubscribe acknowledged, so the
+                    // next join is not held back on the client side.
+                    client
+                        .send(json!({"event": "pusher:ping", "data": {}}))
+                        .await;
+                    while client.recv().await["event"] != "pusher:pong" {}
                     // A short, jittered think time so rounds interleave.
-                    actix_rt::time::sleep(Duration::from_millis(5 + (i as u64 * 7 + round as u64) % 20)).await;
+                    actix_rt::time::sleep(Duration::from_millis(
+                        5 + (i as u64 * 7 + round as u64) % 20,
+                    ))
+                    .await;
                 }
             })
         })

@@ -60,10 +60,18 @@ fn nodelay(pid: u32, fd: RawFd) -> bool {
     // returned descriptor is checked and closed by OwnedFd.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
-        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
         let pidfd = OwnedFd::from_raw_fd(pidfd as RawFd);
         let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd_raw(&pidfd), fd, 0);
-        assert!(copy >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        assert!(
+            copy >= 0,
+            "pidfd_getfd: {}",
+            std::io::Error::last_os_error()
+        );
         let copy = OwnedFd::from_raw_fd(copy as RawFd);
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -116,5 +124,8 @@ async fn redis_connections_have_nodelay() {
     client.subscribe("latency").await;
     let redis_port = redis.port;
     let checked = assert_all_nodelay(server.pid(), "Redis", |_, remote| remote == redis_port);
-    assert!(checked >= 2, "expected the relay and command connections, found {checked}");
+    assert!(
+        checked >= 2,
+        "expected the relay and command connections, found {checked}"
+    );
 }

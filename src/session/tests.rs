@@ -76,7 +76,10 @@ async fn join_presence(session: &mut Session, channel: &str, user_id: &str) {
 #[tokio::test]
 async fn admission_refuses_unknown_apps_and_protocols() {
     let (hub, ctx) = hub(|_| {});
-    assert_eq!(admit(&hub, &ctx, "nope", "").err(), Some(Close::APP_NOT_FOUND));
+    assert_eq!(
+        admit(&hub, &ctx, "nope", "").err(),
+        Some(Close::APP_NOT_FOUND)
+    );
     assert_eq!(
         admit(&hub, &ctx, KEY, "protocol=3").err(),
         Some(Close::UNSUPPORTED_PROTOCOL)
@@ -134,7 +137,10 @@ async fn presence_members_are_who_their_signature_says() {
 
     let added = frames(&mut alice);
     assert_eq!(events(&added), ["pusher_internal:member_added"]);
-    assert_eq!(added[0]["data"], r#"{"user_id":"bob","user_info":{"name":"bob"}}"#);
+    assert_eq!(
+        added[0]["data"],
+        r#"{"user_id":"bob","user_info":{"name":"bob"}}"#
+    );
 
     // A client event carries the sender's member id, never what it claims,
     // and is not echoed back.

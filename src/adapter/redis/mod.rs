@@ -94,8 +94,7 @@ impl RedisAdapter {
             .map_err(|e| format!("invalid cluster.url: {e}"))?
             // Relay frames are small and latency-bound: no Nagle delay.
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client =
-            redis::Client::open(info).map_err(|e| format!("invalid cluster.url: {e}"))?;
+        let client = redis::Client::open(info).map_err(|e| format!("invalid cluster.url: {e}"))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_connection_timeout(Some(REDIS_TIMEOUT))
