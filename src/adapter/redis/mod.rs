@@ -173,10 +173,9 @@ impl Inner {
         except: Option<SocketId>,
         cached: bool,
     ) {
-        let inner = self;
         if cached {
-            inner.writer.send(Write::Cache {
-                key: inner.keys.cached(&app.app.id, channel),
+            self.writer.send(Write::Cache {
+                key: self.keys.cached(&app.app.id, channel),
                 frame: frame.to_string(),
                 ttl: app.app.cache_ttl,
             });
@@ -199,7 +198,7 @@ impl Inner {
                 except,
             }
         };
-        inner.relay(app, command);
+        self.relay(app, command);
     }
 
     /// Writes this node's subscriber count of a channel.
