@@ -2,10 +2,17 @@
 //! admitted connection running [`socket::run`] over a protocol
 //! [`Session`](crate::session::Session).
 
+mod frame_guard;
 mod socket;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason};
+use futures_util::Stream;
 
 use crate::protocol::{messages, Close};
 use crate::session;
@@ -20,13 +27,23 @@ pub async fn upgrade(
     key: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (response, ws, stream) = actix_ws::handle(&req, body)?;
-    match session::admit(
+    let admitted = session::admit(
         &state.hub,
         &state.session_context(),
         &key,
         req.query_string(),
-    ) {
+    );
+    // Frame sizes are checked on the raw bytes, before actix buffers a frame.
+    let max = match &admitted {
+        Ok(session) => session.app.app.max_message_bytes,
+        Err(_) => REFUSED_MAX_MESSAGE,
+    };
+    let guard: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+        Box::pin(frame_guard::Guarded::new(body.into_inner(), max));
+    let mut guarded = Payload::Stream { payload: guard };
+    let body = web::Payload::from_request(&req, &mut guarded).await?;
+    let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    match admitted {
         Ok(session) => {
             actix_web::rt::spawn(socket::run(session, ws, stream));
         }
@@ -36,6 +53,9 @@ pub async fn upgrade(
     }
     Ok(response)
 }
+
+/// What a refused connection may still send while it is told goodbye.
+const REFUSED_MAX_MESSAGE: usize = 1024;
 
 /// A close frame with a Pusher code.
 pub(crate) fn close_reason(close: Close) -> CloseReason {

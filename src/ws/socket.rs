@@ -142,10 +142,20 @@ async fn write_goodbye(mut ws: actix_ws::Session, close: Option<Close>) {
     }
 }
 
-/// A frame the codec refused: too large, or not valid WebSocket.
+/// A frame the codec (or the frame guard before it) refused: too large, or
+/// not valid WebSocket.
 fn protocol_violation(error: &actix_ws::ProtocolError) -> Close {
+    use actix_web::error::PayloadError;
     match error {
         actix_ws::ProtocolError::Overflow => Close::TOO_LARGE,
+        actix_ws::ProtocolError::Io(io)
+            if io
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<PayloadError>())
+                .is_some_and(|e| matches!(e, PayloadError::Overflow)) =>
+        {
+            Close::TOO_LARGE
+        }
         _ => Close::PROTOCOL_ERROR,
     }
 }
