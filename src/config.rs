@@ -171,6 +171,13 @@ pub struct AppConfig {
     pub max_event_name_length: usize,
     /// Client events per connection per second (0 = unlimited).
     pub client_event_rate: u32,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_connection: usize,
+    /// Frames of any kind a connection may send per second, sustained
+    /// (0 = unlimited); beyond its burst the connection is closed with 4301.
+    pub inbound_rate: u32,
+    /// Frames a connection may send at once before `inbound_rate` applies.
+    pub inbound_burst: u32,
     /// Largest WebSocket message accepted from a client, bytes.
     pub max_message_bytes: usize,
     /// Seconds a cache channel keeps its last event.
@@ -203,6 +210,9 @@ impl Default for AppConfig {
             max_channel_name_length: 200,
             max_event_name_length: 200,
             client_event_rate: 10,
+            max_channels_per_connection: 1000,
+            inbound_rate: 100,
+            inbound_burst: 1000,
             max_message_bytes: 64 * 1024,
             cache_ttl: 30 * 60,
             history_size: 100,
@@ -379,6 +389,13 @@ impl Config {
             )?;
             positive(&at("max_event_name_length"), l.max_event_name_length as u64)?;
             positive(&at("max_message_bytes"), l.max_message_bytes as u64)?;
+            positive(
+                &at("max_channels_per_connection"),
+                l.max_channels_per_connection as u64,
+            )?;
+            if l.inbound_rate > 0 {
+                positive(&at("inbound_burst"), l.inbound_burst as u64)?;
+            }
             positive(&at("cache_ttl"), l.cache_ttl)?;
             positive(&at("history_ttl"), l.history_ttl)?;
             if app.require_signin {

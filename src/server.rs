@@ -53,6 +53,9 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             .default_service(web::to(not_found))
     })
     .disable_signals()
+    // Remembers each accepted socket, so that a finished WebSocket session
+    // can end it even when the client stopped reading (ws::PeerSocket).
+    .on_connect(ws::PeerSocket::on_connect)
     // Frames are small and latency matters more than packet count: without
     // this, a second small frame waits for the client's delayed ACK.
     .tcp_nodelay(true)

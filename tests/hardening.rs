@@ -161,3 +161,138 @@ fn an_oversized_frame_is_refused_at_its_header_and_never_buffered() {
     );
     assert_eq!(socket.close_code(), Some(1009));
 }
+
+/// Whether the server still has an ESTABLISHED TCP connection from our
+/// socket's port.
+fn server_holds(server: &Server, socket: &RawSocket) -> bool {
+    let ours = socket.stream.local_addr().expect("local addr").port();
+    let port = server.port;
+    ["tcp", "tcp6"].iter().any(|table| {
+        std::fs::read_to_string(format!("/proc/{}/net/{table}", server.pid()))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port_of = |addr: &str| {
+                    addr.rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                };
+                fields.len() > 3
+                    && fields[3] == "01"
+                    && port_of(fields[1]) == Some(port)
+                    && port_of(fields[2]) == Some(ours)
+            })
+    })
+}
+
+/// Waits until the server has let go of our socket's TCP connection.
+async fn released_within(server: &Server, socket: &RawSocket, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if !server_holds(server, socket) {
+            return true;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn subscribe_frame(channel: &str) -> Vec<u8> {
+    let text = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#);
+    let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+#[actix_rt::test]
+async fn a_slow_consumer_is_closed_and_its_tcp_connection_released() {
+    let server = Server::start();
+    let mut socket = RawSocket::open(&server, "/app/app-key?protocol=7");
+    socket.read_until(|r| find(r, b"connection_established").is_some());
+    socket
+        .stream
+        .write_all(&subscribe_frame("flood"))
+        .expect("subscribe");
+    socket.read_until(|r| find(r, b"subscription_succeeded").is_some());
+    // Stop reading; publish until the server gives up on the client.
+    let data = "x".repeat(9 * 1024);
+    let batch: Vec<serde_json::Value> = (0..10)
+        .map(|_| serde_json::json!({"name": "big", "channel": "flood", "data": data}))
+        .collect();
+    let body = serde_json::json!({ "batch": batch }).to_string();
+    for _ in 0..400 {
+        let r = common::api(
+            &server,
+            "POST",
+            "/apps/app-id/batch_events",
+            "",
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        if !server_holds(&server, &socket) {
+            break;
+        }
+    }
+    assert!(
+        released_within(&server, &socket, Duration::from_secs(10)).await,
+        "the server still holds the slow consumer's TCP connection"
+    );
+}
+
+#[actix_rt::test]
+async fn subscriptions_per_connection_are_capped() {
+    let server = Server::with_config(
+        "[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nmax_channels_per_connection = 10\n",
+    );
+    let mut client = common::Client::connect(&server).await;
+    for i in 0..10 {
+        let ok = client.subscribe(&format!("c-{i}")).await;
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    }
+    let refused = client.subscribe("c-10").await;
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    assert_eq!(refused["data"]["type"], "LimitReached");
+    // Subscribing again to a channel it is on is no new channel.
+    let again = client.subscribe("c-3").await;
+    assert_eq!(again["event"], "pusher_internal:subscription_succeeded");
+    // After leaving one, there is room again.
+    client
+        .send(serde_json::json!({"event": "pusher:unsubscribe", "data": {"channel": "c-0"}}))
+        .await;
+    let ok = client.subscribe("c-10").await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+}
+
+/// A masked client ping frame.
+fn ping_frame() -> Vec<u8> {
+    let mut frame = vec![0x89, 0x80 | 4, 0, 0, 0, 0];
+    frame.extend_from_slice(b"ping");
+    frame
+}
+
+#[actix_rt::test]
+async fn a_client_flooding_frames_is_closed_and_released() {
+    let server = Server::start();
+    let mut socket = RawSocket::open(&server, "/app/app-key?protocol=7");
+    socket.read_until(|r| find(r, b"connection_established").is_some());
+    let before = rss_kib(server.pid());
+    // Pings, never reading the pongs: 20 000 frames, far past the default
+    // burst of 1000.
+    let flood: Vec<u8> = (0..20_000).flat_map(|_| ping_frame()).collect();
+    socket
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let _ = socket.stream.write_all(&flood);
+    assert!(
+        released_within(&server, &socket, Duration::from_secs(10)).await,
+        "the server still holds the flooding client's TCP connection"
+    );
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    assert!(grown < 16 * 1024, "server grew by {grown} KiB");
+    socket.closed_within(Duration::from_secs(2));
+    assert_eq!(socket.close_code(), Some(4301));
+}

@@ -194,7 +194,10 @@ async fn run(
             biased;
             _ = &mut close_requested => break true,
             text = inbox.recv() => match text {
-                Some(text) => session.handle_text(&text).await,
+                Some(text) => match session.count_inbound() {
+                    Ok(()) => session.handle_text(&text).await,
+                    Err(close) => http.conn.request_close(close),
+                },
                 None => break false,
             },
             _ = check.tick() => {

@@ -63,6 +63,12 @@ impl Close {
     pub const PONG_TIMEOUT: Close =
         Close::refusal(codes::PONG_NOT_RECEIVED, "Pong reply not received");
 
+    /// The client sent more frames than its inbound budget allows.
+    pub const INBOUND_RATE: Close = Close::refusal(
+        codes::CLIENT_EVENT_RATE_LIMIT,
+        "Too many messages: inbound rate limit exceeded",
+    );
+
     /// The client's outbound queue is full: it does not read fast enough.
     pub const TOO_SLOW: Close =
         Close::silent(codes::OVER_CAPACITY, "Client too slow to receive messages");

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use self::rate_limit::RateLimit;
+use self::rate_limit::{RateLimit, TokenBucket};
 use self::signin::SignedInUser;
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
@@ -49,6 +49,8 @@ pub struct Session {
     channels: HashMap<String, Option<Arc<str>>>,
     user: Option<SignedInUser>,
     client_events: RateLimit,
+    /// Every frame the client sends takes a token.
+    inbound: TokenBucket,
 }
 
 impl Session {
@@ -62,11 +64,23 @@ impl Session {
         Session {
             socket_id: conn.socket_id.to_string(),
             ctx,
-            app,
             conn,
             channels: HashMap::new(),
             user: None,
             client_events: RateLimit::per_second(rate),
+            inbound: TokenBucket::new(app.app.inbound_rate, app.app.inbound_burst),
+            app,
+        }
+    }
+
+    /// Counts one frame from the client (of any kind, pings included)
+    /// against its inbound budget; the transport closes the connection
+    /// with the returned close when the budget is spent.
+    pub fn count_inbound(&mut self) -> Result<(), Close> {
+        if self.inbound.take() {
+            Ok(())
+        } else {
+            Err(Close::INBOUND_RATE)
         }
     }
 

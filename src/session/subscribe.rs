@@ -65,6 +65,18 @@ impl Session {
             );
             return;
         }
+        let max = self.app.app.max_channels_per_connection;
+        if self.channels.len() >= max && !self.channels.contains_key(name) {
+            self.refuse(
+                name,
+                Refusal {
+                    kind: "LimitReached",
+                    message: format!("A connection may be subscribed to at most {max} channels"),
+                    status: 429,
+                },
+            );
+            return;
+        }
         let kind = ChannelType::of(name);
         let member = match self.authorize(name, kind, &data) {
             Ok(member) => member,

@@ -3,7 +3,10 @@
 //! [`Session`](crate::session::Session).
 
 mod frame_guard;
+mod peer;
 mod socket;
+
+pub use peer::PeerSocket;
 
 use std::pin::Pin;
 
@@ -43,12 +46,17 @@ pub async fn upgrade(
     let mut guarded = Payload::Stream { payload: guard };
     let body = web::Payload::from_request(&req, &mut guarded).await?;
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    let peer = req.conn_data::<PeerSocket>().map(PeerSocket::handle);
     match admitted {
         Ok(session) => {
-            actix_web::rt::spawn(socket::run(session, ws, stream));
+            actix_web::rt::spawn(socket::run(session, ws, stream, peer));
         }
         Err(refusal) => {
-            actix_web::rt::spawn(socket::say_goodbye(ws, Some(refusal)));
+            actix_web::rt::spawn(async move {
+                socket::say_goodbye(ws, Some(refusal)).await;
+                drop(stream);
+                socket::release(peer).await;
+            });
         }
     }
     Ok(response)

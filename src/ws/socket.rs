@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix_ws::{AggregatedMessage, MessageStream};
 use tokio::time::{sleep_until, Instant};
 
+use super::peer::SocketHandle;
 use super::{close_reason, error_frame};
 use crate::protocol::{messages, Close};
 use crate::session::Session;
@@ -23,8 +24,14 @@ struct Liveness {
     ping_sent: Option<Instant>,
 }
 
-/// Runs the connection until either side closes it.
-pub(super) async fn run(mut session: Session, mut ws: actix_ws::Session, stream: MessageStream) {
+/// Runs the connection until either side closes it, then makes sure the
+/// TCP connection ends too.
+pub(super) async fn run(
+    mut session: Session,
+    mut ws: actix_ws::Session,
+    stream: MessageStream,
+    peer: Option<SocketHandle>,
+) {
     let max = session.app.app.max_message_bytes;
     let mut stream = stream
         .max_frame_size(max)
@@ -73,6 +80,9 @@ pub(super) async fn run(mut session: Session, mut ws: actix_ws::Session, stream:
                 };
                 alive.last_seen = Instant::now();
                 alive.ping_sent = None;
+                if let Err(close) = session.count_inbound() {
+                    break Some(close);
+                }
                 match message {
                     AggregatedMessage::Text(text) => session.handle_text(&text).await,
                     AggregatedMessage::Ping(bytes) => {
@@ -115,7 +125,20 @@ pub(super) async fn run(mut session: Session, mut ws: actix_ws::Session, stream:
     };
 
     say_goodbye(ws, close).await;
+    drop(stream);
     session.leave_everything().await;
+    release(peer).await;
+}
+
+/// How long actix gets to flush the goodbye and shut the TCP connection
+/// after the session ended, before Herald resets it.
+const RELEASE_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends the TCP connection of a finished session (see `peer`).
+pub(super) async fn release(peer: Option<SocketHandle>) {
+    if let Some(peer) = peer {
+        peer.release(RELEASE_GRACE).await;
+    }
 }
 
 /// How long the final error and close frames may take to be written.

@@ -1,0 +1,94 @@
+//! The TCP socket under a WebSocket connection, so that a session that ends
+//! makes sure its socket ends too.
+//!
+//! actix-http's connection task owns the socket. A client that stops reading
+//! leaves that task waiting forever to flush its write buffer, holding the
+//! socket (and megabytes of kernel buffers) outside any quota. So when a
+//! session has ended and the connection task has not finished within a
+//! grace period, Herald resets the socket (`SO_LINGER` 0, then `shutdown`):
+//! the connection task wakes with an error and drops it, and the kernel
+//! frees its buffers at once.
+//!
+//! Why touching the raw descriptor is sound: the connection task, the
+//! upgrade handler and the session task all run on one actix worker thread.
+//! The descriptor is used only while `alive`, which lives in the
+//! connection's data and is dropped together with the socket, can still be
+//! upgraded; nothing on this thread can close the socket in between.
+
+use std::any::Any;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use actix_web::dev::Extensions;
+use socket2::SockRef;
+use tokio::time::Instant;
+
+/// How often a finished session checks whether its socket is gone.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Stored in each TCP connection's data when it is accepted.
+pub struct PeerSocket {
+    fd: RawFd,
+    alive: Rc<()>,
+}
+
+impl PeerSocket {
+    /// `HttpServer::on_connect` hook: remembers the accepted socket.
+    pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            data.insert(PeerSocket {
+                fd: tcp.as_raw_fd(),
+                alive: Rc::new(()),
+            });
+        }
+    }
+
+    /// A handle that does not keep the connection's data alive.
+    pub fn handle(&self) -> SocketHandle {
+        SocketHandle {
+            fd: self.fd,
+            alive: Rc::downgrade(&self.alive),
+        }
+    }
+}
+
+/// A session's view of its socket.
+pub struct SocketHandle {
+    fd: RawFd,
+    alive: Weak<()>,
+}
+
+impl SocketHandle {
+    /// Whether actix still holds the socket.
+    fn is_open(&self) -> bool {
+        self.alive.strong_count() > 0
+    }
+
+    /// Waits up to `grace` for actix to finish with the socket (the close
+    /// frame flushed and the TCP connection shut), then resets it if it is
+    /// still held.
+    pub async fn release(self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.is_open() && Instant::now() < deadline {
+            tokio::time::sleep(CHECK_EVERY).await;
+        }
+        if self.is_open() {
+            self.reset();
+        }
+    }
+
+    fn reset(&self) {
+        // Checked again right before use: see the module comment.
+        let Some(_alive) = self.alive.upgrade() else {
+            return;
+        };
+        // SAFETY: the connection task still owns the descriptor (alive is
+        // held), and it cannot be closed before this function returns.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let socket = SockRef::from(&fd);
+        let _ = socket.set_linger(Some(Duration::ZERO));
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+}
