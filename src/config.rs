@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Allowed clock skew of `auth_timestamp` on HTTP API requests, seconds.
     pub http_timestamp_window: u64,
+    /// Seconds a request body (HTTP API, `xhr_send`) may take to arrive.
+    pub request_body_timeout: u64,
     /// Refuse connections that send no `protocol` query parameter (4008).
     pub require_protocol_param: bool,
     /// Seconds given to open connections to leave on shutdown.
@@ -127,6 +129,7 @@ impl Default for ServerConfig {
             connection_queue: 1024,
             max_request_bytes: 1024 * 1024,
             http_timestamp_window: 600,
+            request_body_timeout: 10,
             require_protocol_param: false,
             shutdown_timeout: 10,
             http_session_timeout: 10,
@@ -323,6 +326,7 @@ impl Config {
         positive("server.connection_queue", s.connection_queue as u64)?;
         positive("server.max_request_bytes", s.max_request_bytes as u64)?;
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
+        positive("server.request_body_timeout", s.request_body_timeout)?;
         positive("server.http_session_timeout", s.http_session_timeout)?;
         let c = &self.cluster;
         if c.driver == ClusterDriver::Redis {

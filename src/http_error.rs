@@ -17,6 +17,8 @@ pub enum HttpError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
@@ -29,6 +31,7 @@ impl ResponseError for HttpError {
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+            HttpError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -44,6 +47,17 @@ impl HttpError {
     /// status (for endpoints that add headers, such as CORS).
     pub fn respond(&self, mut builder: HttpResponseBuilder) -> HttpResponse {
         builder.json(json!({ "error": self.to_string() }))
+    }
+}
+
+impl From<crate::support::body::BodyError> for HttpError {
+    fn from(e: crate::support::body::BodyError) -> Self {
+        use crate::support::body::BodyError;
+        match e {
+            BodyError::TooLarge(_) => HttpError::PayloadTooLarge(e.to_string()),
+            BodyError::TooSlow(_) => HttpError::RequestTimeout(e.to_string()),
+            BodyError::Read(_) => HttpError::BadRequest(e.to_string()),
+        }
     }
 }
 

@@ -296,3 +296,114 @@ async fn a_client_flooding_frames_is_closed_and_released() {
     socket.closed_within(Duration::from_secs(2));
     assert_eq!(socket.close_code(), Some(4301));
 }
+
+/// `path?query` signed for `body` as the SDKs sign it.
+fn signed_target(method: &str, path: &str, body: &[u8]) -> String {
+    let params = vec![
+        ("auth_key".to_owned(), common::KEY.to_owned()),
+        ("auth_timestamp".to_owned(), common::unix_now().to_string()),
+        ("auth_version".to_owned(), "1.0".to_owned()),
+        ("body_md5".to_owned(), herald::auth::md5_hex(body)),
+    ];
+    let to_sign = herald::auth::http_string_to_sign(method, path, &params);
+    let signature = herald::auth::sign(common::SECRET, to_sign.as_bytes());
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{path}?{}&auth_signature={signature}", query.join("&"))
+}
+
+/// Sends a request head announcing `length` body bytes, then `sent` of them.
+fn start_upload(server: &Server, target: &str, length: usize, sent: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    write!(
+        stream,
+        "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .expect("head");
+    stream.write_all(sent).expect("body");
+    stream
+}
+
+/// The status of the response on `stream`, waiting at most `limit`.
+fn status_within(stream: &mut TcpStream, limit: Duration) -> Option<u16> {
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn api_bodies_are_read_only_after_the_signature_and_within_a_deadline() {
+    let server = Server::with_config("[server]\nrequest_body_timeout = 1\n");
+    let before = rss_kib(server.pid());
+    // Unsigned uploads that stall: refused from the request line, at once,
+    // without reading (or holding) their bodies.
+    let mut stalled: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            start_upload(
+                &server,
+                "/apps/app-id/events?auth_key=app-key&auth_timestamp=1&auth_version=1.0&auth_signature=00",
+                1 << 20,
+                &vec![b' '; 64 * 1024],
+            )
+        })
+        .collect();
+    for stream in &mut stalled {
+        assert_eq!(status_within(stream, Duration::from_secs(3)), Some(401));
+    }
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    assert!(grown < 32 * 1024, "server grew by {grown} KiB");
+
+    // A signed upload that stops one byte short: 408 after the deadline.
+    let body = br#"{"name":"e","channel":"c","data":"{}"}"#;
+    let target = signed_target("POST", "/apps/app-id/events", body);
+    let started = Instant::now();
+    let mut upload = start_upload(&server, &target, body.len(), &body[..body.len() - 1]);
+    assert_eq!(
+        status_within(&mut upload, Duration::from_secs(5)),
+        Some(408)
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // The same request sent whole is accepted.
+    let mut whole = start_upload(&server, &target, body.len(), body);
+    assert_eq!(status_within(&mut whole, Duration::from_secs(5)), Some(200));
+
+    // A body above max_request_bytes is refused from its Content-Length.
+    let mut huge = start_upload(&server, &target, 64 << 20, b"");
+    assert_eq!(status_within(&mut huge, Duration::from_secs(3)), Some(413));
+}
+
+#[actix_rt::test]
+async fn xhr_send_bodies_are_bounded_in_size_and_time() {
+    let server = Server::with_config("[server]\nrequest_body_timeout = 1\n");
+    // Open a pusher-js HTTP session (its first receive request admits it).
+    let base = "/pusher/app/app-key/123/abcdef";
+    let mut open = start_upload(&server, &format!("{base}/xhr?protocol=7"), 0, b"");
+    assert_eq!(status_within(&mut open, Duration::from_secs(5)), Some(200));
+
+    let started = Instant::now();
+    let mut slow = start_upload(&server, &format!("{base}/xhr_send"), 100, b"[\"");
+    assert_eq!(status_within(&mut slow, Duration::from_secs(5)), Some(408));
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    let mut huge = start_upload(&server, &format!("{base}/xhr_send"), 64 << 20, b"");
+    assert_eq!(status_within(&mut huge, Duration::from_secs(3)), Some(413));
+}
+
+#[test]
+fn a_query_string_with_thousands_of_parameters_is_refused() {
+    let server = Server::start();
+    let query: Vec<String> = (0..13_000).map(|i| format!("p{i}=v")).collect();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    write!(
+        stream,
+        "GET /apps/app-id/channels?{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        query.join("&")
+    )
+    .expect("request");
+    let status = status_within(&mut stream, Duration::from_secs(3));
+    // Refused before any signature work: 400 (too many parameters), or
+    // 414/431 if the request line is already too long for the HTTP layer.
+    assert!(matches!(status, Some(400 | 414 | 431)), "{status:?}");
+}

@@ -12,15 +12,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use actix_web::dev::Payload;
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpRequest};
-use futures_util::StreamExt;
 
 pub use crate::http_error::{HttpError, HttpResult};
 
 use crate::hub::AppHub;
 use crate::state::State;
+use crate::support::body;
 use crate::support::clock::unix_secs;
 use crate::support::query::Query;
 
@@ -61,7 +63,10 @@ impl FromRequest for Signed {
     }
 }
 
-async fn authenticate(req: HttpRequest, payload: Payload) -> HttpResult<Signed> {
+/// Finds the app and checks the signature from the request line alone;
+/// only then reads the body (bounded in size and time) and checks it
+/// against the signed `body_md5`.
+async fn authenticate(req: HttpRequest, mut payload: Payload) -> HttpResult<Signed> {
     let state = req
         .app_data::<web::Data<State>>()
         .ok_or_else(|| HttpError::Unavailable("server state missing".into()))?
@@ -74,18 +79,24 @@ async fn authenticate(req: HttpRequest, payload: Payload) -> HttpResult<Signed> 
         .ok_or_else(|| HttpError::NotFound(format!("Unknown app {app_id:?}")))?
         .clone();
     let query = Query::parse(req.query_string())?;
-    let body = read_body(payload, state.server.max_request_bytes).await?;
-    signature::verify(
+    let body_md5 = signature::verify(
         &app.app,
         &signature::SignedParts {
             method: req.method().as_str(),
             path: req.path(),
             query: &query,
-            body: &body,
         },
         unix_secs(),
         state.server.http_timestamp_window,
     )?;
+    let body = body::read(
+        &mut payload,
+        body::content_length(&req),
+        state.server.max_request_bytes,
+        Duration::from_secs(state.server.request_body_timeout),
+    )
+    .await?;
+    signature::verify_body(body_md5.as_deref(), &body)?;
     if !app.app.enabled {
         return Err(HttpError::Forbidden("Application disabled".into()));
     }
@@ -95,22 +106,6 @@ async fn authenticate(req: HttpRequest, payload: Payload) -> HttpResult<Signed> 
         body,
         query,
     })
-}
-
-/// Reads the whole body, refusing it with 413 past `limit` bytes.
-async fn read_body(mut payload: Payload, limit: usize) -> HttpResult<Bytes> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| HttpError::BadRequest(format!("Could not read body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(HttpError::PayloadTooLarge(format!(
-                "Request body larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 /// Parses a JSON body, 400 with the parser's message otherwise.

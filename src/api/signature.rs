@@ -1,7 +1,12 @@
 //! Checks the signature of an HTTP API request exactly as the official SDKs
 //! (PHP, node, python) sign it: `auth_key`, `auth_timestamp` within the
-//! window, `auth_version` 1.0, `body_md5` of the exact body bytes, and
-//! `auth_signature` over every other received parameter.
+//! window, `auth_version` 1.0, `auth_signature` over every other received
+//! parameter, and `body_md5` of the exact body bytes.
+//!
+//! The signature covers `body_md5`, so it is checked from the request line
+//! alone ([`verify`]), before any of the body is read; the body is then read
+//! (bounded in size and time) and compared with the signed MD5
+//! ([`verify_body`]).
 
 use std::collections::BTreeMap;
 
@@ -10,13 +15,12 @@ use crate::config::AppConfig;
 use crate::http_error::HttpError;
 use crate::support::query::{self, Query};
 
-/// A request as the signature sees it.
+/// A request line as the signature sees it.
 pub struct SignedParts<'a> {
     pub method: &'a str,
     /// The path as received (percent-encoded, without query).
     pub path: &'a str,
     pub query: &'a Query,
-    pub body: &'a [u8],
 }
 
 /// The parameters as the SDKs sign them: keys lower-cased, repeated keys
@@ -39,13 +43,14 @@ fn unauthorized(message: impl Into<String>) -> HttpError {
     HttpError::Unauthorized(message.into())
 }
 
-/// Verifies the request; `now` is Unix seconds.
+/// Verifies the request line; `now` is Unix seconds. Returns the signed
+/// `body_md5`, for [`verify_body`].
 pub fn verify(
     app: &AppConfig,
     request: &SignedParts,
     now: u64,
     window: u64,
-) -> Result<(), HttpError> {
+) -> Result<Option<String>, HttpError> {
     let params = signed_params(request.query);
     let param = |key: &str| params.get(key).map(String::as_str);
     let required =
@@ -71,19 +76,7 @@ pub fn verify(
             "Timestamp expired: given timestamp {ts} not within {window}s of server time {now}"
         )));
     }
-    let body_md5 = param("body_md5");
-    if !request.body.is_empty() || body_md5.is_some() {
-        let actual = auth::md5_hex(request.body);
-        match body_md5 {
-            Some(sent) if sent.eq_ignore_ascii_case(&actual) => {}
-            Some(_) => return Err(unauthorized("body_md5 does not match the request body")),
-            None => {
-                return Err(unauthorized(
-                    "Missing body_md5 parameter for a request with a body",
-                ))
-            }
-        }
-    }
+    let body_md5 = param("body_md5").map(str::to_owned);
 
     // The decoded path is what the SDKs sign; the raw one is tried too in
     // case a client signed it as sent.
@@ -94,7 +87,7 @@ pub fn verify(
     for path in [decoded.as_str(), request.path] {
         let to_sign = auth::http_string_to_sign(request.method, path, &params);
         if auth::verify(&app.secret, to_sign.as_bytes(), signature) {
-            return Ok(());
+            return Ok(body_md5);
         }
         tried.push(to_sign);
     }
@@ -102,6 +95,22 @@ pub fn verify(
         "Invalid signature: you should have sent HmacSHA256Hex({:?}, your_secret_key)",
         tried[0]
     )))
+}
+
+/// Checks the body against the signed `body_md5` (required when there is a
+/// body).
+pub fn verify_body(body_md5: Option<&str>, body: &[u8]) -> Result<(), HttpError> {
+    if body.is_empty() && body_md5.is_none() {
+        return Ok(());
+    }
+    let actual = auth::md5_hex(body);
+    match body_md5 {
+        Some(sent) if sent.eq_ignore_ascii_case(&actual) => Ok(()),
+        Some(_) => Err(unauthorized("body_md5 does not match the request body")),
+        None => Err(unauthorized(
+            "Missing body_md5 parameter for a request with a body",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -119,17 +128,17 @@ mod tests {
         body: &[u8],
         now: u64,
     ) -> Result<(), HttpError> {
-        verify(
+        let body_md5 = verify(
             &app(),
             &SignedParts {
                 method,
                 path,
                 query: &Query::parse(query).expect("query"),
-                body,
             },
             now,
             600,
-        )
+        )?;
+        verify_body(body_md5.as_deref(), body)
     }
 
     const BODY: &[u8] =

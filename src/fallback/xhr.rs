@@ -28,10 +28,12 @@ use tokio::time::Instant;
 
 use super::cors;
 use super::framing;
+use crate::http_error::HttpError;
 use crate::hub::Connection;
 use crate::protocol::Close;
 use crate::session::{self, Session};
 use crate::state::State;
+use crate::support::body;
 use crate::support::wait::Generation;
 
 /// A held poll or an idle stream gets a heartbeat at least this often.
@@ -380,14 +382,37 @@ pub async fn polling(
 pub async fn send(
     req: HttpRequest,
     path: SessionPath,
-    body: Bytes,
+    payload: web::Payload,
     sessions: web::Data<HttpSessions>,
+    state: web::Data<State>,
 ) -> HttpResponse {
     let session = session_key(&path).and_then(|id| sessions.sessions.get(&id).map(|s| s.clone()));
     let Some(http) = session else {
         return cors::apply(&req, HttpResponse::NotFound()).finish();
     };
     http.touch();
+    // One message at most max_message_bytes, JSON-escaped inside an array.
+    let limit = 2 * http.max_message_bytes + 1024;
+    let deadline = Duration::from_secs(state.server.request_body_timeout);
+    let read = body::read(
+        &mut payload.into_inner(),
+        body::content_length(&req),
+        limit,
+        deadline,
+    )
+    .await;
+    let body = match read {
+        Ok(body) => body,
+        Err(e) => {
+            if matches!(e, body::BodyError::TooLarge(_)) {
+                // As a WebSocket would: close 1009, message too big.
+                http.conn.request_close(Close::TOO_LARGE);
+            }
+            let e = HttpError::from(e);
+            let status = actix_web::ResponseError::status_code(&e);
+            return e.respond(cors::apply(&req, HttpResponse::build(status)));
+        }
+    };
     let frames: Vec<String> = match serde_json::from_slice(&body) {
         Ok(frames) => frames,
         Err(_) => {
