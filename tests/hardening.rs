@@ -407,3 +407,48 @@ fn a_query_string_with_thousands_of_parameters_is_refused() {
     // 414/431 if the request line is already too long for the HTTP layer.
     assert!(matches!(status, Some(400 | 414 | 431)), "{status:?}");
 }
+
+#[actix_rt::test]
+async fn a_polling_cursor_from_before_a_restart_gets_410() {
+    let publish = |server: &Server, n: usize| {
+        let port = server.port;
+        async move {
+            let server = Server::attach(port);
+            for i in 0..n {
+                let r = common::trigger(
+                    &server,
+                    serde_json::json!({"name": "e", "channel": "news", "data": i.to_string()}),
+                )
+                .await;
+                assert_eq!(r.status, 200);
+            }
+        }
+    };
+    let first = Server::start();
+    publish(&first, 2).await;
+    let read = common::get(&first, "/apps/app-id/poll/v1", "channels=news").await;
+    assert_eq!(read.status, 200);
+    let cursor = read.body["cursor"].as_str().expect("cursor").to_owned();
+    drop(first);
+
+    // A new life: its ids start again, and more events than the old cursor
+    // had seen arrive. The old cursor must not resume in the middle.
+    let second = Server::start();
+    publish(&second, 5).await;
+    let stale = common::get(
+        &second,
+        "/apps/app-id/poll/v1",
+        &format!("channels=news&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(stale.status, 410, "{:?}", stale.body);
+    let fresh = stale.body["cursor"].as_str().expect("fresh cursor");
+    let next = common::get(
+        &second,
+        "/apps/app-id/poll/v1",
+        &format!("channels=news&cursor={fresh}"),
+    )
+    .await;
+    assert_eq!(next.status, 200);
+    assert_eq!(next.body["events"], serde_json::json!([]));
+}

@@ -4,6 +4,11 @@
 //! Ids grow by one per channel; the channel remembers the highest id it has
 //! evicted, so a cursor from before that point is answered "too old" instead
 //! of silently skipping events.
+//!
+//! Ids are `{epoch}.{n}`: the epoch is drawn at random when a channel's
+//! history starts (after a restart, or after an idle channel's history was
+//! swept), so a cursor from an earlier life of the channel is recognised and
+//! answered "too old" rather than resumed at the wrong place.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -21,8 +26,10 @@ pub struct StoredEvent {
     pub data: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ChannelHistory {
+    /// Names this life of the channel's history.
+    epoch: u32,
     next_id: u64,
     /// Highest id dropped by a limit (0: none yet).
     evicted_through: u64,
@@ -30,6 +37,31 @@ struct ChannelHistory {
 }
 
 impl ChannelHistory {
+    fn new() -> Self {
+        ChannelHistory {
+            epoch: rand::random(),
+            next_id: 0,
+            evicted_through: 0,
+            entries: VecDeque::new(),
+        }
+    }
+
+    fn id(&self, n: u64) -> String {
+        format!("{:08x}.{n}", self.epoch)
+    }
+
+    /// The position a cursor names in this life of the history; `None` for
+    /// a cursor of another life (or not one of ours).
+    fn position(&self, cursor: &str) -> Option<u64> {
+        if cursor == "0" {
+            return Some(0);
+        }
+        let (epoch, n) = cursor.split_once('.')?;
+        (u32::from_str_radix(epoch, 16).ok()? == self.epoch)
+            .then(|| n.parse().ok())
+            .flatten()
+    }
+
     fn trim(&mut self, max_events: usize, oldest: Instant) {
         while self.entries.len() > max_events
             || self.entries.front().is_some_and(|(at, _, _)| *at < oldest)
@@ -82,14 +114,18 @@ impl History {
             return 0;
         }
         let now = Instant::now();
-        let mut history = self.channels.entry(channel.into()).or_default();
+        let mut history = self
+            .channels
+            .entry(channel.into())
+            .or_insert_with(ChannelHistory::new);
         history.next_id += 1;
         let id = history.next_id;
+        let text_id = history.id(id);
         history.entries.push_back((
             now,
             id,
             StoredEvent {
-                id: id.to_string(),
+                id: text_id,
                 channel: channel.to_owned(),
                 event: event.to_owned(),
                 data: data.to_owned(),
@@ -106,16 +142,14 @@ impl History {
     /// `None`, i.e. a first poll), up to `limit`. A cursor that is not one
     /// of ours is too old.
     pub fn read(&self, channel: &str, after: Option<&str>, limit: usize) -> Read {
-        let after = match after.map(str::parse::<u64>) {
-            None => None,
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => Some(u64::MAX),
-        };
+        // No cursor: a first poll. "0": from the very beginning, of whatever
+        // life the history is in (what an empty channel's cursor says).
+        let after = after.filter(|c| !c.is_empty());
         let Some(mut history) = self.channels.get_mut(channel) else {
             return match after {
                 // A cursor from an earlier life of the channel (before a
                 // restart or after its history expired) cannot be resumed.
-                Some(cursor) if cursor > 0 => Read::TooOld {
+                Some(cursor) if cursor != "0" => Read::TooOld {
                     last_id: "0".into(),
                 },
                 _ => Read::Events {
@@ -130,13 +164,11 @@ impl History {
             now.checked_sub(self.max_age).unwrap_or(now),
         );
         let last = history.next_id;
-        let last_id = last.to_string();
-        let after = match after {
-            Some(cursor) if cursor > last || cursor < history.evicted_through => {
-                return Read::TooOld { last_id };
-            }
-            Some(cursor) => cursor,
+        let last_id = history.id(last);
+        let after = match after.map(|cursor| history.position(cursor)) {
             None => 0,
+            Some(Some(n)) if n <= last && n >= history.evicted_through => n,
+            Some(_) => return Read::TooOld { last_id },
         };
         let events = history
             .entries
@@ -163,16 +195,28 @@ impl History {
 mod tests {
     use super::*;
 
+    /// The positions of the events read (ids without their epoch).
     fn ids(read: Read) -> Vec<String> {
         match read {
-            Read::Events { events, .. } => events.into_iter().map(|e| e.id).collect(),
+            Read::Events { events, .. } => events.into_iter().map(|e| position(&e.id)).collect(),
             Read::TooOld { .. } => panic!("too old"),
         }
     }
 
-    fn too_old(last: &str) -> Read {
-        Read::TooOld {
-            last_id: last.into(),
+    fn position(id: &str) -> String {
+        id.split_once('.').map_or(id, |(_, n)| n).to_owned()
+    }
+
+    /// A cursor at position `n` of the channel's current life.
+    fn cursor(h: &History, channel: &str, n: u64) -> String {
+        h.channels.get(channel).expect("channel").id(n)
+    }
+
+    /// Too old, with the channel's last position.
+    fn too_old(read: Read) -> String {
+        match read {
+            Read::TooOld { last_id } => position(&last_id),
+            Read::Events { .. } => panic!("not too old"),
         }
     }
 
@@ -183,8 +227,8 @@ mod tests {
             h.append("c", "e", &i.to_string());
         }
         assert_eq!(ids(h.read("c", None, 100)), ["1", "2", "3"]);
-        assert_eq!(ids(h.read("c", Some("1"), 100)), ["2", "3"]);
-        assert!(ids(h.read("c", Some("3"), 100)).is_empty());
+        assert_eq!(ids(h.read("c", Some(&cursor(&h, "c", 1)), 100)), ["2", "3"]);
+        assert!(ids(h.read("c", Some(&cursor(&h, "c", 3)), 100)).is_empty());
         assert_eq!(ids(h.read("c", Some("0"), 2)), ["1", "2"]);
     }
 
@@ -194,18 +238,35 @@ mod tests {
         for i in 0..5 {
             h.append("c", "e", &i.to_string());
         }
-        assert_eq!(ids(h.read("c", Some("3"), 100)), ["4", "5"]);
-        assert_eq!(h.read("c", Some("2"), 100), too_old("5"));
-        assert_eq!(h.read("c", Some("9"), 100), too_old("5"));
-        assert_eq!(h.read("c", Some("x"), 100), too_old("5"));
-        assert_eq!(h.read("other", Some("4"), 100), too_old("0"));
+        assert_eq!(ids(h.read("c", Some(&cursor(&h, "c", 3)), 100)), ["4", "5"]);
+        assert_eq!(too_old(h.read("c", Some(&cursor(&h, "c", 2)), 100)), "5");
+        assert_eq!(too_old(h.read("c", Some(&cursor(&h, "c", 9)), 100)), "5");
+        assert_eq!(too_old(h.read("c", Some("x"), 100)), "5");
+        assert_eq!(too_old(h.read("c", Some("0"), 100)), "5");
+        assert_eq!(too_old(h.read("other", Some("1234abcd.4"), 100)), "0");
+    }
+
+    #[test]
+    fn a_cursor_from_an_earlier_life_of_the_channel_is_too_old() {
+        let h = History::new(10, Duration::from_secs(60));
+        for i in 0..5 {
+            h.append("c", "e", &i.to_string());
+        }
+        let old = cursor(&h, "c", 3);
+        // The channel's history is swept (or the server restarts), and new
+        // events start again at 1: the old cursor must not resume there.
+        h.channels.clear();
+        for i in 0..7 {
+            h.append("c", "e", &i.to_string());
+        }
+        assert_eq!(too_old(h.read("c", Some(&old), 100)), "7");
     }
 
     #[test]
     fn old_events_expire() {
         let h = History::new(10, Duration::ZERO);
         h.append("c", "e", "1");
-        assert_eq!(h.read("c", Some("0"), 100), too_old("1"));
+        assert_eq!(too_old(h.read("c", Some("0"), 100)), "1");
         h.sweep();
         assert!(h.channels.is_empty());
     }

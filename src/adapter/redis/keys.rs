@@ -64,6 +64,11 @@ impl Keys {
         format!("{}:app:{app}:history:{channel}", self.prefix)
     }
 
+    /// The epoch of a history stream's current life (see `scripts::HISTORY`).
+    pub fn history_epoch(history: &str) -> String {
+        format!("{history}:epoch")
+    }
+
     /// Hash node -> connection count.
     pub fn connections(&self, app: &str) -> String {
         format!("{}:app:{app}:conns", self.prefix)

@@ -9,7 +9,7 @@
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
-use super::keys::PresenceKeys;
+use super::keys::{Keys, PresenceKeys};
 use crate::hub::history::{Read, StoredEvent};
 
 const JOIN: &str = r#"
@@ -77,13 +77,17 @@ return {added, removed}
 /// Reads a history stream after a cursor, first dropping entries older than
 /// the age limit. Returns {'ok'|'old', last id, id, event, data, id, ...}.
 /// A cursor below the highest trimmed id (Redis 7's max-deleted-entry-id)
-/// or above the last id is 'old'.
+/// or above the last id is 'old'. Ids are `{epoch}.{stream id}`: the epoch
+/// (a companion key set when the stream starts) changes when a stream
+/// expired and started again, so a cursor of its earlier life is 'old'.
 const HISTORY: &str = r#"
-local key, min_id, cursor, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local key, epoch_key = KEYS[1], KEYS[2]
+local min_id, cursor, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', key) == 0 then
   if cursor ~= '' and cursor ~= '0' then return {'old', '0'} end
   return {'ok', '0'}
 end
+local epoch = redis.call('GET', epoch_key) or '0'
 redis.call('XTRIM', key, 'MINID', min_id)
 local info = redis.call('XINFO', 'STREAM', key)
 local last, deleted = '0-0', '0-0'
@@ -98,18 +102,24 @@ local function parse(id)
 end
 local function less(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
 local start = '-'
-if cursor ~= '' and cursor ~= '0' then
-  local c = parse(cursor)
-  if c == nil or less(parse(last), c) or less(c, parse(deleted)) then return {'old', last} end
-  start = '(' .. cursor
+if cursor == '0' then
+  if deleted ~= '0-0' then return {'old', epoch .. '.' .. last} end
+elseif cursor ~= '' then
+  local cursor_epoch, id = string.match(cursor, '^(%x+)%.(%d+%-%d+)$')
+  if cursor_epoch ~= epoch then return {'old', epoch .. '.' .. last} end
+  local c = parse(id)
+  if c == nil or less(parse(last), c) or less(c, parse(deleted)) then
+    return {'old', epoch .. '.' .. last}
+  end
+  start = '(' .. id
 end
-local out = {'ok', last}
+local out = {'ok', epoch .. '.' .. last}
 for _, entry in ipairs(redis.call('XRANGE', key, start, '+', 'COUNT', limit)) do
   local fields, event, data = entry[2], '', ''
   for i = 1, #fields, 2 do
     if fields[i] == 'event' then event = fields[i + 1] elseif fields[i] == 'data' then data = fields[i + 1] end
   end
-  table.insert(out, entry[1])
+  table.insert(out, epoch .. '.' .. entry[1])
   table.insert(out, event)
   table.insert(out, data)
 end
@@ -230,6 +240,7 @@ impl Scripts {
         let flat: Vec<String> = self
             .history
             .key(key)
+            .key(Keys::history_epoch(key))
             .arg(min_id)
             .arg(cursor.unwrap_or(""))
             .arg(limit)

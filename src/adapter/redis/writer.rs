@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
+
+use super::keys::Keys;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -122,6 +124,15 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                     max_len,
                     ttl,
                 } => {
+                    // A new epoch only when the stream starts (NX); both
+                    // keys expire together.
+                    let epoch_key = Keys::history_epoch(&key);
+                    pipe.cmd("SET")
+                        .arg(&epoch_key)
+                        .arg(format!("{:08x}", rand::random::<u32>()))
+                        .arg("NX")
+                        .ignore();
+                    pipe.expire(&epoch_key, ttl as i64).ignore();
                     pipe.cmd("XADD")
                         .arg(&key)
                         .arg("MAXLEN")
