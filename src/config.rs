@@ -110,6 +110,16 @@ pub struct ServerConfig {
     pub http_timestamp_window: u64,
     /// Seconds a request body (HTTP API, `xhr_send`) may take to arrive.
     pub request_body_timeout: u64,
+    /// Take the client address for per-address limits from the last entry
+    /// of `X-Forwarded-For` (set when Herald runs behind a reverse proxy).
+    pub trust_forwarded_for: bool,
+    /// HTTP fallback sessions one client address may hold (0 = unlimited).
+    pub max_http_sessions_per_address: usize,
+    /// New HTTP fallback sessions per second per client address (burst
+    /// twice that; 0 = unlimited).
+    pub new_http_sessions_per_second: u32,
+    /// Long-polls (`wait` > 0) one client address may hold (0 = unlimited).
+    pub max_long_polls_per_address: usize,
     /// Refuse connections that send no `protocol` query parameter (4008).
     pub require_protocol_param: bool,
     /// Seconds given to open connections to leave on shutdown.
@@ -130,6 +140,10 @@ impl Default for ServerConfig {
             max_request_bytes: 1024 * 1024,
             http_timestamp_window: 600,
             request_body_timeout: 10,
+            trust_forwarded_for: false,
+            max_http_sessions_per_address: 100,
+            new_http_sessions_per_second: 10,
+            max_long_polls_per_address: 20,
             require_protocol_param: false,
             shutdown_timeout: 10,
             http_session_timeout: 10,

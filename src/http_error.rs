@@ -21,6 +21,8 @@ pub enum HttpError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -33,6 +35,7 @@ impl ResponseError for HttpError {
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

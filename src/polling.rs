@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use actix_web::HttpRequest;
 use serde_json::json;
 
 use crate::adapter::Adapter;
@@ -25,6 +26,8 @@ use crate::hub::history::{Read, StoredEvent};
 use crate::hub::AppHub;
 use crate::protocol::channel::validate_channel_name;
 use crate::protocol::{ChannelKind, ChannelType, SocketId};
+use crate::state::State;
+use crate::support::per_address::{client_address, AddressPermit};
 use crate::support::query::Query;
 
 /// Longest long-poll, seconds.
@@ -126,6 +129,25 @@ fn format_cursor(channels: &[String], ids: &HashMap<String, String>) -> String {
         .join("|")
 }
 
+/// A long-poll's place in its client address's quota; `None` for a poll
+/// that does not wait. 429 when the address holds too many already.
+pub fn hold_long_poll(
+    state: &State,
+    req: &HttpRequest,
+    poll: &Poll,
+) -> HttpResult<Option<AddressPermit>> {
+    if poll.wait.is_zero() {
+        return Ok(None);
+    }
+    let address = client_address(req, state.server.trust_forwarded_for);
+    match state.long_polls.acquire(address) {
+        Some(permit) => Ok(Some(permit)),
+        None => Err(HttpError::TooManyRequests(
+            "Too many long-polls from this address: wait for one to end".into(),
+        )),
+    }
+}
+
 /// Reads (and, with `wait`, waits for) the events after the cursor: status
 /// 200 with the events, or 410 when a cursor is too old.
 pub async fn answer(
@@ -140,16 +162,20 @@ pub async fn answer(
     }
     let deadline = tokio::time::Instant::now() + poll.wait;
     loop {
-        let seen = app.poll_epoch();
+        let watched = app.watch_for_events(&poll.channels);
         let mut events: Vec<StoredEvent> = Vec::new();
         let mut ids: HashMap<String, String> = HashMap::new();
         let mut expired: Vec<&str> = Vec::new();
-        for channel in &poll.channels {
+        // Every channel's history at once: in cluster mode the reads share
+        // one round trip on the multiplexed Redis connection.
+        let reads = futures_util::future::join_all(poll.channels.iter().map(|channel| {
+            let cursor = poll.cursor.get(channel).map(String::as_str);
+            adapter.history(app, channel, cursor, poll.limit)
+        }))
+        .await;
+        for (channel, read) in poll.channels.iter().zip(reads) {
             let cursor = poll.cursor.get(channel).cloned();
-            let read = adapter
-                .history(app, channel, cursor.as_deref(), poll.limit)
-                .await?;
-            match read {
+            match read? {
                 Read::TooOld { last_id } => {
                     expired.push(channel);
                     ids.insert(channel.clone(), last_id);
@@ -189,7 +215,7 @@ pub async fn answer(
                 json!({ "version": 1, "cursor": cursor, "events": events }),
             ));
         }
-        app.wait_for_event(seen, deadline).await;
+        app.wait_for_event(&watched, deadline).await;
     }
 }
 

@@ -14,12 +14,15 @@ use crate::fallback::HttpSessions;
 use crate::hub::Hub;
 use crate::protocol::Close;
 use crate::state::State;
+use crate::support::peer::PeerSocket;
+use crate::support::per_address::PerAddress;
 use crate::{api, fallback, ws};
 
 /// How long sessions get to say goodbye and leave their channels on shutdown.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
 
-/// How often expired cache-channel events and history are dropped.
+/// How often expired cache-channel events, history and idle per-address
+/// entries are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs Herald until a shutdown signal.
@@ -42,20 +45,22 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         server: Arc::new(config.server.clone()),
         hub,
         adapter: Arc::new(adapter),
+        long_polls: PerAddress::new(config.server.max_long_polls_per_address, 0),
     };
     let data = web::Data::new(state.clone());
-    let http_sessions = web::Data::new(HttpSessions::default());
+    let http_sessions = web::Data::new(HttpSessions::new(&config.server));
+    let sessions = http_sessions.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(http_sessions.clone())
+            .app_data(sessions.clone())
             .configure(routes)
             .default_service(web::to(not_found))
     })
     .disable_signals()
     // Remembers each accepted socket, so that a finished WebSocket session
-    // can end it even when the client stopped reading (ws::PeerSocket).
-    .on_connect(ws::PeerSocket::on_connect)
+    // can end it even when the client stopped reading (support::peer).
+    .on_connect(PeerSocket::on_connect)
     // Frames are small and latency matters more than packet count: without
     // this, a second small frame waits for the client's delayed ACK.
     .tcp_nodelay(true)
@@ -69,7 +74,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 
     let server = server.run();
     let handle = server.handle();
-    tokio::spawn(sweep(state.hub.clone()));
+    tokio::spawn(sweep(state.clone(), http_sessions.clone()));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutting down: asking clients to reconnect");
@@ -107,13 +112,15 @@ async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(serde_json::json!({ "error": "Not found" }))
 }
 
-async fn sweep(hub: Arc<Hub>) {
+async fn sweep(state: State, http_sessions: web::Data<HttpSessions>) {
     let mut tick = tokio::time::interval(CACHE_SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        for app in hub.apps() {
+        for app in state.hub.apps() {
             app.sweep();
         }
+        state.long_polls.sweep();
+        http_sessions.sweep();
     }
 }
 

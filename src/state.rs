@@ -8,6 +8,7 @@ use crate::adapter::Adapter;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::session;
+use crate::support::per_address::PerAddress;
 
 /// Shared server state, cheap to clone.
 #[derive(Clone)]
@@ -15,6 +16,8 @@ pub struct State {
     pub server: Arc<ServerConfig>,
     pub hub: Arc<Hub>,
     pub adapter: Arc<Adapter>,
+    /// Long-polls held per client address.
+    pub long_polls: Arc<PerAddress>,
 }
 
 impl State {

@@ -452,3 +452,214 @@ async fn a_polling_cursor_from_before_a_restart_gets_410() {
     assert_eq!(next.status, 200);
     assert_eq!(next.body["events"], serde_json::json!([]));
 }
+
+/// Reads one whole HTTP response (head and body) that ends when the
+/// server closes or after `limit`.
+fn response_within(stream: &mut TcpStream, limit: Duration) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // A complete Content-Length response.
+                let text = String::from_utf8_lossy(&out);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|n| n.trim().parse::<usize>().ok());
+                    if length.is_some_and(|n| body.len() >= n) {
+                        break;
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens (or polls) pusher-js HTTP session `id` with one `xhr` request.
+fn xhr_poll(server: &Server, id: &str) -> String {
+    let target = format!("/pusher/app/app-key/{id}/xhr?protocol=7");
+    let mut stream = start_upload(server, &target, 0, b"");
+    response_within(&mut stream, Duration::from_secs(5))
+}
+
+#[actix_rt::test]
+async fn http_sessions_per_address_are_capped() {
+    let server = Server::with_config(
+        "[server]\nmax_http_sessions_per_address = 5\nnew_http_sessions_per_second = 0\n",
+    );
+    for i in 0..5 {
+        let opened = xhr_poll(&server, &format!("1/cap{i}"));
+        assert!(opened.ends_with("o\n"), "{opened}");
+    }
+    let refused = xhr_poll(&server, "1/cap5");
+    assert!(refused.contains("c[4100,"), "{refused}");
+    // An existing session is still served; WebSockets are not starved.
+    let again = xhr_poll(&server, "1/cap0");
+    assert!(again.contains("connection_established"), "{again}");
+    let mut ws = common::Client::connect(&server).await;
+    let ok = ws.subscribe("still-open").await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+}
+
+#[test]
+fn new_http_sessions_per_address_are_rate_limited() {
+    let server = Server::with_config(
+        "[server]\nmax_http_sessions_per_address = 0\nnew_http_sessions_per_second = 2\n",
+    );
+    // A burst of twice the rate, then refusals.
+    for i in 0..4 {
+        let opened = xhr_poll(&server, &format!("1/rate{i}"));
+        assert!(opened.ends_with("o\n"), "{opened}");
+    }
+    let refused = xhr_poll(&server, "1/rate4");
+    assert!(refused.contains("c[4100,"), "{refused}");
+}
+
+#[actix_rt::test]
+async fn a_closed_tab_leaves_within_the_session_timeout() {
+    let server = Server::with_config("[server]\nhttp_session_timeout = 3\n");
+    let mut watcher = common::Client::connect(&server).await;
+    watcher
+        .join("presence-tab", "1", serde_json::json!(null))
+        .await;
+
+    // The tab's stream, opened by hand so that the test can close it.
+    let base = "/pusher/app/app-key/7/tab00001";
+    let mut stream = start_upload(&server, &format!("{base}/xhr_streaming?protocol=7"), 0, b"");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !String::from_utf8_lossy(&seen).contains("connection_established") {
+        let n = stream.read(&mut buf).expect("stream");
+        assert!(n > 0, "stream ended");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let socket_id = text
+        .split("socket_id")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split('"')
+                .find(|s| s.contains('.') && s.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        })
+        .map(|s| s.trim_end_matches('\\').to_owned())
+        .expect("socket id");
+    let channel_data = r#"{"user_id":"2"}"#;
+    let auth = herald::auth::make_auth(
+        "app-key",
+        "app-secret",
+        &herald::auth::channel_string_to_sign(&socket_id, "presence-tab", Some(channel_data)),
+    );
+    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "presence-tab", "auth": auth, "channel_data": channel_data}});
+    let body = serde_json::to_string(&[subscribe.to_string()]).expect("json");
+    let mut send = start_upload(
+        &server,
+        &format!("{base}/xhr_send"),
+        body.len(),
+        body.as_bytes(),
+    );
+    assert_eq!(status_within(&mut send, Duration::from_secs(5)), Some(204));
+    assert_eq!(
+        watcher.expect("pusher_internal:member_added").await["data"]["user_id"],
+        "2"
+    );
+
+    // The tab closes: its TCP connection ends, nothing is said over HTTP.
+    drop(stream);
+    let closed = Instant::now();
+    let removed = watcher.expect("pusher_internal:member_removed").await;
+    assert_eq!(removed["data"]["user_id"], "2");
+    let took = closed.elapsed();
+    assert!(took < Duration::from_secs(5), "noticed after {took:?}");
+}
+
+#[test]
+fn long_polls_per_address_are_capped() {
+    let server = Server::with_config("[server]\nmax_long_polls_per_address = 3\n");
+    let poll = |channel: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        write!(
+            stream,
+            "GET /app/app-key/poll/v1?channel={channel}&wait=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .expect("request");
+        stream
+    };
+    let held: Vec<TcpStream> = (0..3).map(|i| poll(&format!("held-{i}"))).collect();
+    // Let the server take them.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = poll("one-too-many");
+    assert_eq!(
+        status_within(&mut refused, Duration::from_secs(3)),
+        Some(429)
+    );
+    drop(held);
+}
+
+/// User + system CPU time of a process, from `/proc/<pid>/stat` (in clock
+/// ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    Duration::from_millis((fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0)) * 10)
+}
+
+#[actix_rt::test]
+async fn quiet_long_polls_do_not_wake_for_other_channels() {
+    let server = Server::with_config("[server]\nmax_long_polls_per_address = 0\n");
+    let polls: Vec<TcpStream> = (0..500)
+        .map(|i| {
+            let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+            write!(
+                stream,
+                "GET /app/app-key/poll/v1?channel=quiet-{i}&wait=25 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            )
+            .expect("request");
+            stream
+        })
+        .collect();
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_time(server.pid());
+    for i in 0..300 {
+        let r = common::trigger(
+            &server,
+            serde_json::json!({"name": "e", "channel": "busy", "data": i.to_string()}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let spent = cpu_time(server.pid()) - before;
+    // 300 API requests cost a fraction of this; waking 500 polls for each
+    // of them cost seconds.
+    assert!(
+        spent < Duration::from_millis(1500),
+        "server spent {spent:?}"
+    );
+    // The quiet polls are still held, and wake for their own channel.
+    let r = common::trigger(
+        &server,
+        serde_json::json!({"name": "e", "channel": "quiet-7", "data": "now"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut woken = polls.into_iter().nth(7).expect("poll 7");
+    let answer = response_within(&mut woken, Duration::from_secs(5));
+    assert!(answer.contains("\"now\""), "{answer}");
+}

@@ -80,7 +80,7 @@ impl Adapter {
         match self {
             Adapter::Local(_) => {
                 app.history.append(channel, event, data);
-                app.notify_pollers();
+                app.notify_pollers(channel);
             }
             Adapter::Redis(redis) => redis.record(app, channel, event, data),
         }

@@ -49,6 +49,7 @@ pub async fn browser_poll(
         let query = Query::parse(req.query_string())?;
         let poll = Poll::parse(&query, app)?;
         polling::authorize_browser(&query, app, &poll)?;
+        let _held = polling::hold_long_poll(&state, &req, &poll)?;
         polling::answer(&state.adapter, app, poll).await
     };
     respond(&req, answer.await)

@@ -28,12 +28,15 @@ use tokio::time::Instant;
 
 use super::cors;
 use super::framing;
+use crate::config::ServerConfig;
 use crate::http_error::HttpError;
 use crate::hub::Connection;
 use crate::protocol::Close;
 use crate::session::{self, Session};
 use crate::state::State;
 use crate::support::body;
+use crate::support::peer::{PeerSocket, SocketHandle};
+use crate::support::per_address::{client_address, AddressPermit, PerAddress};
 use crate::support::wait::Generation;
 
 /// A held poll or an idle stream gets a heartbeat at least this often.
@@ -56,9 +59,29 @@ const INBOUND_QUEUE: usize = 64;
 const LINGER: Duration = Duration::from_secs(5);
 
 /// The open HTTP sessions of this node, by `{key}/{server}/{session}`.
-#[derive(Default)]
 pub struct HttpSessions {
     sessions: DashMap<String, Arc<HttpSession>>,
+    /// Sessions held, and opened per second, per client address.
+    per_address: Arc<PerAddress>,
+    trust_forwarded_for: bool,
+}
+
+impl HttpSessions {
+    pub fn new(server: &ServerConfig) -> Self {
+        HttpSessions {
+            sessions: DashMap::new(),
+            per_address: PerAddress::new(
+                server.max_http_sessions_per_address,
+                server.new_http_sessions_per_second,
+            ),
+            trust_forwarded_for: server.trust_forwarded_for,
+        }
+    }
+
+    /// Forgets idle addresses (run periodically).
+    pub fn sweep(&self) {
+        self.per_address.sweep();
+    }
 }
 
 /// One pusher-js HTTP session.
@@ -77,6 +100,8 @@ pub struct HttpSession {
     last_seen: Mutex<Instant>,
     /// The newest receive request; older ones step aside for it.
     generation: Generation,
+    /// This session's place in its client address's quota.
+    _address: AddressPermit,
 }
 
 impl HttpSession {
@@ -86,29 +111,57 @@ impl HttpSession {
         }
     }
 
-    fn idle_for(&self) -> Duration {
+    fn last_seen(&self) -> Instant {
         self.last_seen
             .lock()
-            .map(|seen| seen.elapsed())
-            .unwrap_or_default()
+            .map(|seen| *seen)
+            .unwrap_or_else(|_| Instant::now())
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_seen().elapsed()
     }
 }
 
 /// Counts an open receive request for as long as it lives.
-struct Receiving(Arc<HttpSession>);
+/// When it ends because its client closed the connection, the session's
+/// idle clock keeps the time the client was last served, not now: that is
+/// when it was last known to be there.
+struct Receiving {
+    session: Arc<HttpSession>,
+    client_gone: bool,
+}
 
 impl Receiving {
     fn new(session: Arc<HttpSession>) -> Self {
         session.receivers.fetch_add(1, Ordering::AcqRel);
         session.touch();
-        Receiving(session)
+        Receiving {
+            session,
+            client_gone: false,
+        }
+    }
+
+    /// The request ended because its client closed the connection.
+    fn client_left(&mut self) {
+        self.client_gone = true;
     }
 }
 
 impl Drop for Receiving {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.receivers.fetch_sub(1, Ordering::AcqRel);
+        if !self.client_gone {
+            self.session.touch();
+        }
+        self.session.receivers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Resolves when the client of this request closed its connection.
+async fn client_closed(peer: Option<&SocketHandle>) {
+    match peer {
+        Some(peer) => peer.closed_by_peer().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -154,6 +207,14 @@ fn find_or_open(
     if let Some(existing) = sessions.sessions.get(&id) {
         return Ok(existing.clone());
     }
+    let address = client_address(req, sessions.trust_forwarded_for);
+    let Some(permit) = sessions.per_address.acquire(address) else {
+        return Err(Refused::Frames(format!(
+            "{}{}",
+            framing::OPEN,
+            framing::close(&Close::TOO_MANY_SESSIONS)
+        )));
+    };
     let session = session::admit(
         &state.hub,
         &state.session_context(),
@@ -171,6 +232,7 @@ fn find_or_open(
         receivers: AtomicUsize::new(0),
         last_seen: Mutex::new(Instant::now()),
         generation: Generation::default(),
+        _address: permit,
     });
     sessions.sessions.insert(id.clone(), http.clone());
     actix_web::rt::spawn(run(session, http.clone(), inbox, sessions.clone(), id));
@@ -188,7 +250,21 @@ async fn run(
 ) {
     let signin_deadline = session.signin_deadline();
     let disconnect_timeout = Duration::from_secs(session.ctx.server.http_session_timeout);
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    // One timer, set to the next moment something could be due: the
+    // session's idle limit, or the sign-in deadline.
+    let next_check = |signed_in: bool| {
+        let idle_limit = if http.receivers.load(Ordering::Acquire) > 0 {
+            Instant::now() + disconnect_timeout
+        } else {
+            http.last_seen() + disconnect_timeout
+        };
+        match signin_deadline.filter(|_| !signed_in) {
+            Some(deadline) => idle_limit.min(deadline),
+            None => idle_limit,
+        }
+    };
+    let timer = tokio::time::sleep_until(next_check(false));
+    tokio::pin!(timer);
     let close_requested = http.conn.close_requested();
     tokio::pin!(close_requested);
     let closed = loop {
@@ -202,13 +278,14 @@ async fn run(
                 },
                 None => break false,
             },
-            _ = check.tick() => {
-                if http.receivers.load(Ordering::Acquire) == 0 && http.idle_for() > disconnect_timeout {
+            () = &mut timer => {
+                if http.receivers.load(Ordering::Acquire) == 0 && http.idle_for() >= disconnect_timeout {
                     break false;
                 }
                 if signin_deadline.is_some_and(|d| Instant::now() >= d) && !session.is_signed_in() {
                     http.conn.request_close(Close::SIGNIN_TIMEOUT);
                 }
+                timer.as_mut().reset(next_check(session.is_signed_in()));
             }
         }
     };
@@ -238,6 +315,8 @@ enum Next {
     Heartbeat,
     /// A newer receive request took over.
     Stop,
+    /// The client closed this request's connection.
+    ClientGone,
 }
 
 async fn next(
@@ -245,11 +324,13 @@ async fn next(
     generation: u64,
     batch: &mut Vec<ByteString>,
     heartbeat: Instant,
+    peer: Option<&SocketHandle>,
 ) -> Next {
     tokio::select! {
         biased;
         request = http.conn.close_requested() => Next::Close(request),
         () = http.generation.changed_from(generation) => Next::Stop,
+        () = client_closed(peer) => Next::ClientGone,
         request = http.conn.next_frames(batch) => match request {
             Some(request) => Next::Close(request),
             None => Next::Frames,
@@ -287,10 +368,12 @@ pub async fn streaming(
         heartbeat: Duration,
         session_timeout: Duration,
         done: bool,
-        _receiving: Receiving,
+        receiving: Receiving,
+        peer: Option<SocketHandle>,
     }
     let state0 = Stream {
-        _receiving: Receiving::new(http.clone()),
+        receiving: Receiving::new(http.clone()),
+        peer: req.conn_data::<PeerSocket>().map(PeerSocket::handle),
         http,
         generation,
         _turn: turn,
@@ -320,7 +403,14 @@ pub async fn streaming(
             return None;
         }
         let heartbeat = Instant::now() + s.heartbeat;
-        let chunk = match next(&s.http, s.generation, &mut s.batch, heartbeat).await {
+        let next = next(
+            &s.http,
+            s.generation,
+            &mut s.batch,
+            heartbeat,
+            s.peer.as_ref(),
+        );
+        let chunk = match next.await {
             Next::Frames => framing::messages(&std::mem::take(&mut s.batch)),
             Next::Heartbeat => framing::HEARTBEAT.to_owned(),
             Next::Close(request) => {
@@ -328,6 +418,10 @@ pub async fn streaming(
                 framing::close(&request)
             }
             Next::Stop => return None,
+            Next::ClientGone => {
+                s.receiving.client_left();
+                return None;
+            }
         };
         s.http.touch();
         s.written += chunk.encode_utf16().count();
@@ -353,7 +447,7 @@ pub async fn polling(
         Ok(http) => http,
         Err(refused) => return refused.respond(&req),
     };
-    let _receiving = Receiving::new(http.clone());
+    let mut receiving = Receiving::new(http.clone());
     if !http.opened.swap(true, Ordering::AcqRel) {
         // The open frame alone; connection_established follows on the next poll.
         return frames_response(&req, framing::OPEN.to_owned());
@@ -362,11 +456,13 @@ pub async fn polling(
         return frames_response(&req, "c[2010,\"Another connection still open\"]\n".into());
     };
     let mut batch = Vec::new();
+    let peer = req.conn_data::<PeerSocket>().map(PeerSocket::handle);
     let body = match next(
         &http,
         generation,
         &mut batch,
         Instant::now() + heartbeat_interval(&state),
+        peer.as_ref(),
     )
     .await
     {
@@ -374,6 +470,10 @@ pub async fn polling(
         Next::Heartbeat => framing::HEARTBEAT.to_owned(),
         Next::Close(request) => framing::close(&request),
         Next::Stop => String::new(),
+        Next::ClientGone => {
+            receiving.client_left();
+            String::new()
+        }
     };
     frames_response(&req, body)
 }

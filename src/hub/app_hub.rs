@@ -85,8 +85,9 @@ pub struct AppHub {
     watchers: DashMap<Arc<str>, Vec<Arc<Connection>>>,
     /// Recent events per channel, for pollers.
     pub history: History,
-    /// Advanced whenever an event is recorded, for long-polls to wait on.
-    recorded: Generation,
+    /// Per channel that has long-polls waiting: advanced when an event is
+    /// recorded there, so only that channel's pollers wake.
+    recorded: DashMap<Box<str>, Arc<Generation>>,
     /// Woken when the last connection is released (shutdown waits on it).
     emptied: tokio::sync::Notify,
 }
@@ -96,7 +97,7 @@ impl AppHub {
         let history = History::new(app.history_size, Duration::from_secs(app.history_ttl));
         AppHub {
             history,
-            recorded: Generation::default(),
+            recorded: DashMap::new(),
             emptied: tokio::sync::Notify::new(),
             app,
             channels: DashMap::new(),
@@ -289,21 +290,50 @@ impl AppHub {
 
     // ----- polling -------------------------------------------------------
 
-    /// Counts a recorded event and wakes long-polls (cheap when none wait).
-    pub fn notify_pollers(&self) {
-        self.recorded.advance();
+    /// An event was recorded on `channel`: wakes its long-polls (a map
+    /// lookup when none wait).
+    pub fn notify_pollers(&self, channel: &str) {
+        if let Some(generation) = self.recorded.get(channel) {
+            generation.advance();
+        }
     }
 
-    /// A counter of recorded events: read it before reading the history,
-    /// then [`AppHub::wait_for_event`] returns at once if it moved since.
-    pub fn poll_epoch(&self) -> u64 {
-        self.recorded.current()
+    /// What a long-poll watches: each channel's generation, read before
+    /// the histories are, so an event recorded in between is not missed.
+    pub fn watch_for_events(&self, channels: &[String]) -> Vec<(Arc<Generation>, u64)> {
+        channels
+            .iter()
+            .map(|channel| {
+                let generation = self
+                    .recorded
+                    .entry(channel.as_str().into())
+                    .or_default()
+                    .clone();
+                let seen = generation.current();
+                (generation, seen)
+            })
+            .collect()
     }
 
-    /// Waits until an event is recorded after `seen` was read, or until
+    /// Waits until an event is recorded on a watched channel, or until
     /// `deadline`; true when an event came.
-    pub async fn wait_for_event(&self, seen: u64, deadline: tokio::time::Instant) -> bool {
-        self.recorded.changed_before(seen, deadline).await
+    pub async fn wait_for_event(
+        &self,
+        watched: &[(Arc<Generation>, u64)],
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let changes = watched
+            .iter()
+            .map(|(generation, seen)| Box::pin(generation.changed_from(*seen)));
+        tokio::time::timeout_at(deadline, futures_util::future::select_all(changes))
+            .await
+            .is_ok()
+    }
+
+    /// Forgets the wake-up state of channels nobody polls (run periodically).
+    fn sweep_pollers(&self) {
+        self.recorded
+            .retain(|_, generation| Arc::strong_count(generation) > 1);
     }
 
     // ----- cache channels ----------------------------------------------
@@ -331,6 +361,7 @@ impl AppHub {
         let now = Instant::now();
         self.cache.retain(|_, e| e.expires > now);
         self.history.sweep();
+        self.sweep_pollers();
     }
 
     // ----- queries -----------------------------------------------------

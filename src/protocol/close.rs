@@ -69,6 +69,13 @@ impl Close {
         "Too many messages: inbound rate limit exceeded",
     );
 
+    /// One address opened too many HTTP fallback sessions (pusher-js
+    /// retries after a back-off).
+    pub const TOO_MANY_SESSIONS: Close = Close::refusal(
+        codes::OVER_CAPACITY,
+        "Too many HTTP sessions from this address",
+    );
+
     /// The client's outbound queue is full: it does not read fast enough.
     pub const TOO_SLOW: Close =
         Close::silent(codes::OVER_CAPACITY, "Client too slow to receive messages");

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use self::rate_limit::{RateLimit, TokenBucket};
+use self::rate_limit::RateLimit;
 use self::signin::SignedInUser;
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
@@ -29,6 +29,7 @@ use crate::protocol::channel::server_to_user_id;
 use crate::protocol::messages::{self, ClientMessage};
 use crate::protocol::{Close, SocketId};
 use crate::support::query::Query;
+use crate::support::rate::TokenBucket;
 
 /// What a session needs of the server: its settings and the adapter
 /// through which it joins channels and publishes.

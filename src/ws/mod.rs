@@ -3,10 +3,9 @@
 //! [`Session`](crate::session::Session).
 
 mod frame_guard;
-mod peer;
 mod socket;
 
-pub use peer::PeerSocket;
+use crate::support::peer::PeerSocket;
 
 use std::pin::Pin;
 

@@ -12,10 +12,10 @@ use std::time::Duration;
 use actix_ws::{AggregatedMessage, MessageStream};
 use tokio::time::{sleep_until, Instant};
 
-use super::peer::SocketHandle;
 use super::{close_reason, error_frame};
 use crate::protocol::{messages, Close};
 use crate::session::Session;
+use crate::support::peer::SocketHandle;
 
 /// The activity clock: when the client was last heard from and whether the
 /// server is waiting for an answer to its ping.

@@ -64,11 +64,10 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
     };
     // A publication may have added to a polling history, which Redis holds
     // by now: wake long-polls, including for our own publications.
-    if matches!(
-        envelope.command,
-        Command::Publish { .. } | Command::PublishCached { .. }
-    ) {
-        app.notify_pollers();
+    if let Command::Publish { channel, .. } | Command::PublishCached { channel, .. } =
+        &envelope.command
+    {
+        app.notify_pollers(channel);
     }
     if envelope.origin == node {
         return;

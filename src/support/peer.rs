@@ -1,5 +1,6 @@
-//! The TCP socket under a WebSocket connection, so that a session that ends
-//! makes sure its socket ends too.
+//! The TCP socket under a request, seen from the tasks that serve it: a
+//! WebSocket session that ends makes sure its socket ends too, and a held
+//! HTTP fallback response notices at once when its client went away.
 //!
 //! actix-http's connection task owns the socket. A client that stops reading
 //! leaves that task waiting forever to flush its write buffer, holding the
@@ -27,6 +28,8 @@ use tokio::time::Instant;
 
 /// How often a finished session checks whether its socket is gone.
 const CHECK_EVERY: Duration = Duration::from_millis(50);
+/// How often a held response checks whether its client closed.
+const PEER_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Stored in each TCP connection's data when it is accepted.
 pub struct PeerSocket {
@@ -55,6 +58,7 @@ impl PeerSocket {
 }
 
 /// A session's view of its socket.
+#[derive(Clone)]
 pub struct SocketHandle {
     fd: RawFd,
     alive: Weak<()>,
@@ -76,6 +80,25 @@ impl SocketHandle {
         }
         if self.is_open() {
             self.reset();
+        }
+    }
+
+    /// Resolves once the peer closed its side of the connection (or actix
+    /// let go of the socket). Checked every second with a non-consuming
+    /// peek, so a held response notices a closed tab without writing.
+    pub async fn closed_by_peer(&self) {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        loop {
+            tokio::time::sleep(PEER_CHECK_EVERY).await;
+            let Some(_alive) = self.alive.upgrade() else {
+                return;
+            };
+            // SAFETY: as in `reset`.
+            let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+            // The socket is non-blocking: no data is WouldBlock, EOF is 0.
+            if let Ok(0) = SockRef::from(&fd).peek(&mut byte) {
+                return;
+            }
         }
     }
 
