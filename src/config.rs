@@ -310,6 +310,18 @@ impl Config {
                 )
             })?;
         }
+        if let Some(trust) = env.var("HERALD_TRUST_FORWARDED_FOR") {
+            self.server.trust_forwarded_for = match trust.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(invalid(
+                        "HERALD_TRUST_FORWARDED_FOR",
+                        format!("{other:?} is not true or false"),
+                    ))
+                }
+            };
+        }
         if let Some(url) = env.var("HERALD_REDIS_URL") {
             self.cluster.driver = ClusterDriver::Redis;
             self.cluster.url = url;

@@ -109,7 +109,7 @@ impl Poll {
 }
 
 /// `channel:id|channel:id` (neither `:` nor `|` can occur in channel names).
-fn parse_cursor(cursor: &str) -> HttpResult<HashMap<String, String>> {
+pub fn parse_cursor(cursor: &str) -> HttpResult<HashMap<String, String>> {
     cursor
         .split('|')
         .map(|part| {

@@ -48,6 +48,7 @@ impl ChannelRules for LocalRules<'_> {
             roster: roster.subscription_data(),
             announce: added
                 .then(|| messages::member_added(channel, &member.user_id, &member.user_info)),
+            snapshot: None,
         })
     }
 

@@ -18,6 +18,12 @@ pub fn streaming_prelude() -> String {
     prelude
 }
 
+/// What `xhr_send` carries: a JSON array of JSON strings, each one protocol
+/// message as a WebSocket text frame would carry it.
+pub fn decode_sent(body: &[u8]) -> Option<Vec<String>> {
+    serde_json::from_slice(body).ok()
+}
+
 /// `a[...]` for a batch of frames.
 pub fn messages(frames: &[ByteString]) -> String {
     let texts: Vec<&str> = frames.iter().map(|f| &**f).collect();

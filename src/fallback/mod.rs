@@ -3,7 +3,7 @@
 //! the endpoint's logic is [`crate::polling`]).
 
 mod cors;
-mod framing;
+pub mod framing;
 pub mod poll;
 pub mod xhr;
 

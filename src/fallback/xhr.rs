@@ -513,9 +513,9 @@ pub async fn send(
             return e.respond(cors::apply(&req, HttpResponse::build(status)));
         }
     };
-    let frames: Vec<String> = match serde_json::from_slice(&body) {
-        Ok(frames) => frames,
-        Err(_) => {
+    let frames = match framing::decode_sent(&body) {
+        Some(frames) => frames,
+        None => {
             return cors::apply(&req, HttpResponse::BadRequest()).json(
                 serde_json::json!({"error": "xhr_send body must be a JSON array of strings"}),
             );

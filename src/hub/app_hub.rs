@@ -15,6 +15,7 @@ use dashmap::DashMap;
 
 use super::connection::Connection;
 use super::history::History;
+use super::member_order::MemberOrder;
 use super::presence::{MemberInfo, Roster};
 use super::rules::{ChannelRules, SubscribeError};
 use crate::config::AppConfig;
@@ -29,6 +30,24 @@ struct Channel {
     roster: Option<Roster>,
     /// When `subscription_count` was last sent (the rules' throttle state).
     count_sent: Option<Instant>,
+    /// Cluster member events in decision order (presence channels).
+    order: MemberOrder,
+}
+
+impl Channel {
+    fn new(name: &str) -> Self {
+        Channel {
+            subscribers: HashMap::new(),
+            roster: ChannelType::of(name).is_presence().then(Roster::default),
+            count_sent: None,
+            order: MemberOrder::default(),
+        }
+    }
+
+    /// Nobody is on it and no join is on its way.
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty() && self.order.pending == 0
+    }
 }
 
 impl Channel {
@@ -172,11 +191,10 @@ impl AppHub {
         rules: &dyn ChannelRules,
     ) -> Result<bool, SubscribeError> {
         let kind = ChannelType::of(name);
-        let mut entry = self.channels.entry(name.into()).or_insert_with(|| Channel {
-            subscribers: HashMap::new(),
-            roster: kind.is_presence().then(Roster::default),
-            count_sent: None,
-        });
+        let mut entry = self
+            .channels
+            .entry(name.into())
+            .or_insert_with(|| Channel::new(name));
         let channel = entry.value_mut();
         let socket = conn.socket_id;
         let added = !channel.subscribers.contains_key(&socket);
@@ -189,6 +207,11 @@ impl AppHub {
         match joined {
             Some(joined) => {
                 conn.send(messages::subscription_succeeded(name, &joined.roster));
+                if let Some(snapshot) = joined.snapshot {
+                    for frame in channel.order.joined(socket, snapshot) {
+                        conn.send(frame);
+                    }
+                }
                 if let Some(frame) = joined.announce {
                     channel.deliver(&frame, Some(socket));
                 }
@@ -221,18 +244,68 @@ impl AppHub {
         let (left, vacated) = {
             let mut channel = self.channels.get_mut(name)?;
             channel.subscribers.remove(&socket)?;
+            channel.order.left(socket);
             let left = channel.roster.as_mut().and_then(|r| r.leave(socket));
             if let Some(frame) = left.as_deref().and_then(|user| rules.leave(name, user)) {
                 channel.deliver(&frame, None);
             }
             channel.count_changed(name, rules);
-            (left, channel.subscribers.is_empty())
+            (left, channel.is_unused())
         };
         if vacated {
-            self.channels
-                .remove_if(name, |_, c| c.subscribers.is_empty());
+            self.channels.remove_if(name, |_, c| c.is_unused());
         }
         left
+    }
+
+    /// A join whose roster the cluster is deciding: keeps the channel, and
+    /// the member events that arrive meanwhile, until [`AppHub::join_settled`].
+    pub fn join_pending(&self, name: &str) {
+        self.channels
+            .entry(name.into())
+            .or_insert_with(|| Channel::new(name))
+            .order
+            .pending += 1;
+    }
+
+    /// The join announced by [`AppHub::join_pending`] is done (subscribed
+    /// or refused).
+    pub fn join_settled(&self, name: &str) {
+        let unused = match self.channels.get_mut(name) {
+            Some(mut channel) => {
+                channel.order.settled();
+                channel.is_unused()
+            }
+            None => false,
+        };
+        if unused {
+            self.channels.remove_if(name, |_, c| c.is_unused());
+        }
+    }
+
+    /// Delivers a cluster member event numbered `version` to the channel's
+    /// local subscribers that have not seen it, once, in version order
+    /// (`deliver` false: only take note of the version).
+    pub fn deliver_member_event(
+        &self,
+        name: &str,
+        version: u64,
+        frame: &ByteString,
+        except: Option<SocketId>,
+        deliver: bool,
+    ) {
+        let Some(mut channel) = self.channels.get_mut(name) else {
+            return;
+        };
+        let channel = &mut *channel;
+        if !channel.order.accept(version, frame, except) || !deliver {
+            return;
+        }
+        for (id, conn) in &channel.subscribers {
+            if Some(*id) != except && channel.order.wants(*id, version) {
+                conn.send(frame.clone());
+            }
+        }
     }
 
     pub fn is_subscribed(&self, socket: SocketId, name: &str) -> bool {
@@ -371,6 +444,7 @@ impl AppHub {
     pub fn channels(&self, prefix: Option<&str>) -> Vec<(String, ChannelStats)> {
         self.channels
             .iter()
+            .filter(|c| !c.subscribers.is_empty())
             .filter(|c| prefix.is_none_or(|p| c.key().starts_with(p)))
             .map(|c| (c.key().to_string(), stats(&c)))
             .collect()
@@ -378,7 +452,10 @@ impl AppHub {
 
     /// Counts for one channel; `None` when nobody is subscribed.
     pub fn channel(&self, name: &str) -> Option<ChannelStats> {
-        self.channels.get(name).map(|c| stats(&c))
+        self.channels
+            .get(name)
+            .filter(|c| !c.subscribers.is_empty())
+            .map(|c| stats(&c))
     }
 
     /// Distinct user ids on a presence channel.
@@ -519,6 +596,7 @@ mod tests {
             Ok(JoinOutcome {
                 roster: roster.subscription_data(),
                 announce: None,
+                snapshot: None,
             })
         }
 

@@ -4,6 +4,7 @@
 pub mod app_hub;
 pub mod connection;
 pub mod history;
+mod member_order;
 pub mod presence;
 pub mod rules;
 

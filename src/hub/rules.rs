@@ -27,6 +27,9 @@ pub struct JoinOutcome {
     pub roster: String,
     /// The frame (`member_added`) the channel's other local sockets get.
     pub announce: Option<ByteString>,
+    /// The cluster membership version `roster` is as of, when member
+    /// events arrive numbered (see `hub::member_order`).
+    pub snapshot: Option<u64>,
 }
 
 /// Decisions taken under a channel's lock.

@@ -2,7 +2,7 @@
 //! admitted connection running [`socket::run`] over a protocol
 //! [`Session`](crate::session::Session).
 
-mod frame_guard;
+pub mod frame_guard;
 mod socket;
 
 use crate::support::peer::PeerSocket;

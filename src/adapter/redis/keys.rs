@@ -82,6 +82,7 @@ impl Keys {
             users: format!("{base}:users"),
             info: format!("{base}:info"),
             node: format!("{base}:node:{node}"),
+            version: format!("{base}:version"),
         }
     }
 
@@ -96,10 +97,12 @@ impl Keys {
     }
 }
 
-/// The three hashes of one presence channel, for one node.
+/// The keys of one presence channel, for one node.
 #[derive(Debug, Clone)]
 pub struct PresenceKeys {
     pub users: String,
     pub info: String,
     pub node: String,
+    /// Counts membership changes: the order every node delivers them in.
+    pub version: String,
 }

@@ -14,7 +14,7 @@
 
 mod keys;
 mod node;
-mod relay;
+pub mod relay;
 mod scripts;
 mod writer;
 
@@ -33,7 +33,7 @@ use tracing::warn;
 
 use self::keys::Keys;
 use self::relay::{Command, Envelope};
-use self::scripts::{Joined, Scripts};
+use self::scripts::{Announce, Joined, Scripts};
 use self::writer::{Write, Writer};
 use super::{throttle_count, AdapterError, AdapterResult, LocalRules};
 use crate::config::ClusterConfig;
@@ -276,6 +276,8 @@ impl Inner {
                 user_id,
                 "null",
                 usize::MAX,
+                &self.announce(app, ONLINE, ""),
+                "",
             )
             .await;
         match joined {
@@ -301,7 +303,12 @@ impl Inner {
         let keys = self.keys.presence(&app.app.id, ONLINE, &self.keys.node);
         match self
             .scripts
-            .leave(&mut self.redis.clone(), &keys, user_id)
+            .leave(
+                &mut self.redis.clone(),
+                &keys,
+                user_id,
+                &self.announce(app, ONLINE, ""),
+            )
             .await
         {
             Ok(true) => self.announce_online(app, user_id, false),
@@ -364,48 +371,71 @@ impl Inner {
     ) -> Result<(), SubscribeError> {
         let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
         let mut redis = self.redis.clone();
-        let joined = if app.is_subscribed(conn.socket_id, channel) {
+        if app.is_subscribed(conn.socket_id, channel) {
             // A repeated subscribe changes nothing; answer with the roster.
-            redis.hgetall(&keys.info).await.map(|members| Joined::Ok {
-                added: false,
-                members,
-            })
-        } else {
-            self.scripts
-                .join(
-                    &mut redis,
-                    &keys,
-                    &self.keys.node_presence(&self.keys.node),
-                    &Keys::presence_member(&app.app.id, channel),
-                    &member.user_id,
-                    member.user_info.get(),
-                    app.app.max_presence_members,
-                )
-                .await
-        };
-        match joined {
-            Ok(Joined::Full) => Err(SubscribeError::MemberLimit(app.app.max_presence_members)),
-            Ok(Joined::Ok { added, members }) => {
-                let roster = roster(&members);
-                let subscribed = app
-                    .subscribe(
-                        conn,
-                        channel,
-                        Some(&member),
-                        &ClusterRules::redis(app, &roster),
-                    )
-                    .map(|_| ());
-                if added {
-                    let frame = messages::member_added(channel, &member.user_id, &member.user_info);
-                    self.publish(app, channel, frame, Some(conn.socket_id));
+            let roster = match redis.hgetall::<_, Vec<(String, String)>>(&keys.info).await {
+                Ok(members) => roster(&members),
+                Err(e) => {
+                    self.mark_unhealthy(&e);
+                    return app
+                        .subscribe(conn, channel, Some(&member), &ClusterRules::here(app))
+                        .map(|_| ());
                 }
-                subscribed
+            };
+            let rules = ClusterRules::redis(app, &roster, None);
+            return app
+                .subscribe(conn, channel, Some(&member), &rules)
+                .map(|_| ());
+        }
+        // Member events that arrive while Redis decides are kept for us.
+        app.join_pending(channel);
+        let relay = self.keys.relay();
+        let socket = conn.socket_id.to_string();
+        let joined = self
+            .scripts
+            .join(
+                &mut redis,
+                &keys,
+                &self.keys.node_presence(&self.keys.node),
+                &Keys::presence_member(&app.app.id, channel),
+                &member.user_id,
+                member.user_info.get(),
+                app.app.max_presence_members,
+                &self.announce(app, channel, &relay),
+                &socket,
+            )
+            .await;
+        let subscribed = match joined {
+            Ok(Joined::Full) => Err(SubscribeError::MemberLimit(app.app.max_presence_members)),
+            Ok(Joined::Ok {
+                members, version, ..
+            }) => {
+                // Our own member_added comes back through the relay, in
+                // its place among everyone's.
+                let roster = roster(&members);
+                let rules = ClusterRules::redis(app, &roster, Some(version));
+                app.subscribe(conn, channel, Some(&member), &rules)
+                    .map(|_| ())
             }
             Err(e) => {
                 self.mark_unhealthy(&e);
                 app.subscribe(conn, channel, Some(&member), &ClusterRules::here(app))
                     .map(|_| ())
             }
+        };
+        app.join_settled(channel);
+        subscribed
+    }
+
+    /// Where the scripts publish the member events of `channel` they decide
+    /// (nowhere for the online pseudo-channel, whose transitions are
+    /// relayed as watchlist events).
+    fn announce<'a>(&'a self, app: &'a AppHub, channel: &'a str, relay: &'a str) -> Announce<'a> {
+        Announce {
+            relay: if channel == ONLINE { "" } else { relay },
+            origin: &self.keys.node,
+            app: &app.app.id,
+            channel,
         }
     }
 
@@ -418,13 +448,15 @@ impl Inner {
             return;
         };
         let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
+        let relay = self.keys.relay();
+        let announce = self.announce(app, channel, &relay);
+        // A departure is published by the script itself (see join).
         match self
             .scripts
-            .leave(&mut self.redis.clone(), &keys, &user)
+            .leave(&mut self.redis.clone(), &keys, &user, &announce)
             .await
         {
-            Ok(true) => self.publish(app, channel, messages::member_removed(channel, &user), None),
-            Ok(false) => {}
+            Ok(_) => {}
             Err(e) => {
                 self.mark_unhealthy(&e);
                 if let Some(user) = left {
@@ -542,14 +574,18 @@ struct ClusterRules<'a> {
     /// node decides.
     redis_roster: Option<&'a str>,
     redis_decides: bool,
+    snapshot: Option<u64>,
 }
 
 impl<'a> ClusterRules<'a> {
-    fn redis(app: &'a AppHub, roster: &'a str) -> Self {
+    /// Redis decided: show `roster` (as of membership `version`, when the
+    /// join itself was decided now).
+    fn redis(app: &'a AppHub, roster: &'a str, version: Option<u64>) -> Self {
         ClusterRules {
             local: LocalRules::of(app),
             redis_roster: Some(roster),
             redis_decides: true,
+            snapshot: version,
         }
     }
 
@@ -558,6 +594,7 @@ impl<'a> ClusterRules<'a> {
             local: LocalRules::of(app),
             redis_roster: None,
             redis_decides: false,
+            snapshot: None,
         }
     }
 
@@ -583,6 +620,7 @@ impl ChannelRules for ClusterRules<'_> {
                 Ok(JoinOutcome {
                     roster: cluster_roster.to_owned(),
                     announce: None,
+                    snapshot: self.snapshot,
                 })
             }
             None => self.local.join(channel, roster, socket, member),

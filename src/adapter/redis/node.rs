@@ -10,9 +10,9 @@ use redis::AsyncCommands;
 use tracing::{info, warn};
 
 use super::keys::Keys;
+use super::scripts::Announce;
 use super::{Inner, ONLINE};
 use crate::hub::AppHub;
-use crate::protocol::messages;
 
 /// Beats every `heartbeat_interval` until the process ends.
 pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
@@ -134,15 +134,27 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
             continue;
         };
         let keys = inner.keys.presence(app_id, channel, node);
-        let (_, removed) = inner.scripts.replace(&mut redis, &keys, &[]).await?;
+        // Departures on real channels are published by the script, in
+        // order with every other member event of the channel.
+        let relay = if channel == ONLINE {
+            String::new()
+        } else {
+            inner.keys.relay()
+        };
+        let announce = Announce {
+            relay: &relay,
+            origin: &inner.keys.node,
+            app: app_id,
+            channel,
+        };
+        let (_, removed) = inner
+            .scripts
+            .replace(&mut redis, &keys, &[], &announce, false)
+            .await?;
         removed_total += removed.len();
-        if let Some(app) = inner.hub.by_id(app_id) {
+        if let (Some(app), true) = (inner.hub.by_id(app_id), channel == ONLINE) {
             for user in removed {
-                if channel == ONLINE {
-                    inner.announce_online(app, &user, false);
-                } else {
-                    inner.publish(app, channel, messages::member_removed(channel, &user), None);
-                }
+                inner.announce_online(app, &user, false);
             }
         }
     }
@@ -223,7 +235,24 @@ async fn rebuild_presence(
             })
             .unwrap_or_default();
         let keys = inner.keys.presence(&app.app.id, &channel, node);
-        let (added, removed) = inner.scripts.replace(&mut redis, &keys, &members).await?;
+        // Other nodes' sockets hear of the differences (in order with the
+        // channel's other member events); ours already saw them while Redis
+        // was away. After a Redis restart nothing is announced at all.
+        let relay = if announce && channel != ONLINE {
+            inner.keys.relay()
+        } else {
+            String::new()
+        };
+        let announcement = Announce {
+            relay: &relay,
+            origin: &inner.keys.node,
+            app: &app.app.id,
+            channel: &channel,
+        };
+        let (added, removed) = inner
+            .scripts
+            .replace(&mut redis, &keys, &members, &announcement, true)
+            .await?;
         let set_member = Keys::presence_member(&app.app.id, &channel);
         if members.is_empty() {
             redis
@@ -250,41 +279,9 @@ async fn rebuild_presence(
                     );
                 }
             }
-            continue;
-        }
-        for user in added {
-            if let Some((_, _, info)) = members.iter().find(|(id, _, _)| *id == user) {
-                if let Ok(info) = serde_json::value::RawValue::from_string(info.clone()) {
-                    relay_only(
-                        inner,
-                        app,
-                        &channel,
-                        messages::member_added(&channel, &user, &info),
-                    );
-                }
-            }
-        }
-        for user in removed {
-            relay_only(
-                inner,
-                app,
-                &channel,
-                messages::member_removed(&channel, &user),
-            );
         }
     }
     Ok(())
-}
-
-fn relay_only(inner: &Inner, app: &AppHub, channel: &str, frame: bytestring::ByteString) {
-    inner.relay(
-        app,
-        super::relay::Command::Publish {
-            channel: channel.to_owned(),
-            frame: frame.to_string(),
-            except: None,
-        },
-    );
 }
 
 /// Graceful shutdown: remove this node's share at once.

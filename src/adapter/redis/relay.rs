@@ -33,6 +33,19 @@ pub enum Command {
     TerminateUser { user_id: String },
     /// A user came online (first signed-in socket anywhere) or went offline.
     Watchlist { user_id: String, online: bool },
+    /// A presence member event as Redis decided it, numbered: published by
+    /// the scripts themselves (`scripts::ANNOUNCE`), so every node, the
+    /// deciding one included, delivers them in this order.
+    Member {
+        channel: String,
+        frame: String,
+        version: u64,
+        except: Option<String>,
+        /// The origin's own sockets already saw it (a rebuild after an
+        /// outage): the origin only takes note of the version.
+        #[serde(default)]
+        skip_origin: bool,
+    },
 }
 
 /// One relayed message.
@@ -69,10 +82,25 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
     {
         app.notify_pollers(channel);
     }
+    let except = |e: &Option<String>| e.as_deref().and_then(|s| s.parse::<SocketId>().ok());
+    if let Command::Member {
+        channel,
+        frame,
+        version,
+        except: ex,
+        skip_origin,
+    } = &envelope.command
+    {
+        // Member events come through here on every node, the deciding one
+        // included: that is what keeps them in decision order.
+        let deliver = !(*skip_origin && envelope.origin == node);
+        let frame = frame.as_str().into();
+        app.deliver_member_event(channel, *version, &frame, except(ex), deliver);
+        return;
+    }
     if envelope.origin == node {
         return;
     }
-    let except = |e: &Option<String>| e.as_deref().and_then(|s| s.parse::<SocketId>().ok());
     match envelope.command {
         Command::Publish {
             channel,
@@ -94,6 +122,7 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
         Command::Watchlist { user_id, online } => {
             app.notify_watchers(&user_id, online);
         }
+        Command::Member { .. } => {}
     }
 }
 

@@ -1,0 +1,31 @@
+//! Messages from the cluster relay (another node, or anyone who can write
+//! to Redis): applied to a hub with one subscribed connection.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use herald::adapter::redis::relay;
+use herald::adapter::LocalRules;
+use herald::config::AppConfig;
+use herald::hub::{Connection, Hub};
+use herald::protocol::SocketId;
+use libfuzzer_sys::fuzz_target;
+
+fn hub() -> &'static (Hub, Arc<Connection>) {
+    static HUB: OnceLock<(Hub, Arc<Connection>)> = OnceLock::new();
+    HUB.get_or_init(|| {
+        let hub = Hub::new([AppConfig::new("app", "key", "secret")]);
+        let conn = Arc::new(Connection::new(SocketId::new(1, 2), 1 << 20));
+        if let Some(app) = hub.by_id("app") {
+            let _ = app.subscribe(&conn, "c", None, &LocalRules::of(app));
+        }
+        (hub, conn)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (hub, conn) = hub();
+    relay::apply(hub, "this-node", data);
+    let mut drained = Vec::new();
+    conn.drain_into(&mut drained);
+});

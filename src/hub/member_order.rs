@@ -1,0 +1,112 @@
+//! Presence member events in the order the cluster decided them.
+//!
+//! In cluster mode Redis numbers every membership change of a channel and
+//! publishes it from the deciding script, so the relay brings them to every
+//! node in that order. A node delivers each event once, and to a subscriber
+//! only if it is newer than the roster that subscriber was shown
+//! (`subscription_succeeded` already contains everything up to it). Events
+//! that arrive while a join is waiting for Redis are kept briefly, so the
+//! joiner still gets those newer than its roster.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytestring::ByteString;
+
+use crate::protocol::SocketId;
+
+/// Events kept for joins still waiting for their roster.
+const RECENT: usize = 64;
+
+/// One channel's ordering state (empty and unallocated on a single node).
+#[derive(Debug, Default)]
+pub(super) struct MemberOrder {
+    /// The newest version delivered here.
+    applied: u64,
+    recent: VecDeque<(u64, ByteString, Option<SocketId>)>,
+    /// The roster version each subscriber was shown.
+    snapshots: HashMap<SocketId, u64>,
+    /// Joins waiting for Redis: the channel must be kept meanwhile.
+    pub pending: usize,
+}
+
+impl MemberOrder {
+    /// Takes an event into the order; false for one already delivered (or
+    /// older than one that was).
+    pub fn accept(&mut self, version: u64, frame: &ByteString, except: Option<SocketId>) -> bool {
+        if version <= self.applied {
+            return false;
+        }
+        self.applied = version;
+        if self.pending > 0 {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((version, frame.clone(), except));
+        }
+        true
+    }
+
+    /// Whether `socket` should get the event numbered `version`.
+    pub fn wants(&self, socket: SocketId, version: u64) -> bool {
+        self.snapshots
+            .get(&socket)
+            .is_none_or(|seen| *seen < version)
+    }
+
+    /// `socket` was shown the roster as of `snapshot`: the events it must
+    /// still get, in order.
+    pub fn joined(&mut self, socket: SocketId, snapshot: u64) -> Vec<ByteString> {
+        self.snapshots.insert(socket, snapshot);
+        self.recent
+            .iter()
+            .filter(|(version, _, except)| *version > snapshot && *except != Some(socket))
+            .map(|(_, frame, _)| frame.clone())
+            .collect()
+    }
+
+    /// A pending join is done; with none left, nothing needs the recent
+    /// events any more.
+    pub fn settled(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+        if self.pending == 0 {
+            self.recent.clear();
+        }
+    }
+
+    pub fn left(&mut self, socket: SocketId) {
+        self.snapshots.remove(&socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_delivered_once_in_order_and_not_before_a_snapshot() {
+        let mut order = MemberOrder::default();
+        let (a, b) = (SocketId::new(1, 1), SocketId::new(2, 2));
+        assert!(order.accept(1, &"e1".into(), None));
+        assert!(!order.accept(1, &"e1".into(), None));
+        order.joined(a, 3);
+        assert!(!order.wants(a, 3));
+        assert!(order.wants(a, 4));
+        assert!(order.wants(b, 1));
+    }
+
+    #[test]
+    fn a_pending_join_gets_what_it_missed() {
+        let mut order = MemberOrder {
+            pending: 1,
+            ..MemberOrder::default()
+        };
+        let joiner = SocketId::new(1, 1);
+        order.accept(5, &"v5".into(), None);
+        order.accept(6, &"v6".into(), None);
+        order.accept(7, &"v7".into(), Some(joiner));
+        // Its roster was as of version 5: it misses 6, not 7 (its own join).
+        assert_eq!(order.joined(joiner, 5), ["v6"]);
+        order.settled();
+        assert!(order.recent.is_empty());
+    }
+}
