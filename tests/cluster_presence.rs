@@ -85,16 +85,12 @@ impl Observer {
                 .to_owned();
             self.log.push(format!("{} {user}", frame["event"]));
             match frame["event"].as_str() {
-                Some("pusher_internal:member_added") => {
-                    if !self.members.insert(user.clone()) {
-                        self.errors.push(format!("member_added for present {user}"));
-                    }
+                Some("pusher_internal:member_added") if !self.members.insert(user.clone()) => {
+                    self.errors.push(format!("member_added for present {user}"));
                 }
-                Some("pusher_internal:member_removed") => {
-                    if !self.members.remove(&user) {
-                        self.errors
-                            .push(format!("member_removed for absent {user}"));
-                    }
+                Some("pusher_internal:member_removed") if !self.members.remove(&user) => {
+                    self.errors
+                        .push(format!("member_removed for absent {user}"));
                 }
                 Some("sentinel") => return,
                 _ => {}
