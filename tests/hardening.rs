@@ -286,11 +286,13 @@ async fn a_client_flooding_frames_is_closed_and_released() {
         .stream
         .set_write_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
+    let started = Instant::now();
     let _ = socket.stream.write_all(&flood);
     assert!(
         released_within(&server, &socket, Duration::from_secs(10)).await,
         "the server still holds the flooding client's TCP connection"
     );
+    eprintln!("ping flood: released after {:?}", started.elapsed());
     let grown = rss_kib(server.pid()).saturating_sub(before);
     assert!(grown < 16 * 1024, "server grew by {grown} KiB");
     socket.closed_within(Duration::from_secs(2));
@@ -352,6 +354,7 @@ fn api_bodies_are_read_only_after_the_signature_and_within_a_deadline() {
         assert_eq!(status_within(stream, Duration::from_secs(3)), Some(401));
     }
     let grown = rss_kib(server.pid()).saturating_sub(before);
+    eprintln!("100 unsigned stalled uploads: refused, server grew by {grown} KiB");
     assert!(grown < 32 * 1024, "server grew by {grown} KiB");
 
     // A signed upload that stops one byte short: 408 after the deadline.
@@ -583,6 +586,7 @@ async fn a_closed_tab_leaves_within_the_session_timeout() {
     let removed = watcher.expect("pusher_internal:member_removed").await;
     assert_eq!(removed["data"]["user_id"], "2");
     let took = closed.elapsed();
+    eprintln!("closed tab: member_removed {took:?} after the TCP close (timeout 3 s)");
     assert!(took < Duration::from_secs(5), "noticed after {took:?}");
 }
 
@@ -646,6 +650,7 @@ async fn quiet_long_polls_do_not_wake_for_other_channels() {
         assert_eq!(r.status, 200);
     }
     let spent = cpu_time(server.pid()) - before;
+    eprintln!("long-poll herd: 500 quiet polls, 300 events elsewhere: server CPU {spent:?}");
     // 300 API requests cost a fraction of this; waking 500 polls for each
     // of them cost seconds.
     assert!(
