@@ -262,6 +262,12 @@ async fn graceful_shutdown_removes_the_nodes_state_at_once() {
     assert_eq!(removed["data"]["user_id"], "2");
     assert_eq!(b.wait_exit(), Some(0));
     assert_eq!(user_ids(&a, "presence-g").await, ["1"]);
+    // Leaving was final: the departed node is not registered again.
+    let nodes = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "SCARD", "herald:nodes"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&nodes.stdout).trim(), "1");
 }
 
 #[actix_rt::test]
@@ -386,4 +392,101 @@ async fn a_node_started_later_serves_cached_events() {
         frame["event"] == "price" && frame["raw_data"] == "42"
     })
     .await;
+}
+
+/// Every channel query of a scenario, as one server answers it (arrays of
+/// users sorted, since their order is not part of the contract).
+async fn query_answers(server: &impl common::Endpoint) -> Vec<(String, u16, serde_json::Value)> {
+    let queries = [
+        ("/apps/app-id/channels", ""),
+        ("/apps/app-id/channels", "filter_by_prefix=private-"),
+        (
+            "/apps/app-id/channels",
+            "filter_by_prefix=presence-&info=user_count",
+        ),
+        ("/apps/app-id/channels", "info=subscription_count"),
+        ("/apps/app-id/channels/news", "info=subscription_count"),
+        (
+            "/apps/app-id/channels/presence-p",
+            "info=user_count,subscription_count",
+        ),
+        ("/apps/app-id/channels/presence-p/users", ""),
+        (
+            "/apps/app-id/channels/nobody-here",
+            "info=subscription_count",
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (path, query) in queries {
+        let r = common::get(server, path, query).await;
+        let mut body = r.body;
+        if let Some(users) = body["users"].as_array_mut() {
+            users.sort_by_key(|u| u["id"].as_str().unwrap_or_default().to_owned());
+        }
+        answers.push((format!("{path}?{query}"), r.status, body));
+    }
+    answers
+}
+
+/// Runs the same clients against `servers` (spread over them) and returns
+/// the query answers before and after they subscribe.
+async fn scenario(
+    servers: &[&Server],
+) -> (
+    Vec<(String, u16, serde_json::Value)>,
+    Vec<(String, u16, serde_json::Value)>,
+) {
+    let empty = query_answers(servers[0]).await;
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut c = Client::connect(servers[i % servers.len()]).await;
+        assert_eq!(
+            c.subscribe("news").await["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+        if i % 2 == 0 {
+            assert_eq!(
+                c.subscribe_private("private-a").await["event"],
+                "pusher_internal:subscription_succeeded"
+            );
+        }
+        let mut reply = c
+            .join("presence-p", &format!("user-{}", i % 3), json!(null))
+            .await;
+        while reply["event"] != "pusher_internal:subscription_succeeded" {
+            reply = c.recv().await;
+        }
+        // Everything the server does for this client is done.
+        c.send(json!({"event": "pusher:ping", "data": {}})).await;
+        while c.recv().await["event"] != "pusher:pong" {}
+        clients.push(c);
+    }
+    let mut answers = Vec::new();
+    for server in servers {
+        let these = query_answers(*server).await;
+        if !answers.is_empty() {
+            assert_eq!(these, answers, "the nodes answer differently");
+        }
+        answers = these;
+    }
+    drop(clients);
+    (empty, answers)
+}
+
+#[actix_rt::test]
+async fn a_cluster_answers_every_query_as_one_node_would() {
+    let single = Server::start();
+    let one_node = scenario(&[&single]).await;
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let cluster = scenario(&[&a, &b]).await;
+    assert_eq!(
+        cluster.0, one_node.0,
+        "answers with nothing occupied differ"
+    );
+    assert_eq!(cluster.1, one_node.1, "answers differ");
+    assert!(one_node
+        .0
+        .iter()
+        .all(|(_, status, _)| [200, 400].contains(status)));
 }

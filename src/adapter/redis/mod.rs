@@ -77,6 +77,9 @@ struct Inner {
     epoch: std::sync::Mutex<Option<String>>,
     /// When `subscription_count` was last sent, for crowded channels only.
     count_sent: DashMap<String, std::time::Instant>,
+    /// The heartbeat task, stopped before the node leaves the cluster so
+    /// that it cannot register the node again.
+    heartbeat: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 fn unavailable(e: redis::RedisError) -> AdapterError {
@@ -116,6 +119,7 @@ impl RedisAdapter {
             elsewhere: DashMap::new(),
             epoch: std::sync::Mutex::new(None),
             count_sent: DashMap::new(),
+            heartbeat: std::sync::OnceLock::new(),
         });
         tokio::spawn(relay::run(
             client,
@@ -124,7 +128,8 @@ impl RedisAdapter {
             node,
             inner.relay_ready.clone(),
         ));
-        tokio::spawn(node::heartbeat(inner.clone()));
+        let heartbeat = tokio::spawn(node::heartbeat(inner.clone()));
+        let _ = inner.heartbeat.set(heartbeat.abort_handle());
         Ok(RedisAdapter { inner })
     }
 
@@ -358,7 +363,7 @@ impl Inner {
         for node in others {
             pipe.hget(self.keys.subscriptions(app, node), channel);
         }
-        let counts: Vec<Option<usize>> = pipe.query_async(&mut self.redis.clone()).await?;
+        let counts: Vec<Option<usize>> = self.query(&pipe).await?;
         Ok(counts.into_iter().flatten().sum())
     }
 
@@ -474,7 +479,7 @@ impl Inner {
         for node in &nodes {
             pipe.exists(self.keys.alive(node));
         }
-        let alive: Vec<bool> = pipe.query_async(&mut redis).await?;
+        let alive: Vec<bool> = self.query(&pipe).await?;
         Ok(nodes
             .into_iter()
             .zip(alive)
@@ -492,8 +497,7 @@ impl Inner {
         for node in &nodes {
             pipe.hgetall(self.keys.subscriptions(app, node));
         }
-        let per_node: Vec<HashMap<String, usize>> =
-            pipe.query_async(&mut self.redis.clone()).await?;
+        let per_node: Vec<HashMap<String, usize>> = self.query(&pipe).await?;
         let mut totals = HashMap::new();
         for counts in per_node {
             for (channel, n) in counts {
@@ -513,7 +517,35 @@ impl Inner {
         for channel in channels {
             pipe.hlen(self.keys.presence(app, channel, &self.keys.node).users);
         }
+        self.query(&pipe).await
+    }
+
+    /// Runs a pipeline; an empty one (no node, no channel to ask about) is
+    /// answered without asking Redis, which refuses empty commands.
+    async fn query<T: redis::FromRedisValue + Default>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        if pipe.is_empty() {
+            return Ok(T::default());
+        }
         pipe.query_async(&mut self.redis.clone()).await
+    }
+
+    /// One channel's subscribers on every live node: one field per node,
+    /// never whole hashes.
+    async fn subscribers_everywhere(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> Result<usize, redis::RedisError> {
+        let nodes = self.live_nodes().await?;
+        let mut pipe = redis::pipe();
+        for node in &nodes {
+            pipe.hget(self.keys.subscriptions(app, node), channel);
+        }
+        let counts: Vec<Option<usize>> = self.query(&pipe).await?;
+        Ok(counts.into_iter().flatten().sum())
     }
 
     async fn cluster_channels(
@@ -791,13 +823,13 @@ impl RedisAdapter {
         name: &str,
     ) -> AdapterResult<Option<ChannelStats>> {
         let inner = &self.inner;
-        let counts = inner
-            .subscription_counts(&app.app.id)
+        let subscription_count = inner
+            .subscribers_everywhere(&app.app.id, name)
             .await
             .map_err(unavailable)?;
-        let Some(&subscription_count) = counts.get(name) else {
+        if subscription_count == 0 {
             return Ok(None);
-        };
+        }
         let user_count = if ChannelType::of(name).is_presence() {
             let users = inner
                 .user_counts(&app.app.id, &[name])

@@ -286,6 +286,11 @@ async fn rebuild_presence(
 
 /// Graceful shutdown: remove this node's share at once.
 pub(super) async fn leave_cluster(inner: &Inner) {
+    // Leaving is final: no beat may register this node again. A beat
+    // already sent still runs before the purge (same connection, in order).
+    if let Some(heartbeat) = inner.heartbeat.get() {
+        heartbeat.abort();
+    }
     inner.healthy.store(false, Ordering::Release);
     match purge(inner, &inner.keys.node).await {
         Ok(n) => info!("left the cluster ({n} presence members removed)"),
