@@ -331,6 +331,20 @@ async fn subscription_counts_span_the_cluster() {
         count(on_a.expect("pusher_internal:subscription_count").await),
         2
     );
+    // Subscribing again to a channel changes no count: nothing is announced.
+    for _ in 0..50 {
+        let ok = on_b.subscribe("counted").await;
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    }
+    // Barrier: an event published through b after the repeats, and a
+    // count change; a must see no count before them but the new one.
+    let r = trigger(
+        &b,
+        json!({"name": "after", "channel": "counted", "data": "1"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(on_a.recv().await["event"], "after");
     drop(on_b);
     assert_eq!(
         count(on_a.expect("pusher_internal:subscription_count").await),

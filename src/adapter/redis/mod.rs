@@ -75,8 +75,11 @@ struct Inner {
     elsewhere: DashMap<String, usize>,
     /// The Redis epoch seen by the last heartbeat.
     epoch: std::sync::Mutex<Option<String>>,
-    /// When `subscription_count` was last sent, for crowded channels only.
-    count_sent: DashMap<String, std::time::Instant>,
+    /// Channels (`app\nchannel`) whose subscription count may have
+    /// changed since the last flush (see [`counts_flusher`]).
+    counts_dirty: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The count last announced per channel, and when.
+    count_sent: DashMap<String, (usize, std::time::Instant)>,
     /// The heartbeat task, stopped before the node leaves the cluster so
     /// that it cannot register the node again.
     heartbeat: std::sync::OnceLock<tokio::task::AbortHandle>,
@@ -118,6 +121,7 @@ impl RedisAdapter {
             relay_ready: Arc::new(AtomicBool::new(false)),
             elsewhere: DashMap::new(),
             epoch: std::sync::Mutex::new(None),
+            counts_dirty: std::sync::Mutex::default(),
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
         });
@@ -128,6 +132,7 @@ impl RedisAdapter {
             node,
             inner.relay_ready.clone(),
         ));
+        tokio::spawn(counts_flusher(inner.clone()));
         let heartbeat = tokio::spawn(node::heartbeat(inner.clone()));
         let _ = inner.heartbeat.set(heartbeat.abort_handle());
         Ok(RedisAdapter { inner })
@@ -215,39 +220,62 @@ impl Inner {
         });
     }
 
-    /// Sends the channel's subscriber count on every node to its
-    /// subscribers everywhere (throttled like the hub's, for crowds).
-    fn announce_count(self: &Arc<Self>, app: &Arc<AppHub>, channel: &str) {
+    /// Notes that a channel's subscriber count may have changed; the
+    /// flusher announces it (coalesced, and only when it really changed).
+    /// Nothing per client message spawns work.
+    fn announce_count(&self, app: &AppHub, channel: &str) {
         if !app.app.subscription_count || ChannelType::of(channel).is_presence() {
             return;
         }
-        let (inner, app, channel) = (self.clone(), app.clone(), channel.to_owned());
-        tokio::spawn(async move {
-            let remote = match inner.remote_subscribers(&app.app.id, &channel).await {
-                Ok(n) => n,
-                Err(e) => {
-                    inner.mark_unhealthy(&e);
-                    0
-                }
-            };
-            let total = app.local_subscribers(&channel) + remote;
-            let key = format!("{}\n{channel}", app.app.id);
-            let mut last_sent = inner.count_sent.get(&key).map(|at| *at);
-            if !throttle_count(total, &mut last_sent, std::time::Instant::now()) {
+        let key = format!("{}\n{channel}", app.app.id);
+        self.counts_dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+    }
+
+    /// Announces the cluster-wide count of one changed channel, unless it
+    /// is the count last announced or the crowd throttle holds it back
+    /// (then it stays dirty for a later flush).
+    async fn flush_count(&self, key: String) {
+        let Some((app_id, channel)) = key.split_once('\n') else {
+            return;
+        };
+        let Some(app) = self.hub.by_id(app_id) else {
+            return;
+        };
+        let remote = match self.remote_subscribers(app_id, channel).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.mark_unhealthy(&e);
                 return;
             }
-            if let Some(at) = last_sent {
-                inner.count_sent.insert(key, at);
-            }
-            if total > 0 {
-                inner.publish(
-                    &app,
-                    &channel,
-                    messages::subscription_count(&channel, total),
-                    None,
-                );
-            }
-        });
+        };
+        let total = app.local_subscribers(channel) + remote;
+        let previous = self.count_sent.get(&key).map(|entry| *entry);
+        if total == 0 {
+            self.count_sent.remove(&key);
+            return;
+        }
+        if previous.is_some_and(|(count, _)| count == total) {
+            return;
+        }
+        let mut last_sent = previous.map(|(_, at)| at);
+        let now = std::time::Instant::now();
+        if !throttle_count(total, &mut last_sent, now) {
+            self.counts_dirty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone());
+            return;
+        }
+        self.count_sent.insert(key.clone(), (total, now));
+        self.publish(
+            app,
+            channel,
+            messages::subscription_count(channel, total),
+            None,
+        );
     }
 
     /// Tells watchers on every node that `user_id` came online or went offline.
@@ -578,6 +606,24 @@ impl Inner {
                 )
             })
             .collect())
+    }
+}
+
+/// How often changed subscription counts are announced.
+const COUNT_FLUSH: Duration = Duration::from_millis(100);
+
+/// Announces changed subscription counts every [`COUNT_FLUSH`]: one pass
+/// over the channels that changed, however many (un)subscribes there were.
+async fn counts_flusher(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(COUNT_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let dirty =
+            std::mem::take(&mut *inner.counts_dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        for key in dirty {
+            inner.flush_count(key).await;
+        }
     }
 }
 
