@@ -16,6 +16,7 @@ mod keys;
 mod node;
 pub mod relay;
 mod scripts;
+mod state;
 mod writer;
 
 use std::collections::HashMap;
@@ -75,6 +76,8 @@ struct Inner {
     elsewhere: DashMap<String, usize>,
     /// The Redis epoch seen by the last heartbeat.
     epoch: std::sync::Mutex<Option<String>>,
+    /// This node's counts waiting to be written (see `state`).
+    dirty: state::DirtyCounts,
     /// Channels (`app\nchannel`) whose subscription count may have
     /// changed since the last flush (see [`counts_flusher`]).
     counts_dirty: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -121,6 +124,7 @@ impl RedisAdapter {
             relay_ready: Arc::new(AtomicBool::new(false)),
             elsewhere: DashMap::new(),
             epoch: std::sync::Mutex::new(None),
+            dirty: state::DirtyCounts::default(),
             counts_dirty: std::sync::Mutex::default(),
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
@@ -133,6 +137,7 @@ impl RedisAdapter {
             inner.relay_ready.clone(),
         ));
         tokio::spawn(counts_flusher(inner.clone()));
+        tokio::spawn(state::writer(inner.clone()));
         let heartbeat = tokio::spawn(node::heartbeat(inner.clone()));
         let _ = inner.heartbeat.set(heartbeat.abort_handle());
         Ok(RedisAdapter { inner })
@@ -211,12 +216,11 @@ impl Inner {
         self.relay(app, command);
     }
 
-    /// Writes this node's subscriber count of a channel.
+    /// This node's subscriber count of a channel changed.
     fn write_subscriptions(&self, app: &AppHub, channel: &str) {
-        self.writer.send(Write::Count {
-            key: self.keys.subscriptions(&app.app.id, &self.keys.node),
-            field: channel.to_owned(),
-            count: app.local_subscribers(channel),
+        self.dirty.mark(state::Dirty::Subscriptions {
+            app: app.app.id.clone(),
+            channel: channel.to_owned(),
         });
     }
 
@@ -845,10 +849,8 @@ impl RedisAdapter {
     }
 
     pub(super) fn connections_changed(&self, app: &AppHub) {
-        self.inner.writer.send(Write::Count {
-            key: self.inner.keys.connections(&app.app.id),
-            field: self.inner.keys.node.clone(),
-            count: app.connection_count(),
+        self.inner.dirty.mark(state::Dirty::Connections {
+            app: app.app.id.clone(),
         });
     }
 

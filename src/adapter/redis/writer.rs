@@ -1,7 +1,8 @@
 //! One task that performs the node's fire-and-forget Redis writes in order:
-//! relay publications and this node's counts. Callers never wait on Redis;
-//! the queue is bounded, and when it is full or Redis is down the write is
-//! dropped (counts are rewritten whole when Redis comes back, see `node`).
+//! relay publications, polling history and cache entries. Callers never
+//! wait on Redis; the queue is bounded, and when it is full or Redis is down
+//! the write is dropped. This node's counts do not go through here (see
+//! `state`), so no volume of (un)subscribes can crowd the relay out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,12 +24,6 @@ pub enum Write {
     Publish {
         channel: String,
         payload: Vec<u8>,
-    },
-    /// Set (or, for 0, delete) a hash field to an absolute count.
-    Count {
-        key: String,
-        field: String,
-        count: usize,
     },
     /// Append to a history stream, trimmed to about `max_len` entries and
     /// expiring `ttl` seconds after the last append.
@@ -104,18 +99,8 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                 Write::Publish { channel, payload } => {
                     pipe.publish(channel, payload).ignore();
                 }
-                Write::Count {
-                    key,
-                    field,
-                    count: 0,
-                } => {
-                    pipe.hdel(key, field).ignore();
-                }
                 Write::Cache { key, frame, ttl } => {
                     pipe.set_ex(key, frame, ttl).ignore();
-                }
-                Write::Count { key, field, count } => {
-                    pipe.hset(key, field, count).ignore();
                 }
                 Write::History {
                     key,

@@ -1,0 +1,82 @@
+//! This node's counts in Redis (subscribers per channel, connections per
+//! app), kept apart from the relay: a count change only marks an entry
+//! dirty, and one task writes the current absolute values of every dirty
+//! entry as soon as it can. A flood of (un)subscribes therefore costs at
+//! most one entry per channel, never queue space the relay needs, and a
+//! failed write marks the node unhealthy so that its heartbeat rewrites its
+//! whole share (`node::rebuild`) instead of leaving a count wrong.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::Inner;
+
+/// A count of this node that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dirty {
+    Subscriptions { app: String, channel: String },
+    Connections { app: String },
+}
+
+/// The dirty entries, and a wake-up for the writer.
+#[derive(Default)]
+pub struct DirtyCounts {
+    entries: Mutex<HashSet<Dirty>>,
+    wake: Notify,
+}
+
+impl DirtyCounts {
+    pub fn mark(&self, dirty: Dirty) {
+        let first = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.insert(dirty) && entries.len() == 1
+        };
+        if first {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take(&self) -> HashSet<Dirty> {
+        std::mem::take(&mut *self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Writes dirty counts until the process ends: whatever changed while one
+/// write was on its way goes out in the next.
+pub async fn writer(inner: Arc<Inner>) {
+    loop {
+        inner.dirty.wake.notified().await;
+        let dirty = inner.dirty.take();
+        if dirty.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for entry in &dirty {
+            match entry {
+                Dirty::Subscriptions { app, channel } => {
+                    let count = inner
+                        .hub
+                        .by_id(app)
+                        .map_or(0, |a| a.local_subscribers(channel));
+                    let key = inner.keys.subscriptions(app, &inner.keys.node);
+                    if count == 0 {
+                        pipe.hdel(key, channel).ignore();
+                    } else {
+                        pipe.hset(key, channel, count).ignore();
+                    }
+                }
+                Dirty::Connections { app } => {
+                    let count = inner.hub.by_id(app).map_or(0, |a| a.connection_count());
+                    let key = inner.keys.connections(app);
+                    pipe.hset(key, &inner.keys.node, count).ignore();
+                }
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut inner.redis.clone()).await {
+            // The heartbeat rewrites the whole share once Redis answers.
+            inner.mark_unhealthy(&e);
+        }
+    }
+}
