@@ -556,3 +556,42 @@ async fn a_subscribe_flood_loses_no_cross_node_event() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn the_relay_comes_back_after_its_connection_is_killed() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut on_b = Client::connect(&b).await;
+    on_b.subscribe("relayed").await;
+
+    let killed = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "pubsub",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        String::from_utf8_lossy(&killed.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 2,
+        "expected both nodes' relay connections to be killed"
+    );
+    // Both nodes resubscribe and say so on /up; then delivery works again.
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let r = trigger(
+        &a,
+        json!({"name": "after", "channel": "relayed", "data": "2"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(on_b.recv().await["event"], "after");
+}

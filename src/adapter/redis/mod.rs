@@ -70,8 +70,8 @@ struct Inner {
     config: ClusterConfig,
     /// Whether this node's share of the cluster state is in Redis.
     healthy: AtomicBool,
-    /// Whether the relay subscription is up.
-    relay_ready: Arc<AtomicBool>,
+    /// Whether the relay subscription is up and hearing its echoes.
+    relay: Arc<relay::RelayHealth>,
     /// Per app id: connections on other live nodes (refreshed by heartbeat).
     elsewhere: DashMap<String, usize>,
     /// The Redis epoch seen by the last heartbeat.
@@ -121,7 +121,7 @@ impl RedisAdapter {
             scripts: Scripts::default(),
             config: config.clone(),
             healthy: AtomicBool::new(false),
-            relay_ready: Arc::new(AtomicBool::new(false)),
+            relay: Arc::default(),
             elsewhere: DashMap::new(),
             epoch: std::sync::Mutex::new(None),
             dirty: state::DirtyCounts::default(),
@@ -129,15 +129,20 @@ impl RedisAdapter {
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
         });
-        tokio::spawn(relay::run(
-            client,
-            inner.keys.relay(),
-            hub,
-            node,
-            inner.relay_ready.clone(),
-        ));
-        tokio::spawn(counts_flusher(inner.clone()));
-        tokio::spawn(state::writer(inner.clone()));
+        let (channel, health) = (inner.keys.relay(), inner.relay.clone());
+        supervise("relay", move || {
+            relay::run(
+                client.clone(),
+                channel.clone(),
+                hub.clone(),
+                node.clone(),
+                health.clone(),
+            )
+        });
+        let flusher = inner.clone();
+        supervise("count flusher", move || counts_flusher(flusher.clone()));
+        let writer = inner.clone();
+        supervise("state writer", move || state::writer(writer.clone()));
         let heartbeat = tokio::spawn(node::heartbeat(inner.clone()));
         let _ = inner.heartbeat.set(heartbeat.abort_handle());
         Ok(RedisAdapter { inner })
@@ -158,6 +163,30 @@ impl Inner {
         if self.healthy.swap(false, Ordering::AcqRel) {
             warn!("lost Redis ({error}); serving local clients only until it is back");
         }
+    }
+
+    /// How recent this node's last relay echo must be for the relay to
+    /// count as alive: three heartbeats.
+    fn echo_window(&self) -> Duration {
+        Duration::from_secs(3 * self.config.heartbeat_interval.max(1))
+    }
+
+    /// Sends this node a message through the relay; its return proves the
+    /// subscription still hears. When the last one is overdue, the
+    /// subscription is dropped and made again.
+    fn check_relay(&self) {
+        if self.relay.subscribed() && !self.relay.alive(self.echo_window()) {
+            self.relay.force_reconnect();
+        }
+        let envelope = Envelope {
+            origin: self.keys.node.clone(),
+            app: String::new(),
+            command: Command::Echo,
+        };
+        self.writer.send(Write::Publish {
+            channel: self.keys.relay(),
+            payload: envelope.encode(),
+        });
     }
 
     fn relay(&self, app: &AppHub, command: Command) {
@@ -613,6 +642,26 @@ impl Inner {
     }
 }
 
+/// Runs a cluster task, and runs it again if it panics: a node must not go
+/// on half-connected because one of its tasks died.
+fn supervise<F, Fut>(name: &'static str, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!("cluster task {name} panicked; restarting it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    });
+}
+
 /// How often changed subscription counts are announced.
 const COUNT_FLUSH: Duration = Duration::from_millis(100);
 
@@ -909,7 +958,7 @@ impl RedisAdapter {
     }
 
     pub(super) fn ready(&self) -> bool {
-        self.inner.healthy() && self.inner.relay_ready.load(Ordering::Acquire)
+        self.inner.healthy() && self.inner.relay.alive(self.inner.echo_window())
     }
 
     pub(super) async fn shutdown(&self) {

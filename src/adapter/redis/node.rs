@@ -20,6 +20,7 @@ pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        inner.check_relay();
         let (announced, epoch) = match beat(&inner).await {
             Ok(beat) => beat,
             Err(e) => {

@@ -46,6 +46,58 @@ pub enum Command {
         #[serde(default)]
         skip_origin: bool,
     },
+    /// A node's message to itself: proves its relay subscription still
+    /// hears the channel (see [`RelayHealth`]).
+    Echo,
+}
+
+/// Whether this node's relay subscription is up and still hearing: a
+/// subscription can look open while nothing arrives (a half-open
+/// connection), so the node sends itself an echo every heartbeat and
+/// counts the relay as alive only while echoes come back.
+#[derive(Debug)]
+pub struct RelayHealth {
+    subscribed: AtomicBool,
+    /// When the last echo came back.
+    last_echo: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Asks the subscriber to drop its connection and subscribe again.
+    reconnect: tokio::sync::Notify,
+}
+
+impl Default for RelayHealth {
+    fn default() -> Self {
+        RelayHealth {
+            subscribed: AtomicBool::new(false),
+            last_echo: std::sync::Mutex::new(None),
+            reconnect: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl RelayHealth {
+    fn echoed(&self) {
+        *self.last_echo.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// Subscribed, and an echo came back within `within`.
+    pub fn alive(&self, within: Duration) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+            && self
+                .last_echo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|at| at.elapsed() <= within)
+    }
+
+    /// Whether the subscription is up (whatever it hears).
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Makes the subscriber reconnect (its echoes stopped coming back).
+    pub fn force_reconnect(&self) {
+        self.reconnect.notify_one();
+    }
 }
 
 /// One relayed message.
@@ -63,17 +115,21 @@ impl Envelope {
     }
 }
 
-/// Applies a message from another node to the local hub.
-pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
+/// Applies a message from another node to the local hub. Returns true for
+/// this node's own echo.
+pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> bool {
     let envelope: Envelope = match serde_json::from_slice(payload) {
         Ok(e) => e,
         Err(e) => {
             warn!("ignoring malformed relay message: {e}");
-            return;
+            return false;
         }
     };
+    if matches!(envelope.command, Command::Echo) {
+        return envelope.origin == node;
+    }
     let Some(app) = hub.by_id(&envelope.app) else {
-        return;
+        return false;
     };
     // A publication may have added to a polling history, which Redis holds
     // by now: wake long-polls, including for our own publications.
@@ -96,10 +152,10 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
         let deliver = !(*skip_origin && envelope.origin == node);
         let frame = frame.as_str().into();
         app.deliver_member_event(channel, *version, &frame, except(ex), deliver);
-        return;
+        return false;
     }
     if envelope.origin == node {
-        return;
+        return false;
     }
     match envelope.command {
         Command::Publish {
@@ -122,8 +178,9 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) {
         Command::Watchlist { user_id, online } => {
             app.notify_watchers(&user_id, online);
         }
-        Command::Member { .. } => {}
+        Command::Member { .. } | Command::Echo => {}
     }
+    false
 }
 
 /// Subscribes to the relay channel and applies messages until the process
@@ -133,7 +190,7 @@ pub async fn run(
     channel: String,
     hub: Arc<Hub>,
     node: String,
-    ready: Arc<AtomicBool>,
+    health: Arc<RelayHealth>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -141,13 +198,29 @@ pub async fn run(
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     info!("cluster relay subscribed to {channel}");
-                    ready.store(true, Ordering::Release);
+                    health.subscribed.store(true, Ordering::Release);
+                    // A fresh subscription counts as hearing until its
+                    // first echo is due.
+                    health.echoed();
                     backoff = Duration::from_millis(100);
                     let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        apply(&hub, &node, message.get_payload_bytes());
+                    loop {
+                        tokio::select! {
+                            message = messages.next() => match message {
+                                Some(message) => {
+                                    if apply(&hub, &node, message.get_payload_bytes()) {
+                                        health.echoed();
+                                    }
+                                }
+                                None => break,
+                            },
+                            () = health.reconnect.notified() => {
+                                warn!("cluster relay hears nothing (its echoes stopped); reconnecting");
+                                break;
+                            }
+                        }
                     }
-                    ready.store(false, Ordering::Release);
+                    health.subscribed.store(false, Ordering::Release);
                     warn!("cluster relay subscription lost; reconnecting");
                 }
                 Err(e) => warn!("cluster relay could not subscribe: {e}"),
@@ -162,6 +235,30 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_is_alive_only_while_its_echoes_come_back() {
+        let health = RelayHealth::default();
+        assert!(!health.alive(Duration::from_secs(3)), "not subscribed yet");
+        health.subscribed.store(true, Ordering::Release);
+        health.echoed();
+        assert!(health.alive(Duration::from_secs(3)));
+        *health.last_echo.lock().expect("lock") =
+            std::time::Instant::now().checked_sub(Duration::from_secs(10));
+        assert!(!health.alive(Duration::from_secs(3)));
+        // Our own echo is recognised; another node's is not ours.
+        let hub = Hub::new([]);
+        let echo = |origin: &str| {
+            Envelope {
+                origin: origin.into(),
+                app: String::new(),
+                command: Command::Echo,
+            }
+            .encode()
+        };
+        assert!(apply(&hub, "me", &echo("me")));
+        assert!(!apply(&hub, "me", &echo("other")));
+    }
 
     #[test]
     fn envelopes_round_trip() {
