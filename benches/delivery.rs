@@ -141,8 +141,82 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
     }
 }
 
+/// The ordinary-rate fan-out: `subscribers` sockets over `channels`
+/// channels, `rate` events per second for `seconds` (one event per channel
+/// per batch request), so each socket gets one frame at a time.
+async fn paced(server: &Server, subscribers: usize, channels: usize, rate: usize, seconds: usize) -> Report {
+    let total_events = rate * seconds;
+    let per_channel = total_events / channels;
+    let mut clients = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        let mut c = Client::connect(server).await;
+        c.subscribe(&format!("paced-{}", i % channels)).await;
+        clients.push(c);
+    }
+    let collectors: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            actix_rt::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_channel);
+                while latencies.len() < per_channel {
+                    let frame = c.recv().await;
+                    if frame["event"] == "tick" {
+                        let sent = frame["data"]["t"].as_u64().unwrap_or_default();
+                        latencies.push(now_micros().saturating_sub(sent));
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let cpu_before = cpu_time(server.pid());
+    let start = Instant::now();
+    let batches = total_events / channels;
+    let mut tick = actix_rt::time::interval(Duration::from_micros(
+        (1_000_000 * channels / rate) as u64,
+    ));
+    for _ in 0..batches {
+        tick.tick().await;
+        let t = now_micros();
+        let batch: Vec<_> = (0..channels)
+            .map(|c| json!({"name": "tick", "channel": format!("paced-{c}"), "data": json!({"t": t}).to_string()}))
+            .collect();
+        let r = common::api(
+            server,
+            "POST",
+            "/apps/app-id/batch_events",
+            "",
+            Some(&json!({ "batch": batch }).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let mut latencies = Vec::new();
+    for c in collectors {
+        latencies.extend(c.await.expect("collector"));
+    }
+    let server_cpu = cpu_time(server.pid()) - cpu_before;
+    Report {
+        deliveries: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+        server_cpu,
+    }
+}
+
 #[actix_rt::main]
 async fn main() {
+    if std::env::var_os("BENCH_PACED").is_some() {
+        let subscribers = env_or("BENCH_SUBSCRIBERS", 1000);
+        let seconds = env_or("BENCH_SECONDS", 10);
+        println!("{subscribers} subscribers over 10 channels, 1000 events/s for {seconds} s");
+        // Up to 10 events per batch: the app allows 10.
+        let server = Server::start();
+        paced(&server, subscribers, 10, 1000, seconds)
+            .await
+            .print("single node, paced");
+        return;
+    }
     let n = env_or("BENCH_SUBSCRIBERS", 100);
     let messages = env_or("BENCH_MESSAGES", 2000);
     println!("{n} subscribers, {messages} events published over HTTP (8 in flight)");
