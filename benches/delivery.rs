@@ -144,7 +144,13 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
 /// The ordinary-rate fan-out: `subscribers` sockets over `channels`
 /// channels, `rate` events per second for `seconds` (one event per channel
 /// per batch request), so each socket gets one frame at a time.
-async fn paced(server: &Server, subscribers: usize, channels: usize, rate: usize, seconds: usize) -> Report {
+async fn paced(
+    server: &Server,
+    subscribers: usize,
+    channels: usize,
+    rate: usize,
+    seconds: usize,
+) -> Report {
     let total_events = rate * seconds;
     let per_channel = total_events / channels;
     let mut clients = Vec::with_capacity(subscribers);
@@ -172,9 +178,8 @@ async fn paced(server: &Server, subscribers: usize, channels: usize, rate: usize
     let cpu_before = cpu_time(server.pid());
     let start = Instant::now();
     let batches = total_events / channels;
-    let mut tick = actix_rt::time::interval(Duration::from_micros(
-        (1_000_000 * channels / rate) as u64,
-    ));
+    let mut tick =
+        actix_rt::time::interval(Duration::from_micros((1_000_000 * channels / rate) as u64));
     for _ in 0..batches {
         tick.tick().await;
         let t = now_micros();

@@ -278,6 +278,16 @@ async fn service_resumes_and_state_is_rebuilt_after_a_redis_restart() {
     let mut on_a = Client::connect(&a).await;
     let mut on_b = Client::connect(&b).await;
     on_a.join("presence-r", "1", json!(null)).await;
+    // Some churn, so that this Redis has numbered many member events.
+    for round in 0..5 {
+        let mut visitor = Client::connect(&b).await;
+        visitor
+            .join("presence-r", &format!("v{round}"), json!(null))
+            .await;
+        on_a.expect("pusher_internal:member_added").await;
+        drop(visitor);
+        on_a.expect("pusher_internal:member_removed").await;
+    }
     on_b.join("presence-r", "2", json!(null)).await;
     on_a.expect("pusher_internal:member_added").await;
     on_a.subscribe("news").await;
@@ -300,6 +310,12 @@ async fn service_resumes_and_state_is_rebuilt_after_a_redis_restart() {
     // No spurious presence events were sent to anyone.
     on_a.expect_nothing_pending().await;
     on_b.expect_nothing_pending().await;
+    // The new Redis numbers member events from the start again; they still
+    // reach every node.
+    let mut late = Client::connect(&b).await;
+    late.join("presence-r", "3", json!(null)).await;
+    let added = on_a.expect("pusher_internal:member_added").await;
+    assert_eq!(added["data"]["user_id"], "3");
 }
 
 #[actix_rt::test]

@@ -283,9 +283,17 @@ impl AppHub {
         }
     }
 
+    /// The cluster's member event numbering started again (Redis was
+    /// replaced): forget the versions seen so far.
+    pub fn restart_member_order(&self) {
+        for mut channel in self.channels.iter_mut() {
+            channel.order.restart();
+        }
+    }
+
     /// Delivers a cluster member event numbered `version` to the channel's
-    /// local subscribers that have not seen it, once, in version order
-    /// (`deliver` false: only take note of the version).
+    /// local subscribers whose roster does not have it yet (`deliver`
+    /// false: only take note of the version).
     pub fn deliver_member_event(
         &self,
         name: &str,
@@ -298,7 +306,8 @@ impl AppHub {
             return;
         };
         let channel = &mut *channel;
-        if !channel.order.accept(version, frame, except) || !deliver {
+        channel.order.accept(version, frame, except);
+        if !deliver {
             return;
         }
         for (id, conn) in &channel.subscribers {

@@ -30,11 +30,12 @@ pub(super) struct MemberOrder {
 }
 
 impl MemberOrder {
-    /// Takes an event into the order; false for one already delivered (or
-    /// older than one that was).
-    pub fn accept(&mut self, version: u64, frame: &ByteString, except: Option<SocketId>) -> bool {
+    /// Takes an event into the order. The relay brings each event once and
+    /// in order, so a version at or below the last one means the numbering
+    /// started again (a new Redis): what was seen before no longer counts.
+    pub fn accept(&mut self, version: u64, frame: &ByteString, except: Option<SocketId>) {
         if version <= self.applied {
-            return false;
+            self.restart();
         }
         self.applied = version;
         if self.pending > 0 {
@@ -43,7 +44,6 @@ impl MemberOrder {
             }
             self.recent.push_back((version, frame.clone(), except));
         }
-        true
     }
 
     /// Whether `socket` should get the event numbered `version`.
@@ -76,6 +76,13 @@ impl MemberOrder {
     pub fn left(&mut self, socket: SocketId) {
         self.snapshots.remove(&socket);
     }
+
+    /// The numbering started again: every subscriber takes every event.
+    pub fn restart(&mut self) {
+        self.applied = 0;
+        self.recent.clear();
+        self.snapshots.clear();
+    }
 }
 
 #[cfg(test)]
@@ -83,15 +90,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_are_delivered_once_in_order_and_not_before_a_snapshot() {
+    fn events_newer_than_a_snapshot_are_delivered() {
         let mut order = MemberOrder::default();
         let (a, b) = (SocketId::new(1, 1), SocketId::new(2, 2));
-        assert!(order.accept(1, &"e1".into(), None));
-        assert!(!order.accept(1, &"e1".into(), None));
+        order.accept(1, &"e1".into(), None);
         order.joined(a, 3);
         assert!(!order.wants(a, 3));
         assert!(order.wants(a, 4));
         assert!(order.wants(b, 1));
+    }
+
+    #[test]
+    fn a_numbering_that_starts_again_resets_the_snapshots() {
+        let mut order = MemberOrder::default();
+        let a = SocketId::new(1, 1);
+        order.accept(40, &"e40".into(), None);
+        order.joined(a, 40);
+        // Redis was replaced: its events start again at 1.
+        order.accept(1, &"e1".into(), None);
+        assert!(order.wants(a, 1));
     }
 
     #[test]

@@ -32,12 +32,19 @@ pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
         // clients never heard our members leave, so re-adding them must be
         // silent. Otherwise we were presumed dead and purged, and our
         // members' return is announced.
-        let same_redis = {
+        let (same_redis, restarted) = {
             let mut last = inner.epoch.lock().unwrap_or_else(|p| p.into_inner());
             let same = last.as_deref() == Some(epoch.as_str());
+            let restarted = last.is_some() && !same;
             *last = Some(epoch);
-            same
+            (same, restarted)
         };
+        if restarted {
+            // A new Redis numbers member events from 1 again.
+            for app in inner.hub.apps() {
+                app.restart_member_order();
+            }
+        }
         // A node missing from the node set means Redis lost our share (it
         // restarted empty, or we were presumed dead): write it again.
         if announced || !inner.healthy() {
