@@ -350,7 +350,10 @@ async fn subscription_counts_span_the_cluster() {
     // Subscribing again to a channel changes no count: nothing is announced.
     for _ in 0..50 {
         let ok = on_b.subscribe("counted").await;
-        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "{ok}"
+        );
     }
     // Barrier: an event published through b after the repeats, and a
     // count change; a must see no count before them but the new one.

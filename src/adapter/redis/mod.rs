@@ -130,6 +130,12 @@ impl RedisAdapter {
             heartbeat: std::sync::OnceLock::new(),
         });
         let (channel, health) = (inner.keys.relay(), inner.relay.clone());
+        let weak = Arc::downgrade(&inner);
+        let counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync> = Arc::new(move |keys| {
+            if let Some(inner) = weak.upgrade() {
+                inner.mark_counts_dirty(keys);
+            }
+        });
         supervise("relay", move || {
             relay::run(
                 client.clone(),
@@ -137,6 +143,7 @@ impl RedisAdapter {
                 hub.clone(),
                 node.clone(),
                 health.clone(),
+                counts_changed.clone(),
             )
         });
         let flusher = inner.clone();
@@ -201,12 +208,6 @@ impl Inner {
         });
     }
 
-    /// Delivers locally and relays to the other nodes.
-    fn publish(&self, app: &AppHub, channel: &str, frame: ByteString, except: Option<SocketId>) {
-        app.publish(channel, &frame, except);
-        self.relay_frame(app, channel, frame, except, false);
-    }
-
     /// Relays a publication already delivered locally to the other nodes
     /// (and, for a cache channel, keeps it in Redis for later nodes).
     fn relay_frame(
@@ -260,11 +261,16 @@ impl Inner {
         if !app.app.subscription_count || ChannelType::of(channel).is_presence() {
             return;
         }
-        let key = format!("{}\n{channel}", app.app.id);
+        self.mark_counts_dirty([format!("{}\n{channel}", app.app.id)]);
+    }
+
+    /// Channels (`app\nchannel`) whose cluster-wide count must be
+    /// recomputed at the next flush.
+    fn mark_counts_dirty(&self, keys: impl IntoIterator<Item = String>) {
         self.counts_dirty
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key);
+            .extend(keys);
     }
 
     /// Announces the cluster-wide count of one changed channel, unless it
@@ -303,12 +309,9 @@ impl Inner {
             return;
         }
         self.count_sent.insert(key.clone(), (total, now));
-        self.publish(
-            app,
-            channel,
-            messages::subscription_count(channel, total),
-            None,
-        );
+        // To this node's subscribers only: every node recomputes the total
+        // itself when any node's count changes (`state` tells them).
+        app.publish(channel, &messages::subscription_count(channel, total), None);
     }
 
     /// Tells watchers on every node that `user_id` came online or went offline.

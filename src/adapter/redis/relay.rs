@@ -49,6 +49,20 @@ pub enum Command {
     /// A node's message to itself: proves its relay subscription still
     /// hears the channel (see [`RelayHealth`]).
     Echo,
+    /// The origin's subscriber counts of these channels changed (and are
+    /// written in Redis already): each node recomputes the totals and
+    /// tells its own subscribers.
+    CountsChanged { channels: Vec<String> },
+}
+
+/// What a relayed message asks of the adapter beyond the hub.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// This node's own echo came back.
+    OwnEcho,
+    /// Another node's counts changed: `app\nchannel` keys to recompute.
+    CountsChanged(Vec<String>),
 }
 
 /// Whether this node's relay subscription is up and still hearing: a
@@ -115,21 +129,30 @@ impl Envelope {
     }
 }
 
-/// Applies a message from another node to the local hub. Returns true for
-/// this node's own echo.
-pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> bool {
+/// Applies a message from another node to the local hub, and says what
+/// else it asks for.
+pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> Applied {
     let envelope: Envelope = match serde_json::from_slice(payload) {
         Ok(e) => e,
         Err(e) => {
             warn!("ignoring malformed relay message: {e}");
-            return false;
+            return Applied::Done;
         }
     };
-    if matches!(envelope.command, Command::Echo) {
-        return envelope.origin == node;
+    match &envelope.command {
+        Command::Echo if envelope.origin == node => return Applied::OwnEcho,
+        Command::Echo => return Applied::Done,
+        Command::CountsChanged { channels } if envelope.origin != node => {
+            let app = &envelope.app;
+            return Applied::CountsChanged(
+                channels.iter().map(|c| format!("{app}\n{c}")).collect(),
+            );
+        }
+        Command::CountsChanged { .. } => return Applied::Done,
+        _ => {}
     }
     let Some(app) = hub.by_id(&envelope.app) else {
-        return false;
+        return Applied::Done;
     };
     // A publication may have added to a polling history, which Redis holds
     // by now: wake long-polls, including for our own publications.
@@ -152,10 +175,10 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> bool {
         let deliver = !(*skip_origin && envelope.origin == node);
         let frame = frame.as_str().into();
         app.deliver_member_event(channel, *version, &frame, except(ex), deliver);
-        return false;
+        return Applied::Done;
     }
     if envelope.origin == node {
-        return false;
+        return Applied::Done;
     }
     match envelope.command {
         Command::Publish {
@@ -178,9 +201,9 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> bool {
         Command::Watchlist { user_id, online } => {
             app.notify_watchers(&user_id, online);
         }
-        Command::Member { .. } | Command::Echo => {}
+        Command::Member { .. } | Command::Echo | Command::CountsChanged { .. } => {}
     }
-    false
+    Applied::Done
 }
 
 /// Subscribes to the relay channel and applies messages until the process
@@ -191,6 +214,7 @@ pub async fn run(
     hub: Arc<Hub>,
     node: String,
     health: Arc<RelayHealth>,
+    counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -207,11 +231,11 @@ pub async fn run(
                     loop {
                         tokio::select! {
                             message = messages.next() => match message {
-                                Some(message) => {
-                                    if apply(&hub, &node, message.get_payload_bytes()) {
-                                        health.echoed();
-                                    }
-                                }
+                                Some(message) => match apply(&hub, &node, message.get_payload_bytes()) {
+                                    Applied::OwnEcho => health.echoed(),
+                                    Applied::CountsChanged(keys) => counts_changed(keys),
+                                    Applied::Done => {}
+                                },
                                 None => break,
                             },
                             () = health.reconnect.notified() => {
@@ -256,8 +280,8 @@ mod tests {
             }
             .encode()
         };
-        assert!(apply(&hub, "me", &echo("me")));
-        assert!(!apply(&hub, "me", &echo("other")));
+        assert_eq!(apply(&hub, "me", &echo("me")), Applied::OwnEcho);
+        assert_eq!(apply(&hub, "me", &echo("other")), Applied::Done);
     }
 
     #[test]

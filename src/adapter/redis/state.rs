@@ -5,13 +5,20 @@
 //! most one entry per channel, never queue space the relay needs, and a
 //! failed write marks the node unhealthy so that its heartbeat rewrites its
 //! whole share (`node::rebuild`) instead of leaving a count wrong.
+//!
+//! When an app sends `subscription_count`, the same pipeline then tells the
+//! other nodes which channels changed; each recomputes the cluster-wide
+//! total and tells its own subscribers, so no node ever relays a count that
+//! a later subscriber could receive out of date.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use super::relay::{Command, Envelope};
 use super::Inner;
+use crate::protocol::ChannelType;
 
 /// A count of this node that changed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,13 +60,18 @@ pub async fn writer(inner: Arc<Inner>) {
             continue;
         }
         let mut pipe = redis::pipe();
+        // Channels whose counts other nodes announce, per app.
+        let mut announced: HashMap<&str, Vec<String>> = HashMap::new();
         for entry in &dirty {
             match entry {
                 Dirty::Subscriptions { app, channel } => {
-                    let count = inner
-                        .hub
-                        .by_id(app)
-                        .map_or(0, |a| a.local_subscribers(channel));
+                    let hub = inner.hub.by_id(app);
+                    let count = hub.map_or(0, |a| a.local_subscribers(channel));
+                    if hub.is_some_and(|a| a.app.subscription_count)
+                        && !ChannelType::of(channel).is_presence()
+                    {
+                        announced.entry(app).or_default().push(channel.clone());
+                    }
                     let key = inner.keys.subscriptions(app, &inner.keys.node);
                     if count == 0 {
                         pipe.hdel(key, channel).ignore();
@@ -73,6 +85,16 @@ pub async fn writer(inner: Arc<Inner>) {
                     pipe.hset(key, &inner.keys.node, count).ignore();
                 }
             }
+        }
+        // After the counts, in the same pipeline: the other nodes read them
+        // only once they are written.
+        for (app, channels) in announced {
+            let envelope = Envelope {
+                origin: inner.keys.node.clone(),
+                app: app.to_owned(),
+                command: Command::CountsChanged { channels },
+            };
+            pipe.publish(inner.keys.relay(), envelope.encode()).ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut inner.redis.clone()).await {
             // The heartbeat rewrites the whole share once Redis answers.
