@@ -301,13 +301,38 @@ async fn service_resumes_and_state_is_rebuilt_after_a_redis_restart() {
     .await;
     a.wait_ready().await;
     b.wait_ready().await;
+    // Each node's presence subscribers are shown the cluster's roster again
+    // (the new Redis numbered the rebuilt members); no member event is sent.
+    for client in [&mut on_a, &mut on_b] {
+        loop {
+            let frame = client.recv().await;
+            let event = frame["event"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                !event.starts_with("pusher_internal:member"),
+                "spurious {frame}"
+            );
+            if event == "pusher_internal:subscription_succeeded" && frame["channel"] == "presence-r"
+            {
+                let mut ids: Vec<String> = frame["data"]["presence"]["ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect();
+                ids.sort();
+                // A node may show it before the other rebuilt; then again.
+                if ids == ["1", "2"] {
+                    break;
+                }
+            }
+        }
+    }
     // Local clients were served all along; relay works again.
     trigger(&b, json!({"name": "after", "channel": "news", "data": "1"})).await;
     assert_eq!(on_a.expect("after").await["channel"], "news");
     assert_eq!(on_b.expect("after").await["channel"], "news");
     let r = common::get(&a, "/apps/app-id/channels/news", "info=subscription_count").await;
     assert_eq!(r.body, json!({"occupied": true, "subscription_count": 2}));
-    // No spurious presence events were sent to anyone.
     on_a.expect_nothing_pending().await;
     on_b.expect_nothing_pending().await;
     // The new Redis numbers member events from the start again; they still
@@ -613,4 +638,89 @@ async fn the_relay_comes_back_after_its_connection_is_killed() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(on_b.recv().await["event"], "after");
+}
+
+/// A presence client that keeps its own member list from the frames it
+/// gets, as pusher-js does.
+struct Tracked {
+    client: Client,
+    members: std::collections::BTreeSet<String>,
+}
+
+impl Tracked {
+    async fn join(server: &Server, channel: &str, user: &str) -> Tracked {
+        let mut client = Client::connect(server).await;
+        let mut reply = client.join(channel, user, json!(null)).await;
+        while reply["event"] != "pusher_internal:subscription_succeeded" {
+            reply = client.recv().await;
+        }
+        let mut tracked = Tracked {
+            client,
+            members: Default::default(),
+        };
+        tracked.apply(&reply);
+        tracked
+    }
+
+    fn apply(&mut self, frame: &serde_json::Value) {
+        let user = frame["data"]["user_id"].as_str().map(str::to_owned);
+        match frame["event"].as_str() {
+            Some("pusher_internal:subscription_succeeded") => {
+                self.members = frame["data"]["presence"]["ids"]
+                    .as_array()
+                    .map(|ids| {
+                        ids.iter()
+                            .filter_map(|i| i.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            Some("pusher_internal:member_added") => {
+                self.members.extend(user);
+            }
+            Some("pusher_internal:member_removed") => {
+                if let Some(user) = user {
+                    self.members.remove(&user);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads frames until its member list is `expected`.
+    async fn until_members(&mut self, expected: &[&str]) {
+        while self.members.iter().map(String::as_str).collect::<Vec<_>>() != expected {
+            let frame = self.client.recv().await;
+            self.apply(&frame);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn after_a_redis_outage_every_roster_converges_to_the_truth() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut on_a = Tracked::join(&a, "presence-o", "1").await;
+    let mut on_b = Tracked::join(&b, "presence-o", "2").await;
+    let leaver = Tracked::join(&a, "presence-o", "gone").await;
+    on_a.until_members(&["1", "2", "gone"]).await;
+    on_b.until_members(&["1", "2", "gone"]).await;
+
+    // Redis goes away; meanwhile a user leaves on a and one joins on b.
+    // Each node's own clients hear of it; the other node's cannot.
+    redis.stop();
+    drop(leaver);
+    on_a.until_members(&["1", "2"]).await;
+    let joiner = Tracked::join(&b, "presence-o", "new").await;
+    on_b.until_members(&["1", "2", "gone", "new"]).await;
+    redis.start_again();
+
+    // Once the nodes have rebuilt, every client's list is the truth.
+    a.wait_ready().await;
+    b.wait_ready().await;
+    on_a.until_members(&["1", "2", "new"]).await;
+    on_b.until_members(&["1", "2", "new"]).await;
+    assert_eq!(user_ids(&a, "presence-o").await, ["1", "2", "new"]);
+    drop(joiner);
 }

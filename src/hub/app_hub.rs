@@ -283,6 +283,43 @@ impl AppHub {
         }
     }
 
+    /// Presence channels with local subscribers (for the cluster's
+    /// convergence check).
+    pub fn presence_channels(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|c| c.roster.is_some() && !c.subscribers.is_empty())
+            .map(|c| c.key().to_string())
+            .collect()
+    }
+
+    /// Whether the local subscribers of `name` missed member events that
+    /// Redis has numbered up to `redis_version` (see `MemberOrder`).
+    pub fn missed_member_events(&self, name: &str, redis_version: u64) -> bool {
+        self.channels
+            .get_mut(name)
+            .is_some_and(|mut c| c.order.missed_events(redis_version))
+    }
+
+    /// Shows every local subscriber of `name` the cluster's roster as of
+    /// `version` again (`subscription_succeeded`, which pusher-js applies
+    /// as the new member list and Echo reports through `here`), unless
+    /// events newer than it were delivered meanwhile.
+    pub fn resync_roster(&self, name: &str, version: u64, roster: &str) {
+        let Some(mut channel) = self.channels.get_mut(name) else {
+            return;
+        };
+        let channel = &mut *channel;
+        if channel.order.applied_version() >= version {
+            return;
+        }
+        let frame = messages::subscription_succeeded(name, roster);
+        channel.deliver(&frame, None);
+        channel
+            .order
+            .resynced(version, channel.subscribers.keys().copied());
+    }
+
     /// The cluster's member event numbering started again (Redis was
     /// replaced): forget the versions seen so far.
     pub fn restart_member_order(&self) {

@@ -27,6 +27,8 @@ pub(super) struct MemberOrder {
     snapshots: HashMap<SocketId, u64>,
     /// Joins waiting for Redis: the channel must be kept meanwhile.
     pub pending: usize,
+    /// `applied` when a check last found Redis ahead of it.
+    lagging_at: Option<u64>,
 }
 
 impl MemberOrder {
@@ -44,6 +46,11 @@ impl MemberOrder {
             }
             self.recent.push_back((version, frame.clone(), except));
         }
+    }
+
+    /// The newest version delivered here.
+    pub fn applied_version(&self) -> u64 {
+        self.applied
     }
 
     /// Whether `socket` should get the event numbered `version`.
@@ -75,6 +82,31 @@ impl MemberOrder {
 
     pub fn left(&mut self, socket: SocketId) {
         self.snapshots.remove(&socket);
+    }
+
+    /// Whether this node missed member events: Redis's version is ahead of
+    /// what was delivered here at two checks in a row with nothing
+    /// arriving in between (one check could just race events in flight).
+    pub fn missed_events(&mut self, redis_version: u64) -> bool {
+        if redis_version <= self.applied {
+            self.lagging_at = None;
+            return false;
+        }
+        if self.lagging_at == Some(self.applied) {
+            return true;
+        }
+        self.lagging_at = Some(self.applied);
+        false
+    }
+
+    /// Every local subscriber was shown the roster as of `version`.
+    pub fn resynced(&mut self, version: u64, subscribers: impl Iterator<Item = SocketId>) {
+        self.applied = version;
+        self.lagging_at = None;
+        self.recent.clear();
+        for socket in subscribers {
+            self.snapshots.insert(socket, version);
+        }
     }
 
     /// The numbering started again: every subscriber takes every event.

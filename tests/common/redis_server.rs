@@ -47,6 +47,11 @@ impl RedisServer {
         self.launch();
     }
 
+    /// Starts a stopped Redis again (empty) on the same port.
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -65,6 +65,11 @@ pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
         if let Err(e) = watch_others(&inner).await {
             inner.mark_unhealthy(&e);
         }
+        if inner.healthy() {
+            if let Err(e) = converge(&inner).await {
+                inner.mark_unhealthy(&e);
+            }
+        }
     }
 }
 
@@ -90,6 +95,46 @@ async fn beat(inner: &Inner) -> redis::RedisResult<(bool, String)> {
         .query_async(&mut redis)
         .await?;
     Ok((added == 1, epoch))
+}
+
+/// Brings the local subscribers of each presence channel back to the truth
+/// when they missed member events (the relay was down, Redis was away or
+/// replaced): Redis's version of the channel is ahead of what was delivered
+/// here, at two checks in a row. They are shown the roster again, read
+/// together with its version, and get the events after it as usual.
+async fn converge(inner: &Inner) -> redis::RedisResult<()> {
+    let mut redis = inner.redis.clone();
+    for app in inner.hub.apps() {
+        let channels = app.presence_channels();
+        if channels.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for channel in &channels {
+            pipe.get(
+                inner
+                    .keys
+                    .presence(&app.app.id, channel, &inner.keys.node)
+                    .version,
+            );
+        }
+        let versions: Vec<Option<u64>> = pipe.query_async(&mut redis).await?;
+        for (channel, version) in channels.iter().zip(versions) {
+            if !app.missed_member_events(channel, version.unwrap_or(0)) {
+                continue;
+            }
+            let keys = inner.keys.presence(&app.app.id, channel, &inner.keys.node);
+            let (version, members): (Option<u64>, Vec<(String, String)>) = redis::pipe()
+                .atomic()
+                .get(&keys.version)
+                .hgetall(&keys.info)
+                .query_async(&mut redis)
+                .await?;
+            app.resync_roster(channel, version.unwrap_or(0), &super::roster(&members));
+            info!(channel = %channel, "presence roster shown again after missed member events");
+        }
+    }
+    Ok(())
 }
 
 /// Refreshes other nodes' connection counts and purges dead nodes.
