@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::redis_server::RedisServer;
-use common::{Client, Server};
+use common::{cpu_time, Client, Server};
 use serde_json::json;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -35,20 +35,6 @@ struct Report {
     latencies: Vec<u64>,
     /// CPU time (user + system) the server processes spent during the run.
     server_cpu: Duration,
-}
-
-/// User + system CPU time of a process so far, from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line, in clock ticks (100 per second here).
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 impl Report {

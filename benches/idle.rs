@@ -8,21 +8,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{trigger, Client, Server};
+use common::{rss_kib, trigger, Client, Server};
 use serde_json::json;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[actix_rt::main]
 async fn main() {
