@@ -12,15 +12,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::redis_server::RedisServer;
-use common::{cpu_time, Client, Server};
+use common::{cpu_time, env_or, Client, Server};
 use serde_json::json;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -58,21 +51,15 @@ impl Report {
     }
 }
 
-/// Subscribes `n` clients on `receiver`, publishes `messages` events through
-/// `publisher` (8 requests in flight), and collects every delivery.
-async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -> Report {
-    let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut c = Client::connect(receiver).await;
-        c.subscribe("bench").await;
-        clients.push(c);
-    }
-    let collectors: Vec<_> = clients
+/// One task per client that reads `count` `tick` events and returns their
+/// latencies (each tick carries its send time).
+fn collect_ticks(clients: Vec<Client>, count: usize) -> Vec<actix_rt::task::JoinHandle<Vec<u64>>> {
+    clients
         .into_iter()
         .map(|mut c| {
             actix_rt::spawn(async move {
-                let mut latencies = Vec::with_capacity(messages);
-                while latencies.len() < messages {
+                let mut latencies = Vec::with_capacity(count);
+                while latencies.len() < count {
                     let frame = c.recv().await;
                     if frame["event"] == "tick" {
                         let sent = frame["data"]["t"].as_u64().unwrap_or_default();
@@ -82,7 +69,19 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
                 latencies
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Subscribes `n` clients on `receiver`, publishes `messages` events through
+/// `publisher` (8 requests in flight), and collects every delivery.
+async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -> Report {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = Client::connect(receiver).await;
+        c.subscribe("bench").await;
+        clients.push(c);
+    }
+    let collectors = collect_ticks(clients, messages);
 
     let pids = [receiver.pid(), publisher.pid()];
     let distinct = if pids[0] == pids[1] {
@@ -145,22 +144,7 @@ async fn paced(
         c.subscribe(&format!("paced-{}", i % channels)).await;
         clients.push(c);
     }
-    let collectors: Vec<_> = clients
-        .into_iter()
-        .map(|mut c| {
-            actix_rt::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_channel);
-                while latencies.len() < per_channel {
-                    let frame = c.recv().await;
-                    if frame["event"] == "tick" {
-                        let sent = frame["data"]["t"].as_u64().unwrap_or_default();
-                        latencies.push(now_micros().saturating_sub(sent));
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
+    let collectors = collect_ticks(clients, per_channel);
     let cpu_before = cpu_time(server.pid());
     let start = Instant::now();
     let batches = total_events / channels;

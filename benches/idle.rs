@@ -8,15 +8,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{rss_kib, trigger, Client, Server};
-use serde_json::json;
+use common::{burst_9kib, env_or, rss_kib, Client, Server};
 
 #[actix_rt::main]
 async fn main() {
-    let n: usize = std::env::var("BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5000);
+    let n = env_or("BENCH_CONNECTIONS", 5000);
     let server = Server::start();
     // Warm up: one connection, so one-time allocations are not counted.
     let mut warm = Client::connect(&server).await;
@@ -35,18 +31,7 @@ async fn main() {
     );
 
     // One 9 KiB event to every connection, then idle again.
-    let payload = "x".repeat(9 * 1024);
-    for channel in 0..100 {
-        let r = trigger(
-            &server,
-            json!({"name": "big", "channel": format!("idle-{channel}"), "data": payload}),
-        )
-        .await;
-        assert_eq!(r.status, 200);
-    }
-    for client in &mut clients {
-        client.expect("big").await;
-    }
+    burst_9kib(&server, &mut clients).await;
     let settled = rss_kib(server.pid());
     println!(
         "after one 9 KiB event each: RSS {settled} KiB = {:.1} KiB per connection",

@@ -16,8 +16,7 @@ use std::cell::Cell;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use common::{trigger, Client, Endpoint};
-use serde_json::json;
+use common::{burst_9kib, env_or, Client, Endpoint};
 
 /// Size classes: powers of two up to 64 KiB, then "larger".
 const CLASSES: usize = 18;
@@ -106,10 +105,7 @@ impl Endpoint for Local {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let n = env_or("BENCH_CONNECTIONS", 2000);
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -144,18 +140,7 @@ fn main() {
         let idle = snapshot();
         report(&format!("{n} idle connections"), n, &before, &idle);
 
-        let payload = "x".repeat(9 * 1024);
-        for channel in 0..100 {
-            let r = trigger(
-                &server,
-                json!({"name": "big", "channel": format!("idle-{channel}"), "data": payload}),
-            )
-            .await;
-            assert_eq!(r.status, 200);
-        }
-        for client in &mut clients {
-            client.expect("big").await;
-        }
+        burst_9kib(&server, &mut clients).await;
         actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
         report("after one 9 KiB event each", n, &before, &snapshot());
     });

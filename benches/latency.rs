@@ -20,15 +20,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use common::{Client, Server};
+use common::{env_or, Client, Server};
 use serde_json::json;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Unlimited client events, for the burst test.
 const APP: &str = "[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nclient_event_rate = 0\n";

@@ -204,6 +204,31 @@ fn listening_port(line: &str) -> Option<u16> {
     addr.rsplit(':').next()?.parse().ok()
 }
 
+/// A benchmark setting from the environment, or its default.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sends one 9 KiB event to each of the channels `idle-0`..`idle-99` and
+/// waits until every client has read it (the idle benchmarks' burst).
+pub async fn burst_9kib(server: &impl Endpoint, clients: &mut [Client]) {
+    let payload = "x".repeat(9 * 1024);
+    for channel in 0..100 {
+        let r = trigger(
+            server,
+            json!({"name": "big", "channel": format!("idle-{channel}"), "data": payload}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    for client in clients {
+        client.expect("big").await;
+    }
+}
+
 /// A process's resident memory, KiB (from `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
