@@ -208,44 +208,6 @@ impl Inner {
         });
     }
 
-    /// Relays a publication already delivered locally to the other nodes
-    /// (and, for a cache channel, keeps it in Redis for later nodes).
-    fn relay_frame(
-        &self,
-        app: &AppHub,
-        channel: &str,
-        frame: ByteString,
-        except: Option<SocketId>,
-        cached: bool,
-    ) {
-        if cached {
-            self.writer.send(Write::Cache {
-                key: self.keys.cached(&app.app.id, channel),
-                frame: frame.to_string(),
-                ttl: app.app.cache_ttl,
-            });
-        }
-        let (channel, frame, except) = (
-            channel.to_owned(),
-            frame.to_string(),
-            except.map(|s| s.to_string()),
-        );
-        let command = if cached {
-            Command::PublishCached {
-                channel,
-                frame,
-                except,
-            }
-        } else {
-            Command::Publish {
-                channel,
-                frame,
-                except,
-            }
-        };
-        self.relay(app, command);
-    }
-
     /// This node's subscriber count of a channel changed.
     fn write_subscriptions(&self, app: &AppHub, channel: &str) {
         self.dirty.mark(state::Dirty::Subscriptions {
@@ -773,7 +735,8 @@ impl ChannelRules for ClusterRules<'_> {
 }
 
 impl RedisAdapter {
-    /// Relays a publication already delivered locally to the other nodes.
+    /// Relays a publication already delivered locally to the other nodes
+    /// (and, for a cache channel, keeps it in Redis for later nodes).
     pub(super) fn relay_publish(
         &self,
         app: &AppHub,
@@ -782,7 +745,32 @@ impl RedisAdapter {
         except: Option<SocketId>,
         cached: bool,
     ) {
-        self.inner.relay_frame(app, channel, frame, except, cached);
+        if cached {
+            self.inner.writer.send(Write::Cache {
+                key: self.inner.keys.cached(&app.app.id, channel),
+                frame: frame.to_string(),
+                ttl: app.app.cache_ttl,
+            });
+        }
+        let (channel, frame, except) = (
+            channel.to_owned(),
+            frame.to_string(),
+            except.map(|s| s.to_string()),
+        );
+        let command = if cached {
+            Command::PublishCached {
+                channel,
+                frame,
+                except,
+            }
+        } else {
+            Command::Publish {
+                channel,
+                frame,
+                except,
+            }
+        };
+        self.inner.relay(app, command);
     }
 
     pub(super) fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
