@@ -666,38 +666,43 @@ fn roster(members: &[(String, String)]) -> String {
 /// decided here, as on a single node.
 struct ClusterRules<'a> {
     local: LocalRules<'a>,
-    /// The cluster-wide roster Redis answered for a join; `None` when this
-    /// node decides.
-    redis_roster: Option<&'a str>,
-    redis_decides: bool,
-    snapshot: Option<u64>,
+    decided: Decided<'a>,
+}
+
+/// Who decided the membership change the hub is applying.
+enum Decided<'a> {
+    /// Redis: for a join, the cluster-wide roster it answered (as of
+    /// membership `version` when the join itself was decided now); a
+    /// departure is announced by Redis too.
+    Redis {
+        roster: &'a str,
+        version: Option<u64>,
+    },
+    /// This node, as a single node would (Redis is unreachable).
+    Here,
 }
 
 impl<'a> ClusterRules<'a> {
-    /// Redis decided: show `roster` (as of membership `version`, when the
-    /// join itself was decided now).
     fn redis(app: &'a AppHub, roster: &'a str, version: Option<u64>) -> Self {
         ClusterRules {
             local: LocalRules::of(app),
-            redis_roster: Some(roster),
-            redis_decides: true,
-            snapshot: version,
+            decided: Decided::Redis { roster, version },
         }
     }
 
     fn here(app: &'a AppHub) -> Self {
         ClusterRules {
             local: LocalRules::of(app),
-            redis_roster: None,
-            redis_decides: false,
-            snapshot: None,
+            decided: Decided::Here,
         }
     }
 
-    fn leaving(app: &'a AppHub, redis_decides: bool) -> Self {
-        ClusterRules {
-            redis_decides,
-            ..ClusterRules::here(app)
+    /// A departure: Redis announces it when `in_redis`.
+    fn leaving(app: &'a AppHub, in_redis: bool) -> Self {
+        if in_redis {
+            ClusterRules::redis(app, "", None)
+        } else {
+            ClusterRules::here(app)
         }
     }
 }
@@ -710,23 +715,27 @@ impl ChannelRules for ClusterRules<'_> {
         socket: SocketId,
         member: &MemberInfo,
     ) -> Result<JoinOutcome, SubscribeError> {
-        match self.redis_roster {
-            Some(cluster_roster) => {
+        match self.decided {
+            Decided::Redis {
+                roster: cluster_roster,
+                version,
+            } => {
                 roster.join(socket, member);
                 Ok(JoinOutcome {
                     roster: cluster_roster.to_owned(),
                     announce: None,
-                    snapshot: self.snapshot,
+                    snapshot: version,
                 })
             }
-            None => self.local.join(channel, roster, socket, member),
+            Decided::Here => self.local.join(channel, roster, socket, member),
         }
     }
 
     fn leave(&self, channel: &str, user_id: &str) -> Option<ByteString> {
-        (!self.redis_decides)
-            .then(|| self.local.leave(channel, user_id))
-            .flatten()
+        match self.decided {
+            Decided::Redis { .. } => None,
+            Decided::Here => self.local.leave(channel, user_id),
+        }
     }
 
     fn count(&self, _: &str, _: usize, _: &mut Option<std::time::Instant>) -> Option<ByteString> {
