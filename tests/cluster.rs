@@ -552,35 +552,33 @@ async fn a_cluster_answers_every_query_as_one_node_would() {
 #[actix_rt::test]
 async fn a_subscribe_flood_loses_no_cross_node_event() {
     let redis = RedisServer::start();
-    let config = format!(
-        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\n\
-         [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\ninbound_rate = 0\nmax_channels_per_connection = 100000\n",
-        redis.url()
-    );
-    let a = Server::launch(Some(&config), &[]);
-    let b = Server::launch(Some(&config), &[]);
-    a.wait_ready().await;
-    b.wait_ready().await;
+    let a = node(&redis).await;
+    let b = node(&redis).await;
     let mut receiver = Client::connect(&b).await;
     receiver.subscribe("steady").await;
 
-    // One client on a floods (un)subscribes to thousands of channels.
+    // Clients on a flood (un)subscribes: 20 000 count changes, each client
+    // within its own inbound budget and channel cap.
     let port = a.port;
-    let flood = actix_rt::spawn(async move {
-        let mut flooder = Client::connect(&Server::attach(port)).await;
-        for i in 0..20_000 {
-            let channel = format!("flood-{}", i % 5000);
-            let event = if i % 2 == 0 {
-                "pusher:subscribe"
-            } else {
-                "pusher:unsubscribe"
-            };
-            flooder
-                .send(json!({"event": event, "data": {"channel": channel}}))
-                .await;
-        }
-        flooder
-    });
+    let floods: Vec<_> = (0..20)
+        .map(|f| {
+            actix_rt::spawn(async move {
+                let mut flooder = Client::connect(&Server::attach(port)).await;
+                for i in 0..1000 {
+                    let channel = format!("flood-{f}-{}", i / 2);
+                    let event = if i % 2 == 0 {
+                        "pusher:subscribe"
+                    } else {
+                        "pusher:unsubscribe"
+                    };
+                    flooder
+                        .send(json!({"event": event, "data": {"channel": channel}}))
+                        .await;
+                }
+                flooder
+            })
+        })
+        .collect();
     // Meanwhile, events published on a for a subscriber on b.
     for i in 0..300 {
         let r = trigger(
@@ -590,7 +588,10 @@ async fn a_subscribe_flood_loses_no_cross_node_event() {
         .await;
         assert_eq!(r.status, 200);
     }
-    let _flooder = flood.await.expect("flooder");
+    let mut flooders = Vec::new();
+    for flood in floods {
+        flooders.push(flood.await.expect("flooder"));
+    }
     for i in 0..300 {
         let frame = receiver.expect("tick").await;
         assert_eq!(

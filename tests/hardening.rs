@@ -381,9 +381,10 @@ async fn xhr_send_bodies_are_bounded_in_size_and_time() {
 }
 
 #[test]
-fn a_query_string_with_thousands_of_parameters_is_refused() {
+fn a_query_string_with_too_many_parameters_is_refused() {
     let server = Server::start();
-    let query: Vec<String> = (0..13_000).map(|i| format!("p{i}=v")).collect();
+    // Small enough for the HTTP layer, far above the 256-parameter cap.
+    let query: Vec<String> = (0..1000).map(|i| format!("p{i}=v")).collect();
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     write!(
         stream,
@@ -391,10 +392,9 @@ fn a_query_string_with_thousands_of_parameters_is_refused() {
         query.join("&")
     )
     .expect("request");
-    let status = status_within(&mut stream, Duration::from_secs(3));
-    // Refused before any signature work: 400 (too many parameters), or
-    // 414/431 if the request line is already too long for the HTTP layer.
-    assert!(matches!(status, Some(400 | 414 | 431)), "{status:?}");
+    let answer = response_within(&mut stream, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("Too many query parameters"), "{answer}");
 }
 
 #[actix_rt::test]
@@ -573,7 +573,9 @@ async fn a_closed_tab_leaves_within_the_session_timeout() {
     assert_eq!(removed["data"]["user_id"], "2");
     let took = closed.elapsed();
     eprintln!("closed tab: member_removed {took:?} after the TCP close (timeout 3 s)");
-    assert!(took < Duration::from_secs(5), "noticed after {took:?}");
+    // Within the session timeout of the close (the previous main took
+    // 4 s here; scheduling slack on top of 3 s).
+    assert!(took < Duration::from_millis(3500), "noticed after {took:?}");
 }
 
 #[test]
