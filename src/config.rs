@@ -6,10 +6,12 @@
 //! app is made from `HERALD_APP_ID/KEY/SECRET` or the `PUSHER_APP_ID/KEY/SECRET`
 //! variables a Laravel `.env` already has.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::webhooks::Kind;
 
 /// Built-in credentials of the default app; a warning is logged while the
 /// secret is in use.
@@ -203,6 +205,94 @@ pub struct AppConfig {
     pub history_size: usize,
     /// Seconds an event stays in a channel's polling history.
     pub history_ttl: u64,
+    /// Where this app's webhooks go (`[[apps.webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// Several events per webhook request (at most 50 or 64 KiB).
+    pub webhook_batching: bool,
+    /// Seconds `channel_vacated` / `member_removed` are held back, and
+    /// dropped if the channel is occupied again / the user rejoins.
+    pub webhook_debounce: u64,
+    /// Seconds one webhook attempt may take before it counts as failed.
+    pub webhook_timeout: u64,
+    /// Seconds a failing webhook is retried (with backoff) before it is
+    /// dropped.
+    pub webhook_retry_for: u64,
+    /// Webhook events waiting per URL (single node) or in the app's
+    /// cluster outbox; beyond it new ones are dropped and logged.
+    pub webhook_max_pending: usize,
+}
+
+/// One webhook endpoint of an app.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Event names sent to this URL; empty: all seven.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Only events of channels whose name starts with this.
+    #[serde(default)]
+    pub channel_prefix: Option<String>,
+    /// Only events of channels whose name ends with this.
+    #[serde(default)]
+    pub channel_suffix: Option<String>,
+}
+
+impl WebhookConfig {
+    /// A URL that gets every event.
+    pub fn all_events(url: impl Into<String>) -> Self {
+        WebhookConfig {
+            url: url.into(),
+            event_types: Vec::new(),
+            headers: BTreeMap::new(),
+            channel_prefix: None,
+            channel_suffix: None,
+        }
+    }
+
+    /// Checks the URL, event names and headers; `key` names a field for
+    /// the error message.
+    fn validate(&self, key: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let uri: actix_web::http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| invalid(key("url"), format!("{:?} is not a URL: {e}", self.url)))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") if uri.host().is_some_and(|h| !h.is_empty()) => {}
+            _ => {
+                return Err(invalid(
+                    key("url"),
+                    format!("{:?} is not an http:// or https:// URL", self.url),
+                ))
+            }
+        }
+        for name in &self.event_types {
+            if Kind::from_name(name).is_none() {
+                return Err(invalid(
+                    key("event_types"),
+                    format!(
+                        "unknown event type {name:?} (known: {})",
+                        Kind::ALL.map(Kind::name).join(", ")
+                    ),
+                ));
+            }
+        }
+        for (name, value) in &self.headers {
+            let valid = actix_web::http::header::HeaderName::try_from(name.as_str()).is_ok()
+                && actix_web::http::header::HeaderValue::try_from(value.as_str()).is_ok();
+            if !valid {
+                return Err(invalid(
+                    key("headers"),
+                    format!("{name:?} is not a valid header"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for AppConfig {
@@ -234,6 +324,12 @@ impl Default for AppConfig {
             cache_ttl: 30 * 60,
             history_size: 100,
             history_ttl: 120,
+            webhooks: Vec::new(),
+            webhook_batching: false,
+            webhook_debounce: 3,
+            webhook_timeout: 5,
+            webhook_retry_for: 300,
+            webhook_max_pending: 10_000,
         }
     }
 }
@@ -332,11 +428,33 @@ impl Config {
                     .or_else(|| env.var(pusher))
                     .unwrap_or_else(|| default.to_owned())
             };
-            self.apps.push(AppConfig::new(
+            let mut app = AppConfig::new(
                 pick("HERALD_APP_ID", "PUSHER_APP_ID", DEFAULT_APP_ID),
                 pick("HERALD_APP_KEY", "PUSHER_APP_KEY", DEFAULT_APP_KEY),
                 pick("HERALD_APP_SECRET", "PUSHER_APP_SECRET", DEFAULT_APP_SECRET),
-            ));
+            );
+            if let Some(url) = env.var("HERALD_WEBHOOK_URL") {
+                let mut webhook = WebhookConfig::all_events(url);
+                if let Some(events) = env.var("HERALD_WEBHOOK_EVENTS") {
+                    webhook.event_types = events
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
+                webhook.validate(|field| match field {
+                    "event_types" => "HERALD_WEBHOOK_EVENTS".to_owned(),
+                    _ => "HERALD_WEBHOOK_URL".to_owned(),
+                })?;
+                app.webhooks.push(webhook);
+            } else if env.var("HERALD_WEBHOOK_EVENTS").is_some() {
+                return Err(invalid(
+                    "HERALD_WEBHOOK_EVENTS",
+                    "needs HERALD_WEBHOOK_URL (where to send them)",
+                ));
+            }
+            self.apps.push(app);
         }
         Ok(())
     }
@@ -431,6 +549,11 @@ impl Config {
             if app.require_signin {
                 positive(&at("signin_timeout"), app.signin_timeout)?;
             }
+            for (w, webhook) in app.webhooks.iter().enumerate() {
+                webhook.validate(|field| at(&format!("webhooks[{w}].{field}")))?;
+            }
+            positive(&at("webhook_timeout"), app.webhook_timeout)?;
+            positive(&at("webhook_max_pending"), app.webhook_max_pending as u64)?;
         }
         Ok(())
     }

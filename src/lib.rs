@@ -18,4 +18,5 @@ pub mod session;
 pub mod state;
 pub mod support;
 pub mod trigger;
+pub mod webhooks;
 pub mod ws;

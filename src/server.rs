@@ -16,6 +16,7 @@ use crate::protocol::Close;
 use crate::state::State;
 use crate::support::peer::PeerSocket;
 use crate::support::per_address::PerAddress;
+use crate::webhooks::Webhooks;
 use crate::{api, fallback, ws};
 
 /// How long sessions get to say goodbye and leave their channels on shutdown.
@@ -28,6 +29,7 @@ const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Runs Herald until a shutdown signal.
 pub async fn run(config: Config) -> std::io::Result<()> {
     let hub = Arc::new(Hub::new(config.apps.clone()));
+    let mut outbox = None;
     let adapter = match config.cluster.driver {
         ClusterDriver::Local => Adapter::Local(LocalAdapter),
         ClusterDriver::Redis => {
@@ -38,9 +40,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
                 "cluster mode: sharing state through Redis at {}",
                 redacted(&config.cluster.url)
             );
+            outbox = Some(redis.webhook_outbox());
             Adapter::Redis(redis)
         }
     };
+    let webhooks = Webhooks::start(hub.clone(), outbox)?;
     let state = State {
         server: Arc::new(config.server.clone()),
         hub,
@@ -84,6 +88,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         // Give sessions a moment to send their close frames and leave.
         let _ = tokio::time::timeout(SESSIONS_GRACE, state.hub.all_released()).await;
         state.adapter.shutdown().await;
+        let drain = Duration::from_secs(state.server.shutdown_timeout);
+        webhooks.drain(drain).await;
         handle.stop(true).await;
     });
     server.await

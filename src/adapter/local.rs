@@ -10,6 +10,7 @@ use super::counts::throttle_count;
 use crate::config::AppConfig;
 use crate::hub::{AppHub, ChannelRules, JoinOutcome, MemberInfo, Roster, SubscribeError};
 use crate::protocol::{messages, SocketId};
+use crate::webhooks::{Event, Kind, Sink};
 
 /// Delivers and answers from this node's hub alone (see [`super::Adapter`]).
 #[derive(Debug, Default)]
@@ -17,14 +18,34 @@ pub struct LocalAdapter;
 
 /// A single node's decisions: the member limit against the local roster,
 /// `member_added`/`member_removed` announced here, counts from the local
-/// subscribers. Also the rules of a cluster node cut off from Redis.
+/// subscribers, and the webhooks they imply. Also the rules of a cluster
+/// node cut off from Redis, without the webhooks (Redis reports them once
+/// the node's state is back there).
 pub struct LocalRules<'a> {
     app: &'a AppConfig,
+    webhooks: Option<&'a Sink>,
 }
 
 impl<'a> LocalRules<'a> {
     pub fn of(app: &'a AppHub) -> Self {
-        LocalRules { app: &app.app }
+        LocalRules {
+            app: &app.app,
+            webhooks: Some(&app.webhooks),
+        }
+    }
+
+    /// The same decisions, reporting no webhooks.
+    pub fn without_webhooks(app: &'a AppHub) -> Self {
+        LocalRules {
+            app: &app.app,
+            webhooks: None,
+        }
+    }
+
+    fn report(&self, kind: Kind, make: impl FnOnce() -> Event) {
+        if let Some(webhooks) = self.webhooks {
+            webhooks.emit(kind, make);
+        }
     }
 }
 
@@ -44,6 +65,11 @@ impl ChannelRules for LocalRules<'_> {
             return Err(SubscribeError::MemberLimit(max));
         }
         let added = roster.join(socket, member);
+        if added {
+            self.report(Kind::MemberAdded, || {
+                Event::member_added(channel, &member.user_id)
+            });
+        }
         Ok(JoinOutcome {
             roster: roster.subscription_data(),
             announce: added
@@ -53,7 +79,18 @@ impl ChannelRules for LocalRules<'_> {
     }
 
     fn leave(&self, channel: &str, user_id: &str) -> Option<ByteString> {
+        self.report(Kind::MemberRemoved, || {
+            Event::member_removed(channel, user_id)
+        });
         Some(messages::member_removed(channel, user_id))
+    }
+
+    fn occupancy(&self, channel: &str, occupied: bool) {
+        if occupied {
+            self.report(Kind::ChannelOccupied, || Event::channel_occupied(channel));
+        } else {
+            self.report(Kind::ChannelVacated, || Event::channel_vacated(channel));
+        }
     }
 
     fn count(
@@ -62,10 +99,21 @@ impl ChannelRules for LocalRules<'_> {
         subscribers: usize,
         last_sent: &mut Option<Instant>,
     ) -> Option<ByteString> {
-        (self.app.subscription_count
-            && subscribers > 0
-            && throttle_count(subscribers, last_sent, Instant::now()))
-        .then(|| messages::subscription_count(channel, subscribers))
+        let webhook = self
+            .webhooks
+            .is_some_and(|w| w.wants(Kind::SubscriptionCount));
+        if !(self.app.subscription_count || webhook)
+            || subscribers == 0
+            || !throttle_count(subscribers, last_sent, Instant::now())
+        {
+            return None;
+        }
+        self.report(Kind::SubscriptionCount, || {
+            Event::subscription_count(channel, subscribers)
+        });
+        self.app
+            .subscription_count
+            .then(|| messages::subscription_count(channel, subscribers))
     }
 }
 

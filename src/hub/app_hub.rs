@@ -22,6 +22,7 @@ use crate::config::AppConfig;
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::{messages, ChannelType, Close, SocketId};
 use crate::support::wait::{self, Generation};
+use crate::webhooks::{Event, Kind, Sink};
 
 /// One channel's subscribers, and its roster when it is a presence channel.
 #[derive(Debug)]
@@ -109,6 +110,8 @@ pub struct AppHub {
     recorded: DashMap<Box<str>, Arc<Generation>>,
     /// Woken when the last connection is released (shutdown waits on it).
     emptied: tokio::sync::Notify,
+    /// Where this app's webhook events are reported.
+    pub webhooks: Sink,
 }
 
 impl AppHub {
@@ -118,6 +121,7 @@ impl AppHub {
             history,
             recorded: DashMap::new(),
             emptied: tokio::sync::Notify::new(),
+            webhooks: Sink::default(),
             app,
             channels: DashMap::new(),
             cache: DashMap::new(),
@@ -199,6 +203,11 @@ impl AppHub {
         let socket = conn.socket_id;
         let added = !channel.subscribers.contains_key(&socket);
 
+        // Occupied before the first member arrives. (A join into an empty
+        // channel is never refused: the member limit is at least 1.)
+        if channel.subscribers.is_empty() {
+            rules.occupancy(name, true);
+        }
         let joined = match (channel.roster.as_mut(), member) {
             (Some(roster), Some(member)) => Some(rules.join(name, roster, socket, member)?),
             _ => None,
@@ -226,7 +235,11 @@ impl AppHub {
         if kind.cached {
             match self.cached(name) {
                 Some(frame) => conn.send(frame),
-                None => conn.send(messages::cache_miss(name)),
+                None => {
+                    self.webhooks
+                        .emit(Kind::CacheMiss, || Event::cache_miss(name));
+                    conn.send(messages::cache_miss(name))
+                }
             };
         }
         Ok(added)
@@ -250,6 +263,9 @@ impl AppHub {
                 channel.deliver(&frame, None);
             }
             channel.count_changed(name, rules);
+            if channel.subscribers.is_empty() {
+                rules.occupancy(name, false);
+            }
             (left, channel.is_unused())
         };
         if vacated {
@@ -649,6 +665,8 @@ mod tests {
         fn leave(&self, _channel: &str, _user_id: &str) -> Option<ByteString> {
             None
         }
+
+        fn occupancy(&self, _: &str, _: bool) {}
 
         fn count(&self, _: &str, _: usize, _: &mut Option<Instant>) -> Option<ByteString> {
             None

@@ -50,6 +50,10 @@ pub trait ChannelRules {
     /// (`member_removed`) the remaining local sockets get, if any.
     fn leave(&self, channel: &str, user_id: &str) -> Option<ByteString>;
 
+    /// The channel got its first local subscriber (`occupied`) or lost its
+    /// last one.
+    fn occupancy(&self, channel: &str, occupied: bool);
+
     /// A non-presence channel's local subscriber count became
     /// `subscribers`: the frame every local subscriber gets now, if any.
     /// `last_sent` is the channel's throttle state.

@@ -5,6 +5,7 @@
 use super::Session;
 use crate::protocol::messages::{self, ClientMessage};
 use crate::protocol::{codes, ChannelType};
+use crate::webhooks::{Event, Kind};
 
 impl Session {
     pub(super) fn on_client_event(&mut self, message: &ClientMessage) {
@@ -20,6 +21,15 @@ impl Session {
                 self.ctx
                     .adapter
                     .publish(&self.app, channel, frame, Some(self.conn.socket_id));
+                self.app.webhooks.emit(Kind::ClientEvent, || {
+                    Event::client_event(
+                        channel,
+                        &message.event,
+                        &data,
+                        &self.conn.socket_id.to_string(),
+                        user_id.as_deref(),
+                    )
+                });
             }
             Err((code, text)) => self.send_error(code, &text),
         }

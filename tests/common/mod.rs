@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod redis_server;
+pub mod webhook_receiver;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

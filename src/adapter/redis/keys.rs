@@ -4,6 +4,9 @@
 //! rewrite its own share after an outage and survivors can delete a dead
 //! node's share without touching anyone else's.
 
+use super::scripts::Hooks;
+use crate::config::AppConfig;
+
 /// Key builder for one cluster (one prefix) and one node.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -67,6 +70,33 @@ impl Keys {
     /// The epoch of a history stream's current life (see `scripts::HISTORY`).
     pub fn history_epoch(history: &str) -> String {
         format!("{history}:epoch")
+    }
+
+    /// Hash channel -> subscribers on every node, kept by the count
+    /// scripts so that occupancy changes are decided once, cluster-wide.
+    pub fn occupancy(&self, app: &str) -> String {
+        format!("{}:app:{app}:occupancy", self.prefix)
+    }
+
+    /// The app's webhook outbox (a stream; one consumer group per URL).
+    pub fn webhooks(&self, app: &str) -> String {
+        format!("{}:app:{app}:webhooks", self.prefix)
+    }
+
+    /// Departure webhooks held back for the debounce delay (sorted set
+    /// event JSON -> due time in ms).
+    pub fn webhooks_held(&self, app: &str) -> String {
+        format!("{}:app:{app}:webhooks:held", self.prefix)
+    }
+
+    /// Where the scripts put `app`'s webhooks.
+    pub fn hooks(&self, app: &AppConfig) -> Hooks {
+        Hooks {
+            stream: self.webhooks(&app.id),
+            held: self.webhooks_held(&app.id),
+            debounce_ms: app.webhook_debounce * 1000,
+            max_len: app.webhook_max_pending,
+        }
     }
 
     /// Hash node -> connection count.

@@ -34,7 +34,7 @@ use tracing::warn;
 
 use self::keys::Keys;
 use self::relay::{Command, Envelope};
-use self::scripts::{Announce, Joined, Scripts};
+use self::scripts::{Announce, Hooks, Joined, Scripts, NO_HOOKS};
 use self::writer::{Write, Writer};
 use super::{throttle_count, AdapterError, AdapterResult, LocalRules};
 use crate::config::ClusterConfig;
@@ -46,6 +46,7 @@ use crate::hub::{
 };
 use crate::protocol::{messages, ChannelType, SocketId};
 use crate::support::clock::unix_millis;
+use crate::webhooks::{Event as WebhookEvent, Kind as WebhookKind};
 
 /// The pseudo presence channel whose "members" are the signed-in users, so
 /// that online/offline transitions reuse the presence scripts (and their
@@ -59,6 +60,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The adapter handle; cheap to share.
 pub struct RedisAdapter {
     inner: Arc<Inner>,
+    /// For the webhook outbox's own connection.
+    client: redis::Client,
 }
 
 struct Inner {
@@ -79,8 +82,13 @@ struct Inner {
     /// This node's counts waiting to be written (see `state`).
     dirty: state::DirtyCounts,
     /// Channels (`app\nchannel`) whose subscription count may have
-    /// changed since the last flush (see [`counts_flusher`]).
-    counts_dirty: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// changed since the last flush (see [`counts_flusher`]), and whether
+    /// the change happened on this node (which then reports the
+    /// `subscription_count` webhook).
+    counts_dirty: std::sync::Mutex<HashMap<String, bool>>,
+    /// Where the scripts put each app's webhooks (apps without any have
+    /// none here).
+    hooks: HashMap<String, Hooks>,
     /// The count last announced per channel, and when.
     count_sent: DashMap<String, (usize, std::time::Instant)>,
     /// The heartbeat task, stopped before the node leaves the cluster so
@@ -115,7 +123,7 @@ impl RedisAdapter {
         let keys = Keys::new(&config.prefix, &node);
         let inner = Arc::new(Inner {
             writer: Writer::spawn(redis.clone()),
-            keys,
+            keys: keys.clone(),
             hub: hub.clone(),
             redis,
             scripts: Scripts::default(),
@@ -126,14 +134,20 @@ impl RedisAdapter {
             epoch: std::sync::Mutex::new(None),
             dirty: state::DirtyCounts::default(),
             counts_dirty: std::sync::Mutex::default(),
+            hooks: hub
+                .apps()
+                .filter(|app| !app.app.webhooks.is_empty())
+                .map(|app| (app.app.id.clone(), keys.hooks(&app.app)))
+                .collect(),
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
         });
+        let client_for_outbox = client.clone();
         let (channel, health) = (inner.keys.relay(), inner.relay.clone());
         let weak = Arc::downgrade(&inner);
         let counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync> = Arc::new(move |keys| {
             if let Some(inner) = weak.upgrade() {
-                inner.mark_counts_dirty(keys);
+                inner.mark_counts_dirty(keys, false);
             }
         });
         supervise("relay", move || {
@@ -152,7 +166,25 @@ impl RedisAdapter {
         supervise("state writer", move || state::writer(writer.clone()));
         let heartbeat = tokio::spawn(node::heartbeat(inner.clone()));
         let _ = inner.heartbeat.set(heartbeat.abort_handle());
-        Ok(RedisAdapter { inner })
+        Ok(RedisAdapter {
+            inner,
+            client: client_for_outbox,
+        })
+    }
+
+    /// What the webhook service needs to deliver from this cluster's
+    /// outbox.
+    pub fn webhook_outbox(&self) -> crate::webhooks::Outbox {
+        crate::webhooks::Outbox {
+            client: self.client.clone(),
+            node: self.inner.keys.node.clone(),
+            streams: self
+                .inner
+                .hooks
+                .iter()
+                .map(|(app, hooks)| (app.clone(), hooks.stream.clone()))
+                .collect(),
+        }
     }
 
     /// This node's id in the cluster.
@@ -220,25 +252,35 @@ impl Inner {
     /// flusher announces it (coalesced, and only when it really changed).
     /// Nothing per client message spawns work.
     fn announce_count(&self, app: &AppHub, channel: &str) {
-        if !app.app.subscription_count || ChannelType::of(channel).is_presence() {
+        let wanted =
+            app.app.subscription_count || app.webhooks.wants(WebhookKind::SubscriptionCount);
+        if !wanted || ChannelType::of(channel).is_presence() {
             return;
         }
-        self.mark_counts_dirty([format!("{}\n{channel}", app.app.id)]);
+        self.mark_counts_dirty([format!("{}\n{channel}", app.app.id)], true);
     }
 
     /// Channels (`app\nchannel`) whose cluster-wide count must be
     /// recomputed at the next flush.
-    fn mark_counts_dirty(&self, keys: impl IntoIterator<Item = String>) {
-        self.counts_dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(keys);
+    fn mark_counts_dirty(&self, keys: impl IntoIterator<Item = String>, here: bool) {
+        let mut dirty = self.counts_dirty.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            *dirty.entry(key).or_insert(false) |= here;
+        }
+    }
+
+    /// Where the scripts put `app`'s webhooks about `channel`.
+    fn hooks(&self, app: &str, channel: &str) -> &Hooks {
+        match self.hooks.get(app) {
+            Some(hooks) if channel != ONLINE => hooks,
+            _ => &NO_HOOKS,
+        }
     }
 
     /// Announces the cluster-wide count of one changed channel, unless it
     /// is the count last announced or the crowd throttle holds it back
     /// (then it stays dirty for a later flush).
-    async fn flush_count(&self, key: String) {
+    async fn flush_count(&self, key: String, here: bool) {
         let Some((app_id, channel)) = key.split_once('\n') else {
             return;
         };
@@ -264,16 +306,21 @@ impl Inner {
         let mut last_sent = previous.map(|(_, at)| at);
         let now = std::time::Instant::now();
         if !throttle_count(total, &mut last_sent, now) {
-            self.counts_dirty
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone());
+            self.mark_counts_dirty([key], here);
             return;
         }
         self.count_sent.insert(key.clone(), (total, now));
         // To this node's subscribers only: every node recomputes the total
         // itself when any node's count changes (`state` tells them).
-        app.publish(channel, &messages::subscription_count(channel, total), None);
+        if app.app.subscription_count {
+            app.publish(channel, &messages::subscription_count(channel, total), None);
+        }
+        // The webhook comes from the node where the count changed.
+        if here {
+            app.webhooks.emit(WebhookKind::SubscriptionCount, || {
+                WebhookEvent::subscription_count(channel, total)
+            });
+        }
     }
 
     /// Tells watchers on every node that `user_id` came online or went offline.
@@ -467,6 +514,7 @@ impl Inner {
             origin: &self.keys.node,
             app: &app.app.id,
             channel,
+            hooks: self.hooks(&app.app.id, channel),
         }
     }
 
@@ -639,8 +687,8 @@ async fn counts_flusher(inner: Arc<Inner>) {
         tick.tick().await;
         let dirty =
             std::mem::take(&mut *inner.counts_dirty.lock().unwrap_or_else(|e| e.into_inner()));
-        for key in dirty {
-            inner.flush_count(key).await;
+        for (key, here) in dirty {
+            inner.flush_count(key, here).await;
         }
     }
 }
@@ -685,14 +733,14 @@ enum Decided<'a> {
 impl<'a> ClusterRules<'a> {
     fn redis(app: &'a AppHub, roster: &'a str, version: Option<u64>) -> Self {
         ClusterRules {
-            local: LocalRules::of(app),
+            local: LocalRules::without_webhooks(app),
             decided: Decided::Redis { roster, version },
         }
     }
 
     fn here(app: &'a AppHub) -> Self {
         ClusterRules {
-            local: LocalRules::of(app),
+            local: LocalRules::without_webhooks(app),
             decided: Decided::Here,
         }
     }
@@ -737,6 +785,9 @@ impl ChannelRules for ClusterRules<'_> {
             Decided::Here => self.local.leave(channel, user_id),
         }
     }
+
+    /// Occupancy webhooks follow the cluster-wide count (`state`).
+    fn occupancy(&self, _: &str, _: bool) {}
 
     fn count(&self, _: &str, _: usize, _: &mut Option<std::time::Instant>) -> Option<ByteString> {
         None

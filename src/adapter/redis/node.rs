@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use redis::streams::{StreamClaimOptions, StreamPendingCountReply, StreamPendingReply};
 use redis::AsyncCommands;
 use tracing::{info, warn};
 
 use super::keys::Keys;
-use super::scripts::Announce;
+use super::scripts::{Announce, NO_HOOKS};
 use super::{Inner, ONLINE};
 use crate::hub::AppHub;
 
@@ -163,6 +164,7 @@ async fn watch_others(inner: &Inner) -> redis::RedisResult<()> {
             );
         }
     }
+    tend_outbox(inner, &live).await?;
     for app in inner.hub.apps() {
         let counts: Vec<(String, usize)> =
             redis.hgetall(inner.keys.connections(&app.app.id)).await?;
@@ -172,6 +174,79 @@ async fn watch_others(inner: &Inner) -> redis::RedisResult<()> {
             .map(|(_, n)| n)
             .sum();
         inner.elsewhere.insert(app.app.id.clone(), elsewhere);
+    }
+    Ok(())
+}
+
+/// Webhook outbox upkeep, on every beat: departures whose debounce delay
+/// is over go out (a script, so once however many nodes run it), and what
+/// nodes no longer alive had read but not delivered is taken over.
+async fn tend_outbox(inner: &Inner, live: &HashSet<&String>) -> redis::RedisResult<()> {
+    let mut redis = inner.redis.clone();
+    for app in inner.hub.apps() {
+        let hooks = inner.hooks(&app.app.id, "");
+        if hooks.stream.is_empty() {
+            continue;
+        }
+        inner.scripts.promote(&mut redis, hooks).await?;
+        for webhook in &app.app.webhooks {
+            let group = crate::webhooks::group_name(webhook);
+            take_over(inner, &hooks.stream, &group, live).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Claims the entries of one URL's consumer group that departed nodes
+/// had read and not acknowledged. Claiming needs them idle for a second,
+/// so two survivors never both take the same entry.
+async fn take_over(
+    inner: &Inner,
+    stream: &str,
+    group: &str,
+    live: &HashSet<&String>,
+) -> redis::RedisResult<()> {
+    let mut redis = inner.redis.clone();
+    let summary: StreamPendingReply = match redis.xpending(stream, group).await {
+        Ok(summary) => summary,
+        // No group yet: the consumers create it.
+        Err(e) if e.code() == Some("NOGROUP") => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let StreamPendingReply::Data(data) = summary else {
+        return Ok(());
+    };
+    for consumer in data.consumers {
+        if consumer.name == inner.keys.node || live.contains(&consumer.name) {
+            continue;
+        }
+        let pending: StreamPendingCountReply = redis
+            .xpending_consumer_count(stream, group, "-", "+", 100, &consumer.name)
+            .await?;
+        let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+        if ids.is_empty() {
+            redis
+                .xgroup_delconsumer::<_, _, _, ()>(stream, group, &consumer.name)
+                .await?;
+            continue;
+        }
+        let claimed: Vec<String> = redis
+            .xclaim_options(
+                stream,
+                group,
+                &inner.keys.node,
+                1000,
+                &ids,
+                StreamClaimOptions::default().with_justid(),
+            )
+            .await?;
+        if !claimed.is_empty() {
+            info!(
+                "took over {} webhook(s) that node {} had not delivered",
+                claimed.len(),
+                consumer.name
+            );
+        }
     }
     Ok(())
 }
@@ -199,6 +274,7 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
             origin: &inner.keys.node,
             app: app_id,
             channel,
+            hooks: inner.hooks(app_id, channel),
         };
         let (_, removed) = inner
             .scripts
@@ -211,10 +287,22 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
             }
         }
     }
+    // Its subscribers leave the cluster-wide counts (occupancy webhooks).
+    for app in inner.hub.apps() {
+        let app_id = &app.app.id;
+        inner
+            .scripts
+            .replace_counts(
+                &mut redis,
+                &inner.keys.subscriptions(app_id, node),
+                &inner.keys.occupancy(app_id),
+                &[],
+                inner.hooks(app_id, ""),
+            )
+            .await?;
+    }
     let mut pipe = redis::pipe();
     for app in inner.hub.apps() {
-        pipe.del(inner.keys.subscriptions(&app.app.id, node))
-            .ignore();
         pipe.hdel(inner.keys.connections(&app.app.id), node)
             .ignore();
     }
@@ -233,12 +321,28 @@ async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
     let node = &inner.keys.node;
     let stored: Vec<String> = redis.smembers(inner.keys.node_presence(node)).await?;
     for app in inner.hub.apps() {
+        let app_id = &app.app.id;
+        let counts: Vec<(String, usize)> = app
+            .channels(None)
+            .into_iter()
+            .map(|(channel, stats)| (channel, stats.subscription_count))
+            .collect();
+        let hooks = if announce {
+            inner.hooks(app_id, "")
+        } else {
+            &NO_HOOKS
+        };
+        inner
+            .scripts
+            .replace_counts(
+                &mut redis,
+                &inner.keys.subscriptions(app_id, node),
+                &inner.keys.occupancy(app_id),
+                &counts,
+                hooks,
+            )
+            .await?;
         let mut pipe = redis::pipe();
-        let subs = inner.keys.subscriptions(&app.app.id, node);
-        pipe.del(&subs).ignore();
-        for (channel, stats) in app.channels(None) {
-            pipe.hset(&subs, channel, stats.subscription_count).ignore();
-        }
         pipe.hset(
             inner.keys.connections(&app.app.id),
             node,
@@ -296,11 +400,19 @@ async fn rebuild_presence(
         } else {
             String::new()
         };
+        // Webhooks likewise: only for changes Redis missed, not for a
+        // restarted Redis relearning what was reported before.
+        let hooks = if announce {
+            inner.hooks(&app.app.id, &channel)
+        } else {
+            &NO_HOOKS
+        };
         let announcement = Announce {
             relay: &relay,
             origin: &inner.keys.node,
             app: &app.app.id,
             channel: &channel,
+            hooks,
         };
         let (added, removed) = inner
             .scripts

@@ -37,8 +37,108 @@ local function removed_data(user)
 end
 "#;
 
+/// Shared by the scripts that decide occupancy or membership: the webhooks
+/// those decisions imply go into the app's outbox stream, once for the
+/// whole cluster. A departure (`channel_vacated`, `member_removed`) is held
+/// in a sorted set until its due time (see [`PROMOTE`]); the arrival that
+/// undoes it in time removes it and is not sent either. Hooks `h` come from
+/// four arguments (stream, held set, debounce ms, stream length); stream ''
+/// means the app has no webhooks.
+const HOOKS: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local function hooks_at(i)
+  return {stream = ARGV[i], held = ARGV[i + 1], debounce = tonumber(ARGV[i + 2]) or 0,
+          max_len = ARGV[i + 3]}
+end
+local function hook_now(h, json)
+  redis.call('XADD', h.stream, 'MAXLEN', '~', h.max_len, '*', 'e', json)
+end
+local function hook_arrival(h, json, departure)
+  if h.stream == '' then return end
+  if redis.call('ZREM', h.held, departure) == 1 then return end
+  hook_now(h, json)
+end
+local function hook_departure(h, json)
+  if h.stream == '' then return end
+  if h.debounce <= 0 then hook_now(h, json) return end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', h.held, now + h.debounce, json)
+end
+local function member_hook(name, channel, user)
+  return '{"name":"' .. name .. '","channel":' .. cjson.encode(channel) ..
+    ',"user_id":' .. cjson.encode(user) .. '}'
+end
+local function channel_hook(name, channel)
+  return '{"name":"' .. name .. '","channel":' .. cjson.encode(channel) .. '}'
+end
+local function member_arrived(h, channel, user)
+  hook_arrival(h, member_hook('member_added', channel, user),
+    member_hook('member_removed', channel, user))
+end
+local function member_departed(h, channel, user)
+  hook_departure(h, member_hook('member_removed', channel, user))
+end
+-- A node's subscriber count of a channel becomes `count`; the cluster-wide
+-- total (kept in `totals`) decides occupancy.
+local function set_count(node_subs, totals, channel, count, h)
+  local old = tonumber(redis.call('HGET', node_subs, channel) or '0')
+  if count > 0 then
+    redis.call('HSET', node_subs, channel, count)
+  else
+    redis.call('HDEL', node_subs, channel)
+  end
+  local delta = count - old
+  if delta == 0 then return end
+  local total = redis.call('HINCRBY', totals, channel, delta)
+  if total <= 0 then redis.call('HDEL', totals, channel) end
+  local before = total - delta
+  if before <= 0 and total > 0 then
+    hook_arrival(h, channel_hook('channel_occupied', channel),
+      channel_hook('channel_vacated', channel))
+  elseif before > 0 and total <= 0 then
+    hook_departure(h, channel_hook('channel_vacated', channel))
+  end
+end
+"#;
+
+/// KEYS node counts, totals; ARGV channel, count, hooks.
+const COUNT: &str = r#"
+set_count(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), hooks_at(3))
+return 0
+"#;
+
+/// Replaces a node's whole count hash. KEYS node counts, totals; ARGV
+/// hooks, then pairs (channel, count).
+const COUNTS: &str = r#"
+local h = hooks_at(1)
+local old = {}
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do old[flat[i]] = true end
+for i = 5, #ARGV, 2 do
+  set_count(KEYS[1], KEYS[2], ARGV[i], tonumber(ARGV[i + 1]), h)
+  old[ARGV[i]] = nil
+end
+for channel in pairs(old) do set_count(KEYS[1], KEYS[2], channel, 0, h) end
+return 0
+"#;
+
+/// Moves the held departures that are due into the outbox. KEYS held,
+/// stream; ARGV stream length. Atomic, so however many nodes run it, each
+/// departure is sent once.
+const PROMOTE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+for _, json in ipairs(due) do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'e', json)
+  redis.call('ZREM', KEYS[1], json)
+end
+return #due
+"#;
+
 /// KEYS users, info, node, nodeset, version; ARGV user, user_info, max,
-/// nodeset member, relay, origin, app, channel, joining socket. Returns
+/// nodeset member, relay, origin, app, channel, joining socket, hooks. Returns
 /// {1 if the user is new | 0 | -1 when full, roster, version of the roster}.
 const JOIN: &str = r#"
 local users, info, node, nodeset, version_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -55,14 +155,15 @@ if redis.call('HINCRBY', users, user, 1) == 1 then
   added = 1
   version = announce(version_key, relay, origin, app, channel, socket,
     'pusher_internal:member_added', added_data(user, user_info))
+  member_arrived(hooks_at(10), channel, user)
 else
   version = tonumber(redis.call('GET', version_key) or '0')
 end
 return {added, redis.call('HGETALL', info), version}
 "#;
 
-/// KEYS users, info, node, version; ARGV user, relay, origin, app, channel.
-/// Returns 1 when the user left the channel.
+/// KEYS users, info, node, version; ARGV user, relay, origin, app, channel,
+/// hooks. Returns 1 when the user left the channel.
 const LEAVE: &str = r#"
 local users, info, node, version_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, relay, origin, app, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -74,6 +175,7 @@ if redis.call('HINCRBY', users, user, -1) <= 0 then
   redis.call('HDEL', info, user)
   announce(version_key, relay, origin, app, channel, '',
     'pusher_internal:member_removed', removed_data(user))
+  member_departed(hooks_at(6), channel, user)
   return 1
 end
 return 0
@@ -81,12 +183,13 @@ return 0
 
 /// Replaces one node's share of a channel. KEYS users, info, node, version;
 /// ARGV relay, origin, app, channel, skip origin ('1': the origin's own
-/// sockets already saw these changes), then triples (user, sockets,
+/// sockets already saw these changes), hooks, then triples (user, sockets,
 /// user_info). Returns {added users, removed users}.
 const REPLACE: &str = r#"
 local users, info, node, version_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local relay, origin, app, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local skip = ARGV[5] == '1'
+local h = hooks_at(6)
 local old = {}
 local flat = redis.call('HGETALL', node)
 for i = 1, #flat, 2 do old[flat[i]] = tonumber(flat[i + 1]) end
@@ -103,15 +206,17 @@ local function apply(user, delta, user_info)
       table.insert(removed, user)
       announce(version_key, relay, origin, app, channel, '',
         'pusher_internal:member_removed', removed_data(user), skip)
+      member_departed(h, channel, user)
     end
   elseif before <= 0 then
     redis.call('HSET', info, user, user_info)
     table.insert(added, user)
     announce(version_key, relay, origin, app, channel, '',
       'pusher_internal:member_added', added_data(user, user_info), skip)
+    member_arrived(h, channel, user)
   end
 end
-for i = 6, #ARGV, 3 do
+for i = 10, #ARGV, 3 do
   local user, n = ARGV[i], tonumber(ARGV[i + 1])
   redis.call('HSET', node, user, n)
   apply(user, n - (old[user] or 0), ARGV[i + 2])
@@ -195,6 +300,36 @@ pub struct Announce<'a> {
     pub origin: &'a str,
     pub app: &'a str,
     pub channel: &'a str,
+    pub hooks: &'a Hooks,
+}
+
+/// Where the scripts put the webhooks they decide (see [`HOOKS`]).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// The outbox stream; empty: the app has no webhooks.
+    pub stream: String,
+    pub held: String,
+    pub debounce_ms: u64,
+    pub max_len: usize,
+}
+
+/// No webhooks (also for changes that were reported before, replayed into
+/// a restarted Redis).
+pub static NO_HOOKS: Hooks = Hooks {
+    stream: String::new(),
+    held: String::new(),
+    debounce_ms: 0,
+    max_len: 0,
+};
+
+impl Hooks {
+    fn args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation
+            .arg(&self.stream)
+            .arg(&self.held)
+            .arg(self.debounce_ms)
+            .arg(self.max_len);
+    }
 }
 
 /// The compiled scripts (hashed once, sent with EVALSHA).
@@ -203,15 +338,21 @@ pub struct Scripts {
     leave: Script,
     replace: Script,
     history: Script,
+    pub count: Script,
+    counts: Script,
+    promote: Script,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            join: Script::new(&format!("{ANNOUNCE}{JOIN}")),
-            leave: Script::new(&format!("{ANNOUNCE}{LEAVE}")),
-            replace: Script::new(&format!("{ANNOUNCE}{REPLACE}")),
+            join: Script::new(&format!("{HOOKS}{ANNOUNCE}{JOIN}")),
+            leave: Script::new(&format!("{HOOKS}{ANNOUNCE}{LEAVE}")),
+            replace: Script::new(&format!("{HOOKS}{ANNOUNCE}{REPLACE}")),
             history: Script::new(HISTORY),
+            count: Script::new(&format!("{HOOKS}{COUNT}")),
+            counts: Script::new(&format!("{HOOKS}{COUNTS}")),
+            promote: Script::new(PROMOTE),
         }
     }
 }
@@ -230,9 +371,8 @@ impl Scripts {
         announce: &Announce<'_>,
         socket: &str,
     ) -> RedisResult<Joined> {
-        let (status, flat, version): (i64, Vec<String>, u64) = self
-            .join
-            .key(&keys.users)
+        let mut invocation = self.join.key(&keys.users);
+        invocation
             .key(&keys.info)
             .key(&keys.node)
             .key(node_set)
@@ -245,9 +385,10 @@ impl Scripts {
             .arg(announce.origin)
             .arg(announce.app)
             .arg(announce.channel)
-            .arg(socket)
-            .invoke_async(redis)
-            .await?;
+            .arg(socket);
+        announce.hooks.args(&mut invocation);
+        let (status, flat, version): (i64, Vec<String>, u64) =
+            invocation.invoke_async(redis).await?;
         if status < 0 {
             return Ok(Joined::Full);
         }
@@ -270,9 +411,8 @@ impl Scripts {
         user: &str,
         announce: &Announce<'_>,
     ) -> RedisResult<bool> {
-        let removed: i64 = self
-            .leave
-            .key(&keys.users)
+        let mut invocation = self.leave.key(&keys.users);
+        invocation
             .key(&keys.info)
             .key(&keys.node)
             .key(&keys.version)
@@ -280,9 +420,9 @@ impl Scripts {
             .arg(announce.relay)
             .arg(announce.origin)
             .arg(announce.app)
-            .arg(announce.channel)
-            .invoke_async(redis)
-            .await?;
+            .arg(announce.channel);
+        announce.hooks.args(&mut invocation);
+        let removed: i64 = invocation.invoke_async(redis).await?;
         Ok(removed == 1)
     }
 
@@ -305,10 +445,60 @@ impl Scripts {
             .arg(announce.app)
             .arg(announce.channel)
             .arg(if skip_origin { "1" } else { "0" });
+        announce.hooks.args(&mut invocation);
         for (user, sockets, info) in members {
             invocation.arg(user).arg(*sockets).arg(info);
         }
         invocation.invoke_async(redis).await
+    }
+
+    /// Sets this node's subscriber count of one channel, in a pipeline
+    /// (the caller loads the script first, see [`Scripts::count`]).
+    pub fn set_count(
+        &self,
+        pipe: &mut redis::Pipeline,
+        node_counts: &str,
+        totals: &str,
+        channel: &str,
+        count: usize,
+        hooks: &Hooks,
+    ) {
+        let mut invocation = self.count.key(node_counts);
+        invocation.key(totals).arg(channel).arg(count);
+        hooks.args(&mut invocation);
+        pipe.invoke_script(&invocation).ignore();
+    }
+
+    /// Replaces this node's (or a dead node's) whole count hash.
+    pub async fn replace_counts(
+        &self,
+        redis: &mut ConnectionManager,
+        node_counts: &str,
+        totals: &str,
+        counts: &[(String, usize)],
+        hooks: &Hooks,
+    ) -> RedisResult<()> {
+        let mut invocation = self.counts.key(node_counts);
+        invocation.key(totals);
+        hooks.args(&mut invocation);
+        for (channel, count) in counts {
+            invocation.arg(channel).arg(*count);
+        }
+        invocation.invoke_async(redis).await
+    }
+
+    /// Moves due departures into the outbox; returns how many.
+    pub async fn promote(
+        &self,
+        redis: &mut ConnectionManager,
+        hooks: &Hooks,
+    ) -> RedisResult<usize> {
+        self.promote
+            .key(&hooks.held)
+            .key(&hooks.stream)
+            .arg(hooks.max_len)
+            .invoke_async(redis)
+            .await
     }
 
     /// Reads a history stream; `min_id` drops older entries first.

@@ -60,6 +60,9 @@ pub async fn writer(inner: Arc<Inner>) {
             continue;
         }
         let mut pipe = redis::pipe();
+        // Counts are set by a script that also keeps the cluster-wide
+        // totals, which decide the occupancy webhooks.
+        pipe.load_script(&inner.scripts.count).ignore();
         // Channels whose counts other nodes announce, per app.
         let mut announced: HashMap<&str, Vec<String>> = HashMap::new();
         for entry in &dirty {
@@ -72,12 +75,14 @@ pub async fn writer(inner: Arc<Inner>) {
                     {
                         announced.entry(app).or_default().push(channel.clone());
                     }
-                    let key = inner.keys.subscriptions(app, &inner.keys.node);
-                    if count == 0 {
-                        pipe.hdel(key, channel).ignore();
-                    } else {
-                        pipe.hset(key, channel, count).ignore();
-                    }
+                    inner.scripts.set_count(
+                        &mut pipe,
+                        &inner.keys.subscriptions(app, &inner.keys.node),
+                        &inner.keys.occupancy(app),
+                        channel,
+                        count,
+                        inner.hooks(app, channel),
+                    );
                 }
                 Dirty::Connections { app } => {
                     let count = inner.hub.by_id(app).map_or(0, |a| a.connection_count());

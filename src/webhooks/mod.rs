@@ -1,0 +1,177 @@
+//! Webhooks: Pusher's seven events, POSTed signed to each app's URLs.
+//!
+//! Events are reported where they happen (the hub's rules for occupancy and
+//! membership on a single node, the session for client events, the hub for
+//! cache misses, Redis scripts for occupancy and membership in a cluster)
+//! into the app's [`Sink`], which never waits. Delivery runs on its own
+//! thread, so a slow or dead endpoint cannot slow client traffic:
+//!
+//! * single node (`local`): one task per app holds departures back
+//!   (`debounce`) and hands events to one bounded queue per URL, whose task
+//!   sends them (batched when the app says so) and retries failures with
+//!   backoff (`target`, `request`);
+//! * cluster (`cluster`): every event goes into the app's Redis stream,
+//!   read by one consumer group per URL, so each event is delivered by one
+//!   node, and pending ones are taken over when their node dies.
+
+pub mod cluster;
+mod debounce;
+mod event;
+mod local;
+pub mod request;
+mod target;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+pub use self::cluster::Outbox;
+pub use self::event::{Event, Kind, KindSet};
+pub use self::target::{group_name, Target};
+use crate::hub::Hub;
+
+/// What a sink carries to the delivery side.
+enum Message {
+    Event(Event),
+    /// Deliver everything held back now and answer (shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// An app, its URLs, and the receiving end of its sink.
+type AppQueue = (
+    Arc<crate::config::AppConfig>,
+    Vec<Arc<Target>>,
+    mpsc::Receiver<Message>,
+);
+
+/// Where an app's events are reported; a no-op until webhooks are started
+/// for an app that has some. Reporting never waits: beyond the app's
+/// pending limit events are dropped, counted and logged.
+#[derive(Debug, Default)]
+pub struct Sink {
+    inner: OnceLock<SinkInner>,
+}
+
+#[derive(Debug)]
+struct SinkInner {
+    wants: KindSet,
+    sender: mpsc::Sender<Message>,
+    dropped: AtomicU64,
+    app: String,
+}
+
+impl Sink {
+    /// Whether any URL of the app takes `kind` (so callers build nothing
+    /// for events nobody wants).
+    pub fn wants(&self, kind: Kind) -> bool {
+        self.inner.get().is_some_and(|s| s.wants.contains(kind))
+    }
+
+    /// Reports an event of `kind`, built by `make` only when wanted.
+    pub fn emit(&self, kind: Kind, make: impl FnOnce() -> Event) {
+        let Some(sink) = self.inner.get().filter(|s| s.wants.contains(kind)) else {
+            return;
+        };
+        if sink.sender.try_send(Message::Event(make())).is_err() {
+            let dropped = sink.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                warn!(app = %sink.app, dropped, "webhook queue is full; dropping webhook events");
+            }
+        }
+    }
+
+    /// Webhook events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner
+            .get()
+            .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
+    }
+
+    fn attach(&self, app: &str, wants: KindSet, capacity: usize) -> mpsc::Receiver<Message> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let _ = self.inner.set(SinkInner {
+            wants,
+            sender,
+            dropped: AtomicU64::new(0),
+            app: app.to_owned(),
+        });
+        receiver
+    }
+
+    async fn flush(&self) {
+        let Some(sink) = self.inner.get() else {
+            return;
+        };
+        let (done, flushed) = oneshot::channel();
+        if sink.sender.send(Message::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+}
+
+/// The running webhook service.
+pub struct Webhooks {
+    hub: Arc<Hub>,
+    idle: Option<Arc<local::Idle>>,
+}
+
+impl Webhooks {
+    /// Attaches a sink to every app that has webhooks and starts their
+    /// delivery on a thread of its own; `outbox` selects cluster mode.
+    pub fn start(hub: Arc<Hub>, outbox: Option<Outbox>) -> std::io::Result<Webhooks> {
+        let mut apps = Vec::new();
+        for app in hub.apps().filter(|a| !a.app.webhooks.is_empty()) {
+            let targets: Vec<Arc<Target>> = app
+                .app
+                .webhooks
+                .iter()
+                .map(|w| Arc::new(Target::new(w, &app.app)))
+                .collect();
+            let wants = targets
+                .iter()
+                .fold(KindSet::default(), |s, t| s.union(t.kinds));
+            let receiver = app
+                .webhooks
+                .attach(&app.app.id, wants, app.app.webhook_max_pending);
+            apps.push((app.app.clone(), targets, receiver));
+        }
+        let idle = (outbox.is_none()).then(|| Arc::new(local::Idle::default()));
+        if apps.is_empty() {
+            return Ok(Webhooks { hub, idle: None });
+        }
+        let local_idle = idle.clone();
+        std::thread::Builder::new()
+            .name("herald-webhooks".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let http = target::client();
+                    match (outbox, local_idle) {
+                        (Some(outbox), _) => cluster::run(outbox, apps, http).await,
+                        (None, Some(idle)) => local::run(apps, http, idle).await,
+                        (None, None) => {}
+                    }
+                })
+            })?;
+        Ok(Webhooks { hub, idle })
+    }
+
+    /// Shutdown: single node, delivers what is pending (departures held
+    /// back included) for at most `timeout`; cluster, hands the last
+    /// events to the outbox, where the other nodes deliver them.
+    pub async fn drain(&self, timeout: Duration) {
+        let drained = async {
+            for app in self.hub.apps() {
+                app.webhooks.flush().await;
+            }
+            if let Some(idle) = &self.idle {
+                idle.wait().await;
+            }
+        };
+        if tokio::time::timeout(timeout, drained).await.is_err() {
+            warn!("shutdown: webhooks still pending after {timeout:?} were not delivered");
+        }
+    }
+}
