@@ -1,0 +1,112 @@
+// Webhooks end to end: a presence session driven by pusher-js, with client
+// events; every request Herald sends must pass the official `pusher` SDK's
+// own validator, `pusher.webhook({ headers, rawBody }).isValid()`, and carry
+// the events Pusher documents.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+
+import {
+  Clients,
+  appConfigToml,
+  makeSdk,
+  startServer,
+  subscribe,
+  waitFor,
+  waitForEvent,
+} from './helpers.mjs';
+
+/** A local receiver that keeps every request as the SDK's WebHook sees it. */
+async function startReceiver() {
+  const requests = [];
+  const listeners = new Set();
+  const server = http.createServer((req, res) => {
+    let rawBody = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => { rawBody += chunk; });
+    req.on('end', () => {
+      const request = { headers: req.headers, rawBody };
+      requests.push(request);
+      for (const listener of listeners) listener();
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/pusher/webhooks`,
+    requests,
+    /** Waits until some received event passes `test`. */
+    until(test, label) {
+      const seen = () => requests.some((r) => JSON.parse(r.rawBody).events.some(test));
+      return waitFor((resolve) => {
+        const check = () => { if (seen()) resolve(); };
+        listeners.add(check);
+        check();
+        return () => listeners.delete(check);
+      }, { label });
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+describe('webhooks', () => {
+  let receiver;
+  let server;
+  let sdk;
+  let clients;
+
+  before(async () => {
+    receiver = await startReceiver();
+    const configToml = appConfigToml({ webhook_debounce: 0 })
+      + `[[apps.webhooks]]\nurl = ${JSON.stringify(receiver.url)}\n`;
+    server = await startServer({ configToml });
+    sdk = makeSdk(server.port);
+    clients = new Clients(server.port);
+  });
+  after(async () => {
+    clients?.closeAll();
+    await server?.stop();
+    await receiver?.close();
+  });
+
+  it('a pusher-js presence session produces webhooks the pusher SDK validates', async () => {
+    const ada = await clients.pusher({ presence: { user_id: '42', user_info: { name: 'Ada' } } });
+    const bob = await clients.pusher({ presence: { user_id: '43', user_info: { name: 'Bob' } } });
+    const adaRoom = await subscribe(ada, 'presence-room.1');
+    const bobRoom = await subscribe(bob, 'presence-room.1');
+
+    const typing = waitForEvent(bobRoom, 'client-typing');
+    adaRoom.trigger('client-typing', { typing: true });
+    await typing;
+    bob.unsubscribe('presence-room.1');
+    await receiver.until((e) => e.name === 'member_removed', 'member_removed');
+    ada.unsubscribe('presence-room.1');
+    await receiver.until((e) => e.name === 'channel_vacated', 'channel_vacated');
+
+    const events = [];
+    for (const request of receiver.requests) {
+      assert.equal(request.headers['content-type'], 'application/json');
+      const webhook = sdk.webhook(request);
+      assert.ok(webhook.isValid(), `the SDK rejects ${request.rawBody}`);
+      assert.ok(Math.abs(webhook.getTime().getTime() - Date.now()) < 60_000);
+      events.push(...webhook.getEvents());
+    }
+    const adaSocket = ada.connection.socket_id;
+    assert.deepEqual(events, [
+      { name: 'channel_occupied', channel: 'presence-room.1' },
+      { name: 'member_added', channel: 'presence-room.1', user_id: '42' },
+      { name: 'member_added', channel: 'presence-room.1', user_id: '43' },
+      {
+        name: 'client_event', channel: 'presence-room.1', event: 'client-typing',
+        data: '{"typing":true}', socket_id: adaSocket, user_id: '42',
+      },
+      { name: 'member_removed', channel: 'presence-room.1', user_id: '43' },
+      { name: 'member_removed', channel: 'presence-room.1', user_id: '42' },
+      { name: 'channel_vacated', channel: 'presence-room.1' },
+    ]);
+    // A tampered body is not valid.
+    const forged = { ...receiver.requests[0], rawBody: receiver.requests[0].rawBody.replace('room', 'ro0m') };
+    assert.equal(sdk.webhook(forged).isValid(), false);
+  });
+});
