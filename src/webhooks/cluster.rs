@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
@@ -27,9 +27,9 @@ use super::target::Target;
 use super::{AppQueue, Message};
 use crate::config::AppConfig;
 
-/// How often a consumer looks for new entries when the last look found
-/// none.
-const POLL: Duration = Duration::from_millis(100);
+/// How long one read waits for new entries (on the consumer's own
+/// connection, so that a blocked read holds up nobody else).
+const BLOCK: Duration = Duration::from_secs(1);
 
 /// What cluster delivery needs from the Redis adapter.
 pub struct Outbox {
@@ -57,12 +57,15 @@ pub(super) async fn run(outbox: Outbox, apps: Vec<AppQueue>, http: awc::Client) 
             continue;
         };
         for target in targets {
+            let Some(own) = blocking_connection(&outbox.client).await else {
+                continue;
+            };
             let consumer = Consumer {
                 app: app.clone(),
                 target,
                 stream: stream.clone(),
                 node: outbox.node.clone(),
-                redis: redis.clone(),
+                redis: own,
                 http: http.clone(),
             };
             tasks.push(actix_web::rt::spawn(consumer.run()));
@@ -76,6 +79,21 @@ pub(super) async fn run(outbox: Outbox, apps: Vec<AppQueue>, http: awc::Client) 
     }
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+/// A connection of its own for a consumer, whose reads block for up to
+/// [`BLOCK`] (connected lazily: Redis may be down at start).
+async fn blocking_connection(client: &redis::Client) -> Option<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(BLOCK * 3))
+        .set_connection_timeout(Some(Duration::from_secs(2)));
+    match ConnectionManager::new_lazy_with_config(client.clone(), config) {
+        Ok(redis) => Some(redis),
+        Err(e) => {
+            warn!("webhooks: cannot set up a Redis connection: {e}");
+            None
+        }
     }
 }
 
@@ -154,12 +172,12 @@ impl Consumer {
                 }
             }
             // Entries taken over from a dead node first, then new ones.
-            let entries = match self.read("0").await {
-                Ok(entries) if entries.is_empty() => self.read(">").await,
+            let entries = match self.read("0", None).await {
+                Ok(entries) if entries.is_empty() => self.read(">", Some(BLOCK)).await,
                 other => other,
             };
             match entries {
-                Ok(entries) if entries.is_empty() => tokio::time::sleep(POLL).await,
+                Ok(entries) if entries.is_empty() => {}
                 Ok(entries) => self.deliver(entries).await,
                 Err(e) => {
                     // The group is gone with a restarted Redis: make it again.
@@ -192,10 +210,17 @@ impl Consumer {
         }
     }
 
-    async fn read(&mut self, from: &str) -> redis::RedisResult<Vec<Entry>> {
-        let options = StreamReadOptions::default()
+    async fn read(
+        &mut self,
+        from: &str,
+        block: Option<Duration>,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let mut options = StreamReadOptions::default()
             .group(&self.target.group, &self.node)
             .count(MAX_EVENTS);
+        if let Some(block) = block {
+            options = options.block(block.as_millis() as usize);
+        }
         let reply: StreamReadReply = self
             .redis
             .xread_options(&[&self.stream], &[from], &options)

@@ -38,13 +38,17 @@ impl Key {
 pub struct Debouncer {
     delay: Duration,
     held: HashMap<Key, (Instant, Event)>,
+    /// Most departures held at once; beyond it they go out at once (a
+    /// flood of departures costs webhooks, never unbounded memory).
+    max_held: usize,
 }
 
 impl Debouncer {
-    pub fn new(delay: Duration) -> Self {
+    pub fn new(delay: Duration, max_held: usize) -> Self {
         Debouncer {
             delay,
             held: HashMap::new(),
+            max_held,
         }
     }
 
@@ -54,6 +58,9 @@ impl Debouncer {
             return Some(event);
         };
         if event.kind.is_departure() {
+            if self.held.len() >= self.max_held {
+                return Some(event);
+            }
             self.held.insert(key, (now + self.delay, event));
             return None;
         }
@@ -96,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_quick_return_cancels_both() {
-        let mut d = Debouncer::new(Duration::from_secs(3));
+        let mut d = Debouncer::new(Duration::from_secs(3), 100);
         let t = Instant::now();
         assert!(d
             .offer(Event::member_removed("presence-a", "1"), t)
@@ -120,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_departure_goes_out_after_the_delay() {
-        let mut d = Debouncer::new(Duration::from_secs(3));
+        let mut d = Debouncer::new(Duration::from_secs(3), 100);
         let t = Instant::now();
         assert!(d
             .offer(Event::member_removed("presence-a", "1"), t)
@@ -144,17 +151,27 @@ mod tests {
 
     #[test]
     fn other_events_and_no_delay_pass_through() {
-        let mut d = Debouncer::new(Duration::from_secs(3));
+        let mut d = Debouncer::new(Duration::from_secs(3), 100);
         let miss = Event::cache_miss("cache-a");
         assert_eq!(d.offer(miss.clone(), Instant::now()), Some(miss));
-        let mut d = Debouncer::new(Duration::ZERO);
+        let mut d = Debouncer::new(Duration::ZERO, 100);
         let gone = Event::channel_vacated("a");
         assert_eq!(d.offer(gone.clone(), Instant::now()), Some(gone));
     }
 
     #[test]
+    fn beyond_the_bound_departures_go_out_at_once() {
+        let mut d = Debouncer::new(Duration::from_secs(3), 2);
+        let t = Instant::now();
+        assert!(d.offer(Event::channel_vacated("a"), t).is_none());
+        assert!(d.offer(Event::channel_vacated("b"), t).is_none());
+        let third = Event::channel_vacated("c");
+        assert_eq!(d.offer(third.clone(), t), Some(third));
+    }
+
+    #[test]
     fn shutdown_releases_everything_held() {
-        let mut d = Debouncer::new(Duration::from_secs(3));
+        let mut d = Debouncer::new(Duration::from_secs(3), 100);
         d.offer(Event::channel_vacated("a"), Instant::now());
         assert_eq!(d.release_all(), vec![Event::channel_vacated("a")]);
     }

@@ -95,7 +95,10 @@ async fn dispatch(
     mut queues: Vec<Queue>,
     idle: Arc<Idle>,
 ) {
-    let mut debouncer = Debouncer::new(Duration::from_secs(app.webhook_debounce));
+    let mut debouncer = Debouncer::new(
+        Duration::from_secs(app.webhook_debounce),
+        app.webhook_max_pending,
+    );
     let mut enqueue = |event: Event| {
         for queue in queues.iter_mut().filter(|q| q.target.accepts(&event)) {
             idle.add(1);
