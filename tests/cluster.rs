@@ -641,6 +641,113 @@ async fn the_relay_comes_back_after_its_connection_is_killed() {
     assert_eq!(on_b.recv().await["event"], "after");
 }
 
+/// A TCP proxy in front of Redis that makes the first relay subscription
+/// through it half-open: the connection stays up, but nothing Redis sends
+/// on it after its answer to the `SUBSCRIBE` gets through. Every other connection is
+/// passed as is. Returns the proxy's port.
+async fn half_opening_proxy(redis_port: u16) -> u16 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let silenced_one = Arc::new(AtomicBool::new(false));
+    actix_rt::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", redis_port)).await else {
+                continue;
+            };
+            let (armed, silent) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut upstream_read, mut upstream_write) = upstream.into_split();
+            let (to_arm, first) = (armed.clone(), silenced_one.clone());
+            actix_rt::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n) = client_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                    if text.contains("SUBSCRIBE") && !first.swap(true, Ordering::AcqRel) {
+                        to_arm.store(true, Ordering::Release);
+                    }
+                    if upstream_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            actix_rt::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n) = upstream_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if silent.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    // This was the answer to the subscription: from now on,
+                    // silence.
+                    if armed.load(Ordering::Acquire) {
+                        silent.store(true, Ordering::Release);
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+async fn up_status(server: &Server) -> String {
+    common::raw_request(server, "GET", "/up", "").await.body["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[actix_rt::test]
+async fn a_half_open_relay_is_noticed_and_replaced() {
+    let redis = RedisServer::start();
+    let proxy = half_opening_proxy(redis.port).await;
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"redis://127.0.0.1:{proxy}\"\nnode_timeout = 3\nheartbeat_interval = 1\n"
+    );
+    let a = Server::launch(Some(&config), &[]);
+    let b = node(&redis).await;
+    // a's relay subscription hears nothing: its echoes stop coming back,
+    // /up says so within three heartbeats, and it subscribes again.
+    // The node first looks fine (a fresh subscription counts as hearing).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut phases = ["ok", "degraded", "ok"].into_iter().peekable();
+    while let Some(expected) = phases.peek() {
+        if up_status(&a).await == *expected {
+            phases.next();
+            continue;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the half-open relay was not noticed and replaced (waiting for {expected:?})"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut on_a = Client::connect(&a).await;
+    on_a.subscribe("relayed").await;
+    let r = trigger(
+        &b,
+        json!({"name": "heard", "channel": "relayed", "data": "1"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(on_a.recv().await["event"], "heard");
+}
+
 /// A presence client that keeps its own member list from the frames it
 /// gets, as pusher-js does.
 struct Tracked {

@@ -2,12 +2,13 @@
 //! subscription per node. Each message names its origin node so that a node
 //! never delivers its own publications twice.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use redis::{PushInfo, PushKind};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::hub::Hub;
@@ -206,6 +207,93 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> Applied {
     Applied::Done
 }
 
+/// Most bytes of relay messages received and not yet applied. Beyond it,
+/// messages are dropped (counted and logged): a node that cannot keep up
+/// loses publications rather than memory, and presence rosters converge
+/// again within two heartbeats (`node::converge`).
+const INBOX_BYTES: usize = 64 << 20;
+
+/// The bytes waiting between the Redis connection and the relay task.
+#[derive(Debug, Default)]
+struct Inbox {
+    queued: AtomicUsize,
+    dropped: AtomicU64,
+}
+
+impl Inbox {
+    /// Takes `size` more bytes if they fit.
+    fn admit(&self, size: usize, limit: usize) -> bool {
+        let mut queued = self.queued.load(Ordering::Acquire);
+        loop {
+            if queued + size > limit {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    warn!(
+                        dropped,
+                        "cluster relay is behind: {limit} bytes waiting; dropping relay messages"
+                    );
+                }
+                return false;
+            }
+            match self.queued.compare_exchange_weak(
+                queued,
+                queued + size,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => queued = now,
+            }
+        }
+    }
+
+    fn taken(&self, size: usize) {
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+    }
+}
+
+/// The payload of a pub/sub message push (`[channel, payload]`).
+fn payload(push: &PushInfo) -> Option<&[u8]> {
+    match push.data.get(1) {
+        Some(redis::Value::BulkString(bytes)) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// Subscribes on a RESP3 connection whose pushes go into a channel bounded
+/// by [`INBOX_BYTES`] (redis-rs's own pub/sub type buffers without bound).
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<(
+    redis::aio::MultiplexedConnection,
+    mpsc::UnboundedReceiver<PushInfo>,
+    Arc<Inbox>,
+)> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(settings))?;
+    let inbox = Arc::new(Inbox::default());
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let counted = inbox.clone();
+    let push_sender = move |push: PushInfo| -> Result<(), ()> {
+        let size = payload(&push).map_or(0, <[u8]>::len);
+        if push.kind == PushKind::Message && !counted.admit(size, INBOX_BYTES) {
+            return Err(());
+        }
+        sender.send(push).map_err(|_| ())
+    };
+    let config = redis::AsyncConnectionConfig::new().set_push_sender(push_sender);
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    connection.subscribe(channel).await?;
+    Ok((connection, receiver, inbox))
+}
+
 /// Subscribes to the relay channel and applies messages until the process
 /// ends, reconnecting with back-off whenever the subscription drops.
 pub async fn run(
@@ -218,38 +306,41 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    info!("cluster relay subscribed to {channel}");
-                    health.subscribed.store(true, Ordering::Release);
-                    // A fresh subscription counts as hearing until its
-                    // first echo is due.
-                    health.echoed();
-                    backoff = Duration::from_millis(100);
-                    let mut messages = pubsub.on_message();
-                    loop {
-                        tokio::select! {
-                            message = messages.next() => match message {
-                                Some(message) => match apply(&hub, &node, message.get_payload_bytes()) {
+        match subscribe(&client, &channel).await {
+            Ok((connection, mut pushes, inbox)) => {
+                info!("cluster relay subscribed to {channel}");
+                health.subscribed.store(true, Ordering::Release);
+                // A fresh subscription counts as hearing until its first
+                // echo is due.
+                health.echoed();
+                backoff = Duration::from_millis(100);
+                loop {
+                    tokio::select! {
+                        push = pushes.recv() => match push {
+                            Some(push) if push.kind == PushKind::Message => {
+                                let Some(bytes) = payload(&push) else { continue };
+                                inbox.taken(bytes.len());
+                                match apply(&hub, &node, bytes) {
                                     Applied::OwnEcho => health.echoed(),
                                     Applied::CountsChanged(keys) => counts_changed(keys),
                                     Applied::Done => {}
-                                },
-                                None => break,
-                            },
-                            () = health.reconnect.notified() => {
-                                warn!("cluster relay hears nothing (its echoes stopped); reconnecting");
-                                break;
+                                }
                             }
+                            Some(push) if push.kind == PushKind::Disconnection => break,
+                            Some(_) => {}
+                            None => break,
+                        },
+                        () = health.reconnect.notified() => {
+                            warn!("cluster relay hears nothing (its echoes stopped); reconnecting");
+                            break;
                         }
                     }
-                    health.subscribed.store(false, Ordering::Release);
-                    warn!("cluster relay subscription lost; reconnecting");
                 }
-                Err(e) => warn!("cluster relay could not subscribe: {e}"),
-            },
-            Err(e) => warn!("cluster relay cannot reach Redis: {e}; retrying in {backoff:?}"),
+                drop(connection);
+                health.subscribed.store(false, Ordering::Release);
+                warn!("cluster relay subscription lost; reconnecting");
+            }
+            Err(e) => warn!("cluster relay cannot subscribe: {e}; retrying in {backoff:?}"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -282,6 +373,17 @@ mod tests {
         };
         assert_eq!(apply(&hub, "me", &echo("me")), Applied::OwnEcho);
         assert_eq!(apply(&hub, "me", &echo("other")), Applied::Done);
+    }
+
+    #[test]
+    fn the_inbox_holds_a_bounded_number_of_bytes() {
+        let inbox = Inbox::default();
+        assert!(inbox.admit(600, 1000));
+        assert!(inbox.admit(400, 1000));
+        assert!(!inbox.admit(1, 1000), "full");
+        assert_eq!(inbox.dropped.load(Ordering::Relaxed), 1);
+        inbox.taken(600);
+        assert!(inbox.admit(500, 1000));
     }
 
     #[test]
