@@ -49,7 +49,27 @@ pub struct Config {
     #[serde(default)]
     pub cluster: ClusterConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
+}
+
+/// The Prometheus listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub host: String,
+    /// 0 turns the listener off.
+    pub port: u16,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            host: "0.0.0.0".into(),
+            port: 9601,
+        }
+    }
 }
 
 /// Which adapter connects the node to others.
@@ -417,6 +437,14 @@ impl Config {
                     ))
                 }
             };
+        }
+        if let Some(port) = env.var("HERALD_METRICS_PORT") {
+            self.metrics.port = port.parse().map_err(|_| {
+                invalid(
+                    "HERALD_METRICS_PORT",
+                    format!("{port:?} is not a port number"),
+                )
+            })?;
         }
         if let Some(url) = env.var("HERALD_REDIS_URL") {
             self.cluster.driver = ClusterDriver::Redis;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod fallback;
 pub mod http_error;
 pub mod hub;
+pub mod metrics;
 pub mod polling;
 pub mod protocol;
 pub mod server;

@@ -12,6 +12,7 @@ use crate::adapter::{Adapter, LocalAdapter, RedisAdapter};
 use crate::config::{ClusterDriver, Config, DEFAULT_APP_SECRET};
 use crate::fallback::HttpSessions;
 use crate::hub::Hub;
+use crate::metrics::METRICS;
 use crate::protocol::Close;
 use crate::state::State;
 use crate::support::peer::PeerSocket;
@@ -76,6 +77,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     }
     log_app_settings(&config, server.addrs().first().map(|a| a.port()));
 
+    let metrics = serve_metrics(&config, &state)?;
     let server = server.run();
     let handle = server.handle();
     tokio::spawn(sweep(state.clone(), http_sessions.clone()));
@@ -90,9 +92,54 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         state.adapter.shutdown().await;
         let drain = Duration::from_secs(state.server.shutdown_timeout);
         webhooks.drain(drain).await;
+        if let Some(metrics) = metrics {
+            metrics.stop(false).await;
+        }
         handle.stop(true).await;
     });
     server.await
+}
+
+/// Starts the Prometheus listener (`GET /metrics`), unless its port is 0.
+fn serve_metrics(
+    config: &Config,
+    state: &State,
+) -> std::io::Result<Option<actix_web::dev::ServerHandle>> {
+    if config.metrics.port == 0 {
+        return Ok(None);
+    }
+    let data = web::Data::new(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(metrics))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind((config.metrics.host.as_str(), config.metrics.port))
+    .map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen for metrics on {}:{} ({e}); set [metrics] port (0 turns metrics off)",
+                config.metrics.host, config.metrics.port
+            ),
+        )
+    })?;
+    for addr in server.addrs() {
+        info!("metrics on http://{addr}/metrics");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(Some(handle))
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(METRICS.render(&state.hub, &state.adapter))
 }
 
 /// Every route of the server.

@@ -53,7 +53,8 @@ impl Adapter {
         frame: ByteString,
         except: Option<SocketId>,
     ) {
-        app.publish(channel, &frame, except);
+        let delivered = app.publish(channel, &frame, except);
+        app.metrics.deliveries.inc_by(delivered as u64);
         if let Adapter::Redis(redis) = self {
             redis.relay_publish(app, channel, frame, except, false);
         }
@@ -68,7 +69,8 @@ impl Adapter {
         frame: ByteString,
         except: Option<SocketId>,
     ) {
-        app.publish_cached(channel, &frame, except);
+        let delivered = app.publish_cached(channel, &frame, except);
+        app.metrics.deliveries.inc_by(delivered as u64);
         if let Adapter::Redis(redis) = self {
             redis.relay_publish(app, channel, frame, except, true);
         }

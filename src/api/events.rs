@@ -107,6 +107,7 @@ fn publish(signed: &Signed, event: &Event) {
             adapter.record(&signed.app, channel, &event.name, &event.data);
         }
         let frame = messages::frame(&event.name, Some(channel), &event.data);
+        signed.app.metrics.events_published.inc();
         if kind.cached {
             adapter.publish_cached(&signed.app, channel, frame, event.except);
         } else {

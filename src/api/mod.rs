@@ -14,13 +14,14 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use actix_web::dev::Payload;
+use actix_web::dev::{Payload, Service, ServiceResponse};
 use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpRequest};
 
 pub use crate::http_error::{HttpError, HttpResult};
 
 use crate::hub::AppHub;
+use crate::metrics;
 use crate::state::State;
 use crate::support::body;
 use crate::support::clock::unix_secs;
@@ -30,6 +31,15 @@ use crate::support::query::Query;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/apps/{app_id}")
+            .wrap_fn(|req, service| {
+                let started = std::time::Instant::now();
+                let response = service.call(req);
+                async move {
+                    let response = response.await?;
+                    count(&response, started.elapsed());
+                    Ok(response)
+                }
+            })
             .route("/events", web::post().to(events::trigger))
             .route("/batch_events", web::post().to(events::trigger_batch))
             .route("/channels", web::get().to(channels::list))
@@ -41,6 +51,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/poll/v1", web::get().to(poll::poll)),
     );
+}
+
+/// Counts an answered API request (metrics and a debug line for errors),
+/// labelled by a known app id only, so a stranger cannot make up labels.
+fn count(response: &ServiceResponse, took: Duration) {
+    let req = response.request();
+    let app = req.match_info().get("app_id").unwrap_or_default();
+    let known = req
+        .app_data::<web::Data<State>>()
+        .is_some_and(|state| state.hub.by_id(app).is_some());
+    let app = if known { app } else { "unknown" };
+    let pattern = req.match_pattern().unwrap_or_default();
+    let endpoint = pattern.strip_prefix("/apps/{app_id}").unwrap_or("other");
+    let status = response.status().as_u16();
+    metrics::api_request(app, endpoint, status, took);
+    if status >= 400 {
+        tracing::debug!(app, endpoint, status, "HTTP API request refused");
+    }
 }
 
 /// A request whose app exists and whose signature is valid.

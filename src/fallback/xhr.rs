@@ -30,7 +30,8 @@ use super::cors;
 use super::framing;
 use crate::config::ServerConfig;
 use crate::http_error::HttpError;
-use crate::hub::Connection;
+use crate::hub::{AppHub, Connection};
+use crate::metrics::Transport;
 use crate::protocol::Close;
 use crate::session::{self, Session};
 use crate::state::State;
@@ -87,6 +88,8 @@ impl HttpSessions {
 /// One pusher-js HTTP session.
 pub struct HttpSession {
     conn: Arc<Connection>,
+    /// The app (for its metrics).
+    app: Arc<AppHub>,
     /// The app's largest accepted client message, bytes.
     max_message_bytes: usize,
     inbound: mpsc::Sender<String>,
@@ -220,11 +223,13 @@ fn find_or_open(
         &state.session_context(),
         &path.0,
         req.query_string(),
+        Transport::Http,
     )
     .map_err(|refusal| Refused::Frames(format!("{}{}", framing::OPEN, framing::close(&refusal))))?;
     let (inbound, inbox) = mpsc::channel(INBOUND_QUEUE);
     let http = Arc::new(HttpSession {
         conn: session.conn.clone(),
+        app: session.app.clone(),
         max_message_bytes: session.app.app.max_message_bytes,
         inbound,
         receiving: Arc::new(AsyncMutex::new(())),
@@ -270,17 +275,17 @@ async fn run(
     let closed = loop {
         tokio::select! {
             biased;
-            _ = &mut close_requested => break true,
+            request = &mut close_requested => break Some(request),
             text = inbox.recv() => match text {
                 Some(text) => match session.count_inbound() {
                     Ok(()) => session.handle_text(&text).await,
                     Err(close) => http.conn.request_close(close),
                 },
-                None => break false,
+                None => break None,
             },
             () = &mut timer => {
                 if http.receivers.load(Ordering::Acquire) == 0 && http.idle_for() >= disconnect_timeout {
-                    break false;
+                    break None;
                 }
                 if signin_deadline.is_some_and(|d| Instant::now() >= d) && !session.is_signed_in() {
                     http.conn.request_close(Close::SIGNIN_TIMEOUT);
@@ -289,8 +294,8 @@ async fn run(
             }
         }
     };
-    session.leave_everything().await;
-    if closed {
+    session.leave_everything(closed).await;
+    if closed.is_some() {
         // Let the client's next receive request collect the close frame.
         tokio::time::sleep(LINGER).await;
     }
@@ -333,7 +338,10 @@ async fn next(
         () = client_closed(peer) => Next::ClientGone,
         request = http.conn.next_frames(batch) => match request {
             Some(request) => Next::Close(request),
-            None => Next::Frames,
+            None => {
+                http.app.metrics.sent(batch.iter());
+                Next::Frames
+            }
         },
         () = tokio::time::sleep_until(heartbeat) => Next::Heartbeat,
     }

@@ -19,6 +19,7 @@ use super::member_order::MemberOrder;
 use super::presence::{MemberInfo, Roster};
 use super::rules::{ChannelRules, SubscribeError};
 use crate::config::AppConfig;
+use crate::metrics::AppMetrics;
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::{messages, ChannelType, Close, SocketId};
 use crate::support::wait::{self, Generation};
@@ -112,6 +113,8 @@ pub struct AppHub {
     emptied: tokio::sync::Notify,
     /// Where this app's webhook events are reported.
     pub webhooks: Sink,
+    /// This app's hot-path counters.
+    pub metrics: AppMetrics,
 }
 
 impl AppHub {
@@ -122,6 +125,7 @@ impl AppHub {
             recorded: DashMap::new(),
             emptied: tokio::sync::Notify::new(),
             webhooks: Sink::default(),
+            metrics: AppMetrics::new(&app.id),
             app,
             channels: DashMap::new(),
             cache: DashMap::new(),
@@ -368,6 +372,21 @@ impl AppHub {
                 conn.send(frame.clone());
             }
         }
+    }
+
+    /// Occupied channels and presence members (summed over channels) on
+    /// this node, for the metrics.
+    pub fn occupancy(&self) -> (usize, usize) {
+        let mut channels = 0;
+        let mut members = 0;
+        for channel in self.channels.iter() {
+            if channel.subscribers.is_empty() {
+                continue;
+            }
+            channels += 1;
+            members += channel.roster.as_ref().map_or(0, Roster::member_count);
+        }
+        (channels, members)
     }
 
     pub fn is_subscribed(&self, socket: SocketId, name: &str) -> bool {

@@ -21,6 +21,7 @@ impl Session {
                 self.ctx
                     .adapter
                     .publish(&self.app, channel, frame, Some(self.conn.socket_id));
+                self.app.metrics.client_events.inc();
                 self.app.webhooks.emit(Kind::ClientEvent, || {
                     Event::client_event(
                         channel,

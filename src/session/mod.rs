@@ -25,6 +25,7 @@ use self::signin::SignedInUser;
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
 use crate::hub::{AppHub, Connection, Hub};
+use crate::metrics::Transport;
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::messages::{self, ClientMessage};
 use crate::protocol::{Close, SocketId};
@@ -52,12 +53,15 @@ pub struct Session {
     client_events: RateLimit,
     /// Every frame the client sends takes a token.
     inbound: TokenBucket,
+    transport: Transport,
 }
 
 impl Session {
     /// A session for an admitted connection; queues `connection_established`.
-    fn start(ctx: Context, app: Arc<AppHub>, conn: Arc<Connection>) -> Self {
+    fn start(ctx: Context, app: Arc<AppHub>, conn: Arc<Connection>, transport: Transport) -> Self {
         let rate = app.app.client_event_rate;
+        app.metrics.opened(transport);
+        tracing::debug!(app = %app.app.id, socket = %conn.socket_id, ?transport, "connection opened");
         conn.send(messages::connection_established(
             conn.socket_id,
             ctx.server.activity_timeout,
@@ -70,6 +74,7 @@ impl Session {
             user: None,
             client_events: RateLimit::per_second(rate),
             inbound: TokenBucket::new(app.app.inbound_rate, app.app.inbound_burst),
+            transport,
             app,
         }
     }
@@ -100,6 +105,7 @@ impl Session {
 
     /// Dispatches one text frame by event name.
     pub async fn handle_text(&mut self, text: &str) {
+        self.app.metrics.received(text.len());
         let message = match ClientMessage::parse(text) {
             Ok(m) => m,
             Err(_) => {
@@ -127,8 +133,18 @@ impl Session {
         self.conn.send(messages::error(code, message, None));
     }
 
-    /// Leaves every channel and forgets the sign-in; run once at the end.
-    pub async fn leave_everything(&mut self) {
+    /// Leaves every channel and forgets the sign-in; run once at the end,
+    /// with the close Herald sent (`None`: the client closed or went away).
+    pub async fn leave_everything(&mut self, close: Option<Close>) {
+        let code = close.map(|c| c.code);
+        self.app.metrics.closed(self.transport, code);
+        tracing::debug!(
+            app = %self.app.app.id,
+            socket = %self.conn.socket_id,
+            code = ?code,
+            reason = close.map_or("closed by the client", |c| c.reason),
+            "connection closed"
+        );
         let socket = self.conn.socket_id;
         let adapter = &self.ctx.adapter;
         for (channel, _) in std::mem::take(&mut self.channels) {
@@ -149,7 +165,13 @@ impl Session {
 /// first request: app exists (4001), protocol version (4007 / 4008), app
 /// enabled (4003), connection quota (4004). Returns the running session,
 /// which has queued `connection_established`.
-pub fn admit(hub: &Hub, ctx: &Context, key: &str, query: &str) -> Result<Session, Close> {
+pub fn admit(
+    hub: &Hub,
+    ctx: &Context,
+    key: &str,
+    query: &str,
+    transport: Transport,
+) -> Result<Session, Close> {
     let app = hub.by_key(key).ok_or(Close::APP_NOT_FOUND)?;
     check_protocol(query, ctx.server.require_protocol_param)?;
     if !app.app.enabled {
@@ -163,7 +185,7 @@ pub fn admit(hub: &Hub, ctx: &Context, key: &str, query: &str) -> Result<Session
         return Err(Close::OVER_QUOTA);
     }
     ctx.adapter.connections_changed(app);
-    Ok(Session::start(ctx.clone(), app.clone(), conn))
+    Ok(Session::start(ctx.clone(), app.clone(), conn, transport))
 }
 
 /// Accepts protocol 4 to 7 (the Java client sends 5); a missing parameter

@@ -11,6 +11,7 @@ use crate::adapter::{Adapter, LocalAdapter};
 use crate::auth;
 use crate::config::{AppConfig, ServerConfig};
 use crate::hub::Hub;
+use crate::metrics::Transport;
 use crate::protocol::Close;
 
 const KEY: &str = "key";
@@ -27,7 +28,7 @@ fn hub(configure: impl FnOnce(&mut AppConfig)) -> (Hub, Context) {
 }
 
 fn connect(hub: &Hub, ctx: &Context) -> Session {
-    let mut session = admit(hub, ctx, KEY, "protocol=7").expect("admitted");
+    let mut session = admit(hub, ctx, KEY, "protocol=7", Transport::WebSocket).expect("admitted");
     let established = frames(&mut session);
     assert_eq!(established[0]["event"], "pusher:connection_established");
     session
@@ -77,16 +78,19 @@ async fn join_presence(session: &mut Session, channel: &str, user_id: &str) {
 async fn admission_refuses_unknown_apps_and_protocols() {
     let (hub, ctx) = hub(|_| {});
     assert_eq!(
-        admit(&hub, &ctx, "nope", "").err(),
+        admit(&hub, &ctx, "nope", "", Transport::WebSocket).err(),
         Some(Close::APP_NOT_FOUND)
     );
     assert_eq!(
-        admit(&hub, &ctx, KEY, "protocol=3").err(),
+        admit(&hub, &ctx, KEY, "protocol=3", Transport::WebSocket).err(),
         Some(Close::UNSUPPORTED_PROTOCOL)
     );
     let (hub, ctx) = hub_with_limit();
     let _first = connect(&hub, &ctx);
-    assert_eq!(admit(&hub, &ctx, KEY, "").err(), Some(Close::OVER_QUOTA));
+    assert_eq!(
+        admit(&hub, &ctx, KEY, "", Transport::WebSocket).err(),
+        Some(Close::OVER_QUOTA)
+    );
 }
 
 fn hub_with_limit() -> (Hub, Context) {
@@ -154,7 +158,7 @@ async fn presence_members_are_who_their_signature_says() {
     assert_eq!(typing[0]["user_id"], "bob");
     assert!(frames(&mut bob).is_empty());
 
-    bob.leave_everything().await;
+    bob.leave_everything(None).await;
     let removed = frames(&mut alice);
     assert_eq!(events(&removed), ["pusher_internal:member_removed"]);
     assert_eq!(removed[0]["data"], r#"{"user_id":"bob"}"#);

@@ -19,6 +19,7 @@ use super::request::{batch_len, Request, MAX_EVENTS};
 use super::target::Target;
 use super::{AppQueue, Message};
 use crate::config::AppConfig;
+use crate::metrics::METRICS;
 use crate::support::clock::unix_millis;
 use crate::support::wait;
 
@@ -31,10 +32,12 @@ pub struct Idle {
 
 impl Idle {
     fn add(&self, n: usize) {
+        METRICS.webhooks_pending.add(n as i64);
         self.outstanding.fetch_add(n, Ordering::AcqRel);
     }
 
     fn done(&self, n: usize) {
+        METRICS.webhooks_pending.sub(n as i64);
         if self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
             self.changed.notify_waiters();
         }
@@ -104,6 +107,10 @@ async fn dispatch(
             idle.add(1);
             if queue.sender.try_send(event.clone()).is_err() {
                 idle.done(1);
+                METRICS
+                    .webhooks_dropped
+                    .with_label_values(&[app.id.as_str(), "queue_full"])
+                    .inc();
                 queue.dropped += 1;
                 if queue.dropped.is_power_of_two() {
                     warn!(

@@ -32,6 +32,7 @@ pub use self::cluster::Outbox;
 pub use self::event::{Event, Kind, KindSet};
 pub use self::target::{group_name, Target};
 use crate::hub::Hub;
+use crate::metrics::METRICS;
 
 /// What a sink carries to the delivery side.
 enum Message {
@@ -76,6 +77,10 @@ impl Sink {
             return;
         };
         if sink.sender.try_send(Message::Event(make())).is_err() {
+            METRICS
+                .webhooks_dropped
+                .with_label_values(&[sink.app.as_str(), "queue_full"])
+                .inc();
             let dropped = sink.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(app = %sink.app, dropped, "webhook queue is full; dropping webhook events");

@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 use super::event::{Event, Kind, KindSet};
 use super::request::{retry_delay, Request};
 use crate::config::{AppConfig, WebhookConfig};
+use crate::metrics::METRICS;
 
 /// How much of an answer's body is read (and thrown away) so that the
 /// connection can be reused.
@@ -85,10 +86,17 @@ impl Target {
         let mut attempt = 0;
         loop {
             match self.attempt(http, app, request).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    METRICS.webhooks_sent.with_label_values(&[&app.id]).inc();
+                    return true;
+                }
                 Err(why) => {
                     let wait = retry_delay(attempt, rand::random::<f64>());
                     if started.elapsed() + wait > give_up {
+                        METRICS
+                            .webhooks_dropped
+                            .with_label_values(&[app.id.as_str(), "retries"])
+                            .inc_by(request.names.len() as u64);
                         warn!(
                             app = %app.id,
                             url = self.shown(),
@@ -99,6 +107,7 @@ impl Target {
                         return false;
                     }
                     debug!(app = %app.id, url = self.shown(), "webhook attempt failed ({why}); retrying in {wait:?}");
+                    METRICS.webhook_retries.with_label_values(&[&app.id]).inc();
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

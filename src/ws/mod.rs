@@ -16,6 +16,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason};
 use futures_util::Stream;
 
+use crate::metrics::Transport;
 use crate::protocol::{messages, Close};
 use crate::session;
 use crate::state::State;
@@ -34,6 +35,7 @@ pub async fn upgrade(
         &state.session_context(),
         &key,
         req.query_string(),
+        Transport::WebSocket,
     );
     // Frame sizes are checked on the raw bytes, before actix buffers a frame.
     let max = match &admitted {

@@ -64,6 +64,7 @@ pub(super) async fn run(
                 if request.is_some() {
                     break request;
                 }
+                session.app.metrics.sent(&batch);
                 for frame in batch.drain(..) {
                     tokio::select! {
                         biased;
@@ -75,7 +76,7 @@ pub(super) async fn run(
             message = stream.recv() => {
                 let message = match message {
                     None => break None,
-                    Some(Err(e)) => break Some(protocol_violation(&e)),
+                    Some(Err(e)) => break protocol_violation(&e),
                     Some(Ok(m)) => m,
                 };
                 alive.last_seen = Instant::now();
@@ -126,7 +127,7 @@ pub(super) async fn run(
 
     say_goodbye(ws, close).await;
     drop(stream);
-    session.leave_everything().await;
+    session.leave_everything(close).await;
     release(peer).await;
 }
 
@@ -166,19 +167,21 @@ async fn write_goodbye(mut ws: actix_ws::Session, close: Option<Close>) {
 }
 
 /// A frame the codec (or the frame guard before it) refused: too large, or
-/// not valid WebSocket.
-fn protocol_violation(error: &actix_ws::ProtocolError) -> Close {
+/// not valid WebSocket; `None` when the connection itself broke (the client
+/// went away without a close frame), which is no protocol error.
+fn protocol_violation(error: &actix_ws::ProtocolError) -> Option<Close> {
     use actix_web::error::PayloadError;
     match error {
-        actix_ws::ProtocolError::Overflow => Close::TOO_LARGE,
+        actix_ws::ProtocolError::Overflow => Some(Close::TOO_LARGE),
         actix_ws::ProtocolError::Io(io)
             if io
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<PayloadError>())
                 .is_some_and(|e| matches!(e, PayloadError::Overflow)) =>
         {
-            Close::TOO_LARGE
+            Some(Close::TOO_LARGE)
         }
-        _ => Close::PROTOCOL_ERROR,
+        actix_ws::ProtocolError::Io(_) => None,
+        _ => Some(Close::PROTOCOL_ERROR),
     }
 }

@@ -121,6 +121,8 @@ impl Server {
             .env_remove("PUSHER_APP_KEY")
             .env_remove("PUSHER_APP_SECRET")
             .env("HERALD_LOG", "info")
+            // Many servers run at once: no metrics listener unless asked.
+            .env("HERALD_METRICS_PORT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(path) = &config {

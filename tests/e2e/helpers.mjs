@@ -161,7 +161,8 @@ function httpStatus(port, urlPath) {
  * shell; HERALD_LOG / RUST_LOG pass through for debugging.
  */
 function serverEnv() {
-  const env = { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret };
+  // Several servers may run at once: no metrics listener.
+  const env = { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret, HERALD_METRICS_PORT: '0' };
   for (const [name, value] of Object.entries(process.env)) {
     if (name.startsWith('HERALD_') && name !== 'HERALD_LOG') continue;
     if (name.startsWith('PUSHER_')) continue;

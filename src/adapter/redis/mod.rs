@@ -220,6 +220,7 @@ impl Inner {
         let envelope = Envelope {
             origin: self.keys.node.clone(),
             app: String::new(),
+            sent_ms: None,
             command: Command::Echo,
         };
         self.writer.send(Write::Publish {
@@ -232,6 +233,7 @@ impl Inner {
         let envelope = Envelope {
             origin: self.keys.node.clone(),
             app: app.app.id.clone(),
+            sent_ms: Some(unix_millis()),
             command,
         };
         self.writer.send(Write::Publish {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::hub::Hub;
+use crate::metrics::METRICS;
 use crate::protocol::SocketId;
 
 /// What a relayed message asks the other nodes to do.
@@ -120,6 +121,10 @@ impl RelayHealth {
 pub struct Envelope {
     pub origin: String,
     pub app: String,
+    /// When the origin published it (Unix ms), for the relay latency
+    /// metric; absent in what the Lua scripts publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<u64>,
     #[serde(flatten)]
     pub command: Command,
 }
@@ -181,6 +186,12 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> Applied {
     if envelope.origin == node {
         return Applied::Done;
     }
+    if let Some(sent) = envelope.sent_ms {
+        let now = crate::support::clock::unix_millis();
+        METRICS
+            .relay_latency
+            .observe(now.saturating_sub(sent) as f64 / 1000.0);
+    }
     match envelope.command {
         Command::Publish {
             channel,
@@ -227,6 +238,7 @@ impl Inbox {
         loop {
             if queued + size > limit {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                METRICS.relay_dropped.inc();
                 if dropped.is_power_of_two() {
                     warn!(
                         dropped,
@@ -320,6 +332,8 @@ pub async fn run(
                             Some(push) if push.kind == PushKind::Message => {
                                 let Some(bytes) = payload(&push) else { continue };
                                 inbox.taken(bytes.len());
+                                METRICS.relay_messages.with_label_values(&["in"]).inc();
+                                METRICS.relay_bytes.with_label_values(&["in"]).inc_by(bytes.len() as u64);
                                 match apply(&hub, &node, bytes) {
                                     Applied::OwnEcho => health.echoed(),
                                     Applied::CountsChanged(keys) => counts_changed(keys),
@@ -367,6 +381,7 @@ mod tests {
             Envelope {
                 origin: origin.into(),
                 app: String::new(),
+                sent_ms: None,
                 command: Command::Echo,
             }
             .encode()
@@ -391,6 +406,7 @@ mod tests {
         let e = Envelope {
             origin: "n1".into(),
             app: "app".into(),
+            sent_ms: Some(1_700_000_000_000),
             command: Command::Publish {
                 channel: "c".into(),
                 frame: "{\"event\":\"e\"}".into(),

@@ -97,6 +97,7 @@ pub async fn writer(inner: Arc<Inner>) {
             let envelope = Envelope {
                 origin: inner.keys.node.clone(),
                 app: app.to_owned(),
+                sent_ms: None,
                 command: Command::CountsChanged { channels },
             };
             pipe.publish(inner.keys.relay(), envelope.encode()).ignore();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 
 use super::keys::Keys;
+use crate::metrics::METRICS;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -97,6 +98,11 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
             match write {
                 Write::Flush(done) => flushed.push(done),
                 Write::Publish { channel, payload } => {
+                    METRICS.relay_messages.with_label_values(&["out"]).inc();
+                    METRICS
+                        .relay_bytes
+                        .with_label_values(&["out"])
+                        .inc_by(payload.len() as u64);
                     pipe.publish(channel, payload).ignore();
                 }
                 Write::Cache { key, frame, ttl } => {

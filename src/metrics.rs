@@ -1,0 +1,346 @@
+//! Prometheus metrics, served as text at `/metrics` on their own listener
+//! (`[metrics] port`, default 9601).
+//!
+//! One registry for the process. What the hot paths touch is resolved per
+//! app once ([`AppMetrics`], held by the app's hub), so counting a frame is
+//! an atomic add, never a label lookup. Gauges that describe the hub
+//! (channels, presence members, cluster health) are read when scraped.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::adapter::Adapter;
+use crate::hub::Hub;
+
+/// Every metric Herald exports.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: IntGaugeVec,
+    pub connections_opened: IntCounterVec,
+    pub connections_closed: IntCounterVec,
+    pub messages_received: IntCounterVec,
+    pub bytes_received: IntCounterVec,
+    pub messages_sent: IntCounterVec,
+    pub bytes_sent: IntCounterVec,
+    pub api_requests: IntCounterVec,
+    pub api_latency: HistogramVec,
+    pub events_published: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub client_events: IntCounterVec,
+    pub channels: IntGaugeVec,
+    pub presence_members: IntGaugeVec,
+    pub webhooks_sent: IntCounterVec,
+    pub webhook_retries: IntCounterVec,
+    pub webhooks_dropped: IntCounterVec,
+    pub webhooks_pending: IntGauge,
+    pub redis_up: IntGauge,
+    pub relay_messages: IntCounterVec,
+    pub relay_bytes: IntCounterVec,
+    pub relay_dropped: IntCounter,
+    pub relay_latency: Histogram,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "herald_api_request_duration_seconds",
+                "HTTP API request latency, by endpoint",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(latency.clone()))
+            .expect("metric registered once");
+        let relay_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "herald_relay_latency_seconds",
+                "From publication on one node to its arrival on another",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(relay_latency.clone()))
+            .expect("metric registered once");
+        let single = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(metric.clone()))
+                .expect("metric registered once");
+            metric
+        };
+        let webhooks_pending = single(
+            "herald_webhooks_pending",
+            "Webhook events queued or being sent by this node (single node)",
+        );
+        let redis_up = single(
+            "herald_redis_up",
+            "1 while this cluster node's state is in Redis and its relay hears (cluster mode)",
+        );
+        let relay_dropped = IntCounter::new(
+            "herald_relay_dropped_total",
+            "Relay messages dropped because this node was too far behind",
+        )
+        .expect("valid metric");
+        r.register(Box::new(relay_dropped.clone()))
+            .expect("metric registered once");
+        Metrics {
+            connections: gauge(
+                &r,
+                "herald_connections",
+                "Connected sockets",
+                &["app", "transport"],
+            ),
+            connections_opened: counter(
+                &r,
+                "herald_connections_opened_total",
+                "Connections admitted",
+                &["app", "transport"],
+            ),
+            connections_closed: counter(
+                &r,
+                "herald_connections_closed_total",
+                "Connections closed, by close code (client: the client closed or went away)",
+                &["app", "transport", "code"],
+            ),
+            messages_received: counter(
+                &r,
+                "herald_messages_received_total",
+                "Frames received from clients",
+                &["app"],
+            ),
+            bytes_received: counter(
+                &r,
+                "herald_bytes_received_total",
+                "Bytes of frames received from clients",
+                &["app"],
+            ),
+            messages_sent: counter(
+                &r,
+                "herald_messages_sent_total",
+                "Frames sent to clients",
+                &["app"],
+            ),
+            bytes_sent: counter(
+                &r,
+                "herald_bytes_sent_total",
+                "Bytes of frames sent to clients",
+                &["app"],
+            ),
+            api_requests: counter(
+                &r,
+                "herald_api_requests_total",
+                "HTTP API requests, by endpoint and status",
+                &["app", "endpoint", "status"],
+            ),
+            api_latency: latency,
+            events_published: counter(
+                &r,
+                "herald_events_published_total",
+                "Events published through the HTTP API, per channel",
+                &["app"],
+            ),
+            deliveries: counter(
+                &r,
+                "herald_deliveries_total",
+                "Frames of published events queued for this node's subscribers",
+                &["app"],
+            ),
+            client_events: counter(
+                &r,
+                "herald_client_events_total",
+                "Client events relayed",
+                &["app"],
+            ),
+            channels: gauge(
+                &r,
+                "herald_channels",
+                "Occupied channels on this node",
+                &["app"],
+            ),
+            presence_members: gauge(
+                &r,
+                "herald_presence_members",
+                "Presence members on this node, summed over channels",
+                &["app"],
+            ),
+            webhooks_sent: counter(
+                &r,
+                "herald_webhooks_sent_total",
+                "Webhook requests answered 2xx",
+                &["app"],
+            ),
+            webhook_retries: counter(
+                &r,
+                "herald_webhook_retries_total",
+                "Webhook attempts that failed and were retried",
+                &["app"],
+            ),
+            webhooks_dropped: counter(
+                &r,
+                "herald_webhooks_dropped_total",
+                "Webhook events dropped (queue full, or retries ran out)",
+                &["app", "reason"],
+            ),
+            webhooks_pending,
+            redis_up,
+            relay_messages: counter(
+                &r,
+                "herald_relay_messages_total",
+                "Cluster relay messages, in (applied) and out (published)",
+                &["direction"],
+            ),
+            relay_bytes: counter(
+                &r,
+                "herald_relay_bytes_total",
+                "Bytes of cluster relay messages, in and out",
+                &["direction"],
+            ),
+            relay_dropped,
+            relay_latency,
+            registry: r,
+        }
+    }
+
+    /// The text exposition, with the hub's gauges read now.
+    pub fn render(&self, hub: &Hub, adapter: &Adapter) -> String {
+        for app in hub.apps() {
+            let id = app.app.id.as_str();
+            let (channels, members) = app.occupancy();
+            self.channels.with_label_values(&[id]).set(channels as i64);
+            self.presence_members
+                .with_label_values(&[id])
+                .set(members as i64);
+        }
+        if let Adapter::Redis(_) = adapter {
+            self.redis_up.set(i64::from(adapter.ready()));
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// How a connection reaches Herald.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    /// pusher-js's xhr_streaming / xhr_polling.
+    Http,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "ws",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// One app's hot-path counters, resolved once.
+#[derive(Debug)]
+pub struct AppMetrics {
+    app: String,
+    pub messages_received: IntCounter,
+    pub bytes_received: IntCounter,
+    pub messages_sent: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub events_published: IntCounter,
+    pub deliveries: IntCounter,
+    pub client_events: IntCounter,
+}
+
+impl AppMetrics {
+    pub fn new(app: &str) -> AppMetrics {
+        let m = &*METRICS;
+        let one = |vec: &IntCounterVec| vec.with_label_values(&[app]);
+        AppMetrics {
+            app: app.to_owned(),
+            messages_received: one(&m.messages_received),
+            bytes_received: one(&m.bytes_received),
+            messages_sent: one(&m.messages_sent),
+            bytes_sent: one(&m.bytes_sent),
+            events_published: one(&m.events_published),
+            deliveries: one(&m.deliveries),
+            client_events: one(&m.client_events),
+        }
+    }
+
+    pub fn received(&self, bytes: usize) {
+        self.messages_received.inc();
+        self.bytes_received.inc_by(bytes as u64);
+    }
+
+    /// Frames written to a client.
+    pub fn sent<'a>(&self, frames: impl IntoIterator<Item = &'a bytestring::ByteString>) {
+        let (mut n, mut bytes) = (0, 0);
+        for frame in frames {
+            n += 1;
+            bytes += frame.len() as u64;
+        }
+        self.messages_sent.inc_by(n);
+        self.bytes_sent.inc_by(bytes);
+    }
+
+    pub fn opened(&self, transport: Transport) {
+        let labels = [self.app.as_str(), transport.label()];
+        METRICS.connections_opened.with_label_values(&labels).inc();
+        METRICS.connections.with_label_values(&labels).inc();
+    }
+
+    /// A connection ended, with the close code Herald sent (`None`: the
+    /// client closed or went away).
+    pub fn closed(&self, transport: Transport, code: Option<u16>) {
+        let code = code.map_or_else(|| "client".to_owned(), |c| c.to_string());
+        METRICS
+            .connections_closed
+            .with_label_values(&[self.app.as_str(), transport.label(), &code])
+            .inc();
+        METRICS
+            .connections
+            .with_label_values(&[self.app.as_str(), transport.label()])
+            .dec();
+    }
+}
+
+/// Records one HTTP API request.
+pub fn api_request(app: &str, endpoint: &str, status: u16, took: Duration) {
+    METRICS
+        .api_requests
+        .with_label_values(&[app, endpoint, &status.to_string()])
+        .inc();
+    METRICS
+        .api_latency
+        .with_label_values(&[endpoint])
+        .observe(took.as_secs_f64());
+}

@@ -1,0 +1,190 @@
+//! The Prometheus listener: a scripted session, then exact counter values
+//! from `/metrics`; and the shipped Grafana dashboard only asks for metrics
+//! that exist.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{api_as, trigger, Client, Server};
+use herald::config::AppConfig;
+use serde_json::json;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Every sample of a scrape, by its full name with labels, e.g.
+/// `herald_connections{app="app-id",transport="ws"}`.
+async fn scrape(port: u16) -> HashMap<String, f64> {
+    let mut response = awc::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.body().limit(1 << 22).await.expect("body");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
+    *samples
+        .get(name)
+        .unwrap_or_else(|| panic!("no sample {name}; have {:?}", samples.keys()))
+}
+
+#[actix_rt::test]
+async fn a_scripted_session_gives_exact_counts() {
+    let port = free_port();
+    let server = Server::launch(None, &[("HERALD_METRICS_PORT", &port.to_string())]);
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    a.subscribe_private("private-news").await;
+    b.subscribe_private("private-news").await;
+    b.join("presence-room", "7", json!(null)).await;
+    for n in 0..3 {
+        let r = trigger(
+            &server,
+            json!({"name": "e", "channel": "private-news", "data": n.to_string()}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    a.send(json!({"event": "client-x", "channel": "private-news", "data": {}}))
+        .await;
+    for _ in 0..3 {
+        a.expect("e").await;
+        b.expect("e").await;
+    }
+    b.expect("client-x").await;
+    let wrong = AppConfig::new("app-id", "app-key", "wrong-secret");
+    let r = api_as(&server, &wrong, "GET", "/apps/app-id/channels", "", None).await;
+    assert_eq!(r.status, 401);
+
+    let live = scrape(port).await;
+    let app = r#"app="app-id""#;
+    assert_eq!(
+        value(
+            &live,
+            &format!(r#"herald_connections{{{app},transport="ws"}}"#)
+        ),
+        2.0
+    );
+    assert_eq!(value(&live, &format!("herald_channels{{{app}}}")), 2.0);
+    assert_eq!(
+        value(&live, &format!("herald_presence_members{{{app}}}")),
+        1.0
+    );
+    assert_eq!(
+        value(&live, &format!("herald_events_published_total{{{app}}}")),
+        3.0
+    );
+    // 3 events to 2 subscribers, and the client event to 1.
+    assert_eq!(
+        value(&live, &format!("herald_deliveries_total{{{app}}}")),
+        7.0
+    );
+    assert_eq!(
+        value(&live, &format!("herald_client_events_total{{{app}}}")),
+        1.0
+    );
+    // a: subscribe, client event; b: subscribe, join.
+    assert_eq!(
+        value(&live, &format!("herald_messages_received_total{{{app}}}")),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &live,
+            &format!(r#"herald_api_requests_total{{{app},endpoint="/events",status="200"}}"#)
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &live,
+            &format!(r#"herald_api_requests_total{{{app},endpoint="/channels",status="401"}}"#)
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &live,
+            r#"herald_api_request_duration_seconds_count{endpoint="/events"}"#
+        ),
+        3.0
+    );
+    // Sent: connection_established, subscription_succeeded and 3 events to
+    // each; b also its join's subscription_succeeded and the client event.
+    assert_eq!(
+        value(&live, &format!("herald_messages_sent_total{{{app}}}")),
+        12.0
+    );
+
+    // One connection closed by its client, one by the server (a message
+    // over max_message_bytes: 1009).
+    drop(a);
+    b.send_text(&"x".repeat(70_000)).await;
+    common::eventually("both connections are counted closed", || async {
+        let s = scrape(port).await;
+        s.get(&format!(r#"herald_connections{{{app},transport="ws"}}"#)) == Some(&0.0)
+    })
+    .await;
+    let after = scrape(port).await;
+    for code in ["client", "1009"] {
+        assert_eq!(
+            value(
+                &after,
+                &format!(
+                    r#"herald_connections_closed_total{{{app},code="{code}",transport="ws"}}"#
+                )
+            ),
+            1.0,
+            "closed with {code}"
+        );
+    }
+    assert_eq!(
+        value(
+            &after,
+            &format!(r#"herald_connections_opened_total{{{app},transport="ws"}}"#)
+        ),
+        2.0
+    );
+    assert_eq!(value(&after, &format!("herald_channels{{{app}}}")), 0.0);
+}
+
+#[test]
+fn the_grafana_dashboard_asks_only_for_metrics_that_exist() {
+    let dashboard = include_str!("../docs/grafana-dashboard.json");
+    let parsed: serde_json::Value = serde_json::from_str(dashboard).expect("dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    let source = include_str!("../src/metrics.rs");
+    let mut checked = 0;
+    for (i, _) in dashboard.match_indices("herald_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| source.contains(&format!("\"{base}\"")))
+            .unwrap_or(&name);
+        assert!(
+            source.contains(&format!("\"{base}\"")),
+            "the dashboard asks for {name}, which Herald does not export"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} queries");
+}
