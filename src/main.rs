@@ -43,7 +43,10 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_tracing() {
+        eprintln!("herald: {e}");
+        return ExitCode::from(CONFIG_ERROR);
+    }
     match cli.command {
         Some(Command::Trigger(args)) => herald::trigger::run(args),
         Some(Command::Serve(args)) => serve(args),
@@ -75,16 +78,39 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs to stderr: `HERALD_LOG` (or `RUST_LOG`) sets the level, and
+/// `HERALD_LOG_FORMAT=json` writes one JSON object per line instead of
+/// text.
+fn init_tracing() -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let json = match std::env::var("HERALD_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") | Ok("") | Err(_) => false,
+        Ok(other) => {
+            return Err(format!(
+                "invalid value for HERALD_LOG_FORMAT: {other:?} (text or json)"
+            ))
+        }
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A closed stderr (e.g. a parent that went away) must not turn a
         // log line into a panic, least of all during shutdown.
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    Ok(())
 }

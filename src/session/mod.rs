@@ -141,7 +141,7 @@ impl Session {
         tracing::debug!(
             app = %self.app.app.id,
             socket = %self.conn.socket_id,
-            code = ?code,
+            code = code.map_or_else(|| "client".to_owned(), |c| c.to_string()),
             reason = close.map_or("closed by the client", |c| c.reason),
             "connection closed"
         );

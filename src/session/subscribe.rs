@@ -131,6 +131,15 @@ impl Session {
     }
 
     fn refuse(&self, channel: &str, refusal: Refusal) {
+        tracing::debug!(
+            app = %self.app.app.id,
+            socket = %self.conn.socket_id,
+            channel,
+            kind = refusal.kind,
+            status = refusal.status,
+            reason = %refusal.message,
+            "subscription refused"
+        );
         self.conn.send(messages::subscription_error(
             channel,
             refusal.kind,

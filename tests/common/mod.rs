@@ -58,6 +58,8 @@ impl Endpoint for Server {
 pub struct Server {
     child: Child,
     pub port: u16,
+    /// Every line the server wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _config: Option<tempfile::TempPath>,
 }
 
@@ -134,9 +136,14 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn herald");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
                 if let Some(port) = listening_port(&line) {
                     let _ = tx.send(port);
                 }
@@ -151,8 +158,14 @@ impl Server {
         Server {
             child,
             port,
+            log,
             _config: config,
         }
+    }
+
+    /// The lines the server logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Sends SIGTERM (graceful shutdown).

@@ -1,0 +1,82 @@
+//! Running Herald: JSON logs, debug lines for what happens to a connection,
+//! and no secret in any log line.
+
+mod common;
+
+use common::{api_as, Client, Server};
+use herald::config::AppConfig;
+use serde_json::{json, Value};
+
+#[actix_rt::test]
+async fn json_logs_parse_line_by_line_and_never_show_the_secret() {
+    let secret = "s3cr3t-never-logged";
+    let server = Server::launch(
+        None,
+        &[
+            ("HERALD_LOG_FORMAT", "json"),
+            ("HERALD_LOG", "debug"),
+            ("HERALD_APP_SECRET", secret),
+        ],
+    );
+    let mut client = Client::connect(&server).await;
+    // A refused subscription, an API request with a bad signature, and a
+    // connection the server closes (an over-long message).
+    let refused = client.subscribe("private-x").await;
+    assert_eq!(refused["event"], "pusher:subscription_error");
+    let wrong = AppConfig::new("app-id", "app-key", "not-the-secret");
+    let r = api_as(&server, &wrong, "GET", "/apps/app-id/channels", "", None).await;
+    assert_eq!(r.status, 401);
+    client.send_text(&"x".repeat(70_000)).await;
+    let (code, _) = client.expect_close().await;
+    assert_eq!(code, 1009);
+
+    common::eventually("the close is logged", || async {
+        server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("connection closed"))
+    })
+    .await;
+    let lines = server.log_lines();
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for line in &parsed {
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+        assert!(line["message"].is_string(), "{line}");
+    }
+    let find = |message: &str| {
+        parsed
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in {lines:?}"))
+            .clone()
+    };
+    let opened = find("connection opened");
+    assert_eq!(opened["level"], "DEBUG");
+    assert_eq!(opened["socket"], json!(client.socket_id));
+    let refusal = find("subscription refused");
+    assert_eq!(refusal["channel"], "private-x");
+    let api = find("HTTP API request refused");
+    assert_eq!(api["status"], 401);
+    let closed = find("connection closed");
+    assert_eq!(closed["code"], "1009");
+    assert!(
+        lines.iter().all(|l| !l.contains(secret)),
+        "the secret was logged"
+    );
+}
+
+#[test]
+fn an_unknown_log_format_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .env("HERALD_LOG_FORMAT", "xml")
+        .output()
+        .expect("run herald");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HERALD_LOG_FORMAT"));
+}
