@@ -149,6 +149,11 @@ pub struct ServerConfig {
     /// Seconds an HTTP fallback session (xhr_streaming / xhr_polling)
     /// survives with no receive request open before it counts as gone.
     pub http_session_timeout: u64,
+    /// PEM certificate chain: with `tls_key`, the port serves `wss://` and
+    /// `https://` (read again on SIGHUP).
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -169,6 +174,8 @@ impl Default for ServerConfig {
             require_protocol_param: false,
             shutdown_timeout: 10,
             http_session_timeout: 10,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -438,6 +445,12 @@ impl Config {
                 }
             };
         }
+        if let Some(cert) = env.var("HERALD_TLS_CERT") {
+            self.server.tls_cert = Some(cert);
+        }
+        if let Some(key) = env.var("HERALD_TLS_KEY") {
+            self.server.tls_key = Some(key);
+        }
         if let Some(port) = env.var("HERALD_METRICS_PORT") {
             self.metrics.port = port.parse().map_err(|_| {
                 invalid(
@@ -500,6 +513,17 @@ impl Config {
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
         positive("server.request_body_timeout", s.request_body_timeout)?;
         positive("server.http_session_timeout", s.http_session_timeout)?;
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("server.tls_cert", cert), ("server.tls_key", key)] {
+                    std::fs::metadata(path)
+                        .map_err(|e| invalid(name, format!("cannot read {path:?}: {e}")))?;
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) => return Err(invalid("server.tls_key", "is needed with tls_cert")),
+            (None, Some(_)) => return Err(invalid("server.tls_cert", "is needed with tls_key")),
+        }
         let c = &self.cluster;
         if c.driver == ClusterDriver::Redis {
             if !(c.url.starts_with("redis://")

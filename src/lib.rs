@@ -18,6 +18,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod support;
+pub mod tls;
 pub mod trigger;
 pub mod webhooks;
 pub mod ws;

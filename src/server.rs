@@ -17,6 +17,7 @@ use crate::protocol::Close;
 use crate::state::State;
 use crate::support::peer::PeerSocket;
 use crate::support::per_address::PerAddress;
+use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
 use crate::{api, fallback, ws};
 
@@ -52,6 +53,12 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         adapter: Arc::new(adapter),
         long_polls: PerAddress::new(config.server.max_long_polls_per_address, 0),
     };
+    let certificates = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Certificates::load(cert.as_ref(), key.as_ref()).map_err(std::io::Error::other)?)
+        }
+        _ => None,
+    };
     let data = web::Data::new(state.clone());
     let http_sessions = web::Data::new(HttpSessions::new(&config.server));
     let sessions = http_sessions.clone();
@@ -69,13 +76,25 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     // Frames are small and latency matters more than packet count: without
     // this, a second small frame waits for the client's delayed ACK.
     .tcp_nodelay(true)
-    .shutdown_timeout(state.server.shutdown_timeout)
-    .bind((state.server.host.as_str(), state.server.port))?;
+    .shutdown_timeout(state.server.shutdown_timeout);
+    let address = (state.server.host.as_str(), state.server.port);
+    let server = match &certificates {
+        Some(certificates) => server.bind_rustls_0_23(address, certificates.server_config())?,
+        None => server.bind(address)?,
+    };
 
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     for addr in server.addrs() {
-        info!("Herald listening on {addr} (WebSocket /app/{{key}}, HTTP API /apps/{{id}})");
+        info!(
+            "Herald listening on {addr} ({scheme}; WebSocket /app/{{key}}, HTTP API /apps/{{id}})"
+        );
     }
-    log_app_settings(&config, server.addrs().first().map(|a| a.port()));
+    log_app_settings(&config, server.addrs().first().map(|a| a.port()), scheme);
+    tokio::spawn(reload_on_hangup(certificates.clone()));
 
     let metrics = serve_metrics(&config, &state)?;
     let server = server.run();
@@ -199,8 +218,28 @@ async fn wait_for_signal() {
     }
 }
 
+/// SIGHUP: reads the TLS certificate again (open connections keep theirs).
+async fn reload_on_hangup(certificates: Option<Arc<Certificates>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match certificates.as_deref().map(Certificates::reload) {
+                Some(Ok(())) => info!("reload: TLS certificate read again"),
+                Some(Err(e)) => warn!("reload: keeping the current TLS certificate: {e}"),
+                None => info!("reload: nothing to reload"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = certificates;
+}
+
 /// Logs what a Laravel `.env` needs, never a configured secret.
-fn log_app_settings(config: &Config, port: Option<u16>) {
+fn log_app_settings(config: &Config, port: Option<u16>, scheme: &str) {
     let port = port.unwrap_or(config.server.port);
     for app in &config.apps {
         let secret = if app.secret == DEFAULT_APP_SECRET {
@@ -209,8 +248,8 @@ fn log_app_settings(config: &Config, port: Option<u16>) {
             "<the secret from your Herald config>"
         };
         info!(
-            "app {:?}: Laravel .env lines:\n  BROADCAST_CONNECTION=pusher\n  PUSHER_APP_ID={}\n  PUSHER_APP_KEY={}\n  PUSHER_APP_SECRET={}\n  PUSHER_HOST=127.0.0.1\n  PUSHER_PORT={}\n  PUSHER_SCHEME=http\n  PUSHER_APP_CLUSTER=mt1",
-            app.id, app.id, app.key, secret, port
+            "app {:?}: Laravel .env lines:\n  BROADCAST_CONNECTION=pusher\n  PUSHER_APP_ID={}\n  PUSHER_APP_KEY={}\n  PUSHER_APP_SECRET={}\n  PUSHER_HOST=127.0.0.1\n  PUSHER_PORT={}\n  PUSHER_SCHEME={}\n  PUSHER_APP_CLUSTER=mt1",
+            app.id, app.id, app.key, secret, port, scheme
         );
     }
     if config.uses_default_secret() {

@@ -40,7 +40,11 @@ pub struct PeerSocket {
 impl PeerSocket {
     /// `HttpServer::on_connect` hook: remembers the accepted socket.
     pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+        let tcp = conn
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .or_else(|| conn.downcast_ref::<Tls>().map(|tls| tls.get_ref().0));
+        if let Some(tcp) = tcp {
             data.insert(PeerSocket {
                 fd: tcp.as_raw_fd(),
                 alive: Rc::new(()),

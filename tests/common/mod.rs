@@ -311,7 +311,24 @@ impl Client {
 
     /// Opens a socket without reading anything.
     pub async fn open(url: &str) -> Client {
-        let (_, framed) = awc::Client::new()
+        Client::open_with(&awc::Client::new(), url).await
+    }
+
+    /// Connects through `http` (e.g. one that trusts a test certificate)
+    /// and reads `pusher:connection_established`.
+    pub async fn connect_with(http: &awc::Client, url: &str) -> Client {
+        let mut client = Client::open_with(http, url).await;
+        let hello = client.recv().await;
+        assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+        client.socket_id = hello["data"]["socket_id"]
+            .as_str()
+            .expect("socket_id")
+            .to_owned();
+        client
+    }
+
+    pub async fn open_with(http: &awc::Client, url: &str) -> Client {
+        let (_, framed) = http
             .ws(url)
             .max_frame_size(1 << 20)
             .connect()

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -144,9 +145,11 @@ export function freePort() {
 }
 
 /** GET http://127.0.0.1:port/path without keep-alive; resolves with the status code. */
-function httpStatus(port, urlPath) {
+function httpStatus(port, urlPath, ca) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 1000 }, (res) => {
+    const options = { host: 'localhost', port, path: urlPath, agent: false, timeout: 1000 };
+    const get = ca ? (o, cb) => https.get({ ...o, ca }, cb) : (o, cb) => http.get({ ...o, host: '127.0.0.1' }, cb);
+    const req = get(options, (res) => {
       res.resume();
       resolve(res.statusCode);
     });
@@ -173,10 +176,11 @@ function serverEnv() {
 
 /**
  * Starts the Herald binary on a free port and waits until GET /up answers 200.
- * `configToml`, if given, is written to a temporary file passed as --config.
+ * `configToml`, if given, is written to a temporary file passed as --config;
+ * `ca` (PEM), for a server with TLS: readiness is checked over https.
  * Resolves with { port, output(), stop() }.
  */
-export async function startServer({ configToml, startTimeout = 15000 } = {}) {
+export async function startServer({ configToml, startTimeout = 15000, ca } = {}) {
   const port = await freePort();
   const args = ['--host', '127.0.0.1', '--port', String(port)];
   let configDir;
@@ -215,7 +219,7 @@ export async function startServer({ configToml, startTimeout = 15000 } = {}) {
   const deadline = Date.now() + startTimeout;
   for (;;) {
     if (exitInfo) throw new Error(`${describeExit()}\n--- server output ---\n${log}`);
-    const status = await httpStatus(port, '/up').catch(() => null);
+    const status = await httpStatus(port, '/up', ca).catch(() => null);
     if (status === 200) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

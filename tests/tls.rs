@@ -1,0 +1,171 @@
+//! TLS on the main port: `wss://` and a signed `https://` API request
+//! against a certificate made for the test, and a renewed certificate
+//! served after SIGHUP while a connection made before stays open.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{Client, Server, APP_ID, KEY, SECRET};
+use serde_json::json;
+
+/// A CA and a `localhost` / 127.0.0.1 certificate it signed, as PEM files
+/// in `dir` (`{name}-ca.pem`, `{name}-cert.pem`, `{name}-key.pem`).
+fn make_certificate(dir: &Path, name: &str) {
+    let file = |suffix: &str| {
+        dir.join(format!("{name}-{suffix}"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl must be installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &file("ca-key.pem"),
+        "-out",
+        &file("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=Herald test CA {name}"),
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &file("key.pem"),
+        "-out",
+        &file("csr.pem"),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        file("ext.cnf"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &file("csr.pem"),
+        "-CA",
+        &file("ca.pem"),
+        "-CAkey",
+        &file("ca-key.pem"),
+        "-CAcreateserial",
+        "-out",
+        &file("cert.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &file("ext.cnf"),
+    ]);
+}
+
+/// An HTTP client that trusts only the CA in `ca`.
+fn trusting(ca: &Path) -> awc::Client {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(cert.expect("ca cert")).expect("add ca");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(Arc::new(config)))
+        .timeout(common::TIMEOUT)
+        .finish()
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "herald-tls-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[actix_rt::test]
+async fn wss_and_https_with_a_certificate_renewed_on_sighup() {
+    let dir = temp_dir();
+    make_certificate(&dir, "one");
+    make_certificate(&dir, "two");
+    let (cert, key) = (dir.join("served-cert.pem"), dir.join("served-key.pem"));
+    std::fs::copy(dir.join("one-cert.pem"), &cert).expect("copy");
+    std::fs::copy(dir.join("one-key.pem"), &key).expect("copy");
+    let server = Server::with_config(&format!(
+        "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert.to_string_lossy(),
+        key.to_string_lossy()
+    ));
+    let url = format!("wss://localhost:{}/app/{KEY}?protocol=7", server.port);
+    let first = trusting(&dir.join("one-ca.pem"));
+    let mut old = Client::connect_with(&first, &url).await;
+    old.subscribe("secure").await;
+
+    // A signed API request over https reaches the wss subscriber.
+    let body = json!({"name": "e", "channel": "secure", "data": "over https"}).to_string();
+    let path = format!("/apps/{APP_ID}/events");
+    let app = herald::config::AppConfig::new(APP_ID, KEY, SECRET);
+    let query =
+        herald::trigger::signed_query(&app, "POST", &path, body.as_bytes(), common::unix_now());
+    let mut response = first
+        .post(format!("https://localhost:{}{path}?{query}", server.port))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body)
+        .await
+        .expect("https request");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.body().await
+    );
+    assert_eq!(old.expect("e").await["raw_data"], "over https");
+
+    // Renewal: new files, SIGHUP. New connections get the new certificate,
+    // the old connection stays open.
+    let second = trusting(&dir.join("two-ca.pem"));
+    assert!(second.ws(&url).connect().await.is_err(), "not served yet");
+    std::fs::copy(dir.join("two-cert.pem"), &cert).expect("copy");
+    std::fs::copy(dir.join("two-key.pem"), &key).expect("copy");
+    Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    common::eventually("the renewed certificate is served", || async {
+        second.ws(&url).connect().await.is_ok()
+    })
+    .await;
+    let mut new = Client::connect_with(&second, &url).await;
+    new.subscribe("secure").await;
+    old.expect_nothing_pending().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
