@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{api_as, Client, Server};
+use common::{api_as, Client, Endpoint, Server};
 use herald::config::AppConfig;
 use serde_json::{json, Value};
 
@@ -79,4 +79,28 @@ fn an_unknown_log_format_is_refused() {
         .expect("run herald");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HERALD_LOG_FORMAT"));
+}
+
+#[actix_rt::test]
+async fn every_key_can_come_from_the_environment() {
+    let server = Server::launch(
+        None,
+        &[
+            ("HERALD_SERVER__ACTIVITY_TIMEOUT", "7"),
+            ("HERALD_APP__CLIENT_EVENTS", "false"),
+            ("HERALD_APP__MAX_CHANNEL_NAME_LENGTH", "10"),
+        ],
+    );
+    let mut client = Client::open(&server.ws_url("app-key", "protocol=7")).await;
+    let hello = client.recv().await;
+    assert_eq!(hello["data"]["activity_timeout"], 7);
+    let refused = client.subscribe("a-channel-name-too-long").await;
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .env("HERALD_SERVER__PONG_TIMEOUT", "soon")
+        .output()
+        .expect("run herald");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HERALD_SERVER__PONG_TIMEOUT"));
 }

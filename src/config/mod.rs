@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::webhooks::Kind;
+
+mod overlay;
 
 /// Built-in credentials of the default app; a warning is logged while the
 /// secret is in use.
@@ -41,7 +43,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -55,7 +57,7 @@ pub struct Config {
 }
 
 /// The Prometheus listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub host: String,
@@ -73,7 +75,7 @@ impl Default for MetricsConfig {
 }
 
 /// Which adapter connects the node to others.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterDriver {
     /// One node, all state in memory.
@@ -84,7 +86,7 @@ pub enum ClusterDriver {
 }
 
 /// Cluster mode settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     pub driver: ClusterDriver,
@@ -112,7 +114,7 @@ impl Default for ClusterConfig {
 }
 
 /// Settings of the node itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -182,7 +184,7 @@ impl Default for ServerConfig {
 
 /// One application: credentials, switches and limits (Pusher's values by
 /// default; 0 means unlimited where noted).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppConfig {
     pub id: String,
@@ -250,7 +252,7 @@ pub struct AppConfig {
 }
 
 /// One webhook endpoint of an app.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// `http://` or `https://` URL the events are POSTed to.
@@ -376,6 +378,8 @@ impl AppConfig {
 /// Reads environment variables; a function so tests can supply their own.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
+    /// Every `HERALD_…` variable (for the `HERALD_<SECTION>__<KEY>` rule).
+    fn herald_vars(&self) -> Vec<(String, String)>;
 }
 
 /// The process environment.
@@ -385,29 +389,43 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
+
+    fn herald_vars(&self) -> Vec<(String, String)> {
+        std::env::vars()
+            .filter(|(name, _)| name.to_uppercase().starts_with("HERALD_"))
+            .collect()
+    }
 }
 
 impl Config {
     /// Loads the file (if any), applies environment overrides and validates.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
-        let mut config = match path {
-            Some(path) => Self::from_file(path)?,
-            None => Config::default(),
+        let (mut table, source) = match path {
+            Some(path) => (Self::read_table(path)?, path.display().to_string()),
+            None => (toml::Table::new(), "the environment".to_owned()),
         };
+        overlay::apply(&mut table, &env.herald_vars())?;
+        let mut config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: source,
+                    message: e.to_string().trim().replace('\n', " "),
+                })?;
         config.apply_env(env)?;
         config.validate()?;
         Ok(config)
     }
 
-    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+    fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: display.clone(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+        toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Parse {
             path: display,
-            message,
+            message: e.to_string().trim().replace('\n', " "),
         })
     }
 
@@ -495,7 +513,8 @@ impl Config {
                     "needs HERALD_WEBHOOK_URL (where to send them)",
                 ));
             }
-            self.apps.push(app);
+            self.apps
+                .push(overlay::apply_to_default_app(app, &env.herald_vars())?);
         }
         Ok(())
     }
@@ -635,6 +654,14 @@ mod tests {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).map(|v| v.to_string())
         }
+
+        fn herald_vars(&self) -> Vec<(String, String)> {
+            self.0
+                .iter()
+                .filter(|(k, _)| k.starts_with("HERALD_"))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }
     }
 
     fn env(pairs: &[(&'static str, &'static str)]) -> MapEnv {
@@ -696,7 +723,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_is_valid_and_shows_the_defaults() {
-        let example = Config::from_toml(include_str!("../config.toml.example")).expect("parses");
+        let example = Config::from_toml(include_str!("../../config.toml.example")).expect("parses");
         example.validate().expect("valid");
         let defaults = ServerConfig::default();
         assert_eq!(example.server.port, defaults.port);
