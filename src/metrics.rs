@@ -231,7 +231,7 @@ impl Metrics {
     /// The text exposition, with the hub's gauges read now.
     pub fn render(&self, hub: &Hub, adapter: &Adapter) -> String {
         for app in hub.apps() {
-            let id = app.app.id.as_str();
+            let id = app.id();
             let (channels, members) = app.occupancy();
             self.channels.with_label_values(&[id]).set(channels as i64);
             self.presence_members

@@ -74,7 +74,7 @@ impl Poll {
             return Err(bad(format!("At most {MAX_CHANNELS} channels per poll")));
         }
         for channel in &channels {
-            validate_channel_name(channel, app.app.max_channel_name_length)
+            validate_channel_name(channel, app.app().max_channel_name_length)
                 .map_err(|e| bad(format!("Invalid channel {channel:?}: {e}")))?;
             if ChannelType::of(channel).kind == ChannelKind::ServerToUser {
                 return Err(bad("#server-to-user channels cannot be polled"));
@@ -252,7 +252,7 @@ pub fn authorize_browser(query: &Query, app: &AppHub, poll: &Poll) -> HttpResult
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or_default();
-    if poll_socket_id(&app.app.secret, major) != parsed {
+    if poll_socket_id(&app.app().secret, major) != parsed {
         return Err(HttpError::Unauthorized(
             "Unknown socket_id: get one from /app/{key}/poll/v1/session".into(),
         ));
@@ -265,7 +265,7 @@ pub fn authorize_browser(query: &Query, app: &AppHub, poll: &Poll) -> HttpResult
         })?;
         let channel_data = query.get(&format!("channel_data[{channel}]"));
         let signed = auth::channel_string_to_sign(socket_id, channel, channel_data);
-        auth::verify_auth(&app.app.key, &app.app.secret, &signed, signature)
+        auth::verify_auth(&app.app().key, &app.app().secret, &signed, signature)
             .map_err(|e| HttpError::Unauthorized(format!("{channel}: {e}")))?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! node decides presence membership and subscription counts itself, from
 //! its own roster and subscriber counts, under the channel's lock.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
@@ -22,14 +23,14 @@ pub struct LocalAdapter;
 /// node cut off from Redis, without the webhooks (Redis reports them once
 /// the node's state is back there).
 pub struct LocalRules<'a> {
-    app: &'a AppConfig,
+    app: Arc<AppConfig>,
     webhooks: Option<&'a Sink>,
 }
 
 impl<'a> LocalRules<'a> {
     pub fn of(app: &'a AppHub) -> Self {
         LocalRules {
-            app: &app.app,
+            app: app.app().clone(),
             webhooks: Some(&app.webhooks),
         }
     }
@@ -37,7 +38,7 @@ impl<'a> LocalRules<'a> {
     /// The same decisions, reporting no webhooks.
     pub fn without_webhooks(app: &'a AppHub) -> Self {
         LocalRules {
-            app: &app.app,
+            app: app.app().clone(),
             webhooks: None,
         }
     }

@@ -65,7 +65,7 @@ fn info_param(signed: &Signed) -> HttpResult<Info> {
 
 fn channel_name(path: &web::Path<(String, String)>, signed: &Signed) -> HttpResult<String> {
     let name = path.1.clone();
-    validate_channel_name(&name, signed.app.app.max_channel_name_length)
+    validate_channel_name(&name, signed.app.app().max_channel_name_length)
         .map_err(|e| HttpError::BadRequest(format!("Invalid channel {name:?}: {e}")))?;
     Ok(name)
 }

@@ -38,7 +38,7 @@ struct Event {
 
 pub(super) async fn trigger(signed: Signed) -> HttpResult<actix_web::HttpResponse> {
     let body: EventBody = json_body(&signed.body)?;
-    let event = validate(&signed.app.app, body)?;
+    let event = validate(&signed.app.app(), body)?;
     publish(&signed, &event);
     let response = match event.info {
         Some(info) => {
@@ -55,7 +55,7 @@ pub(super) async fn trigger(signed: Signed) -> HttpResult<actix_web::HttpRespons
 
 pub(super) async fn trigger_batch(signed: Signed) -> HttpResult<actix_web::HttpResponse> {
     let body: BatchBody = json_body(&signed.body)?;
-    let app = &signed.app.app;
+    let app = &signed.app.app();
     if body.batch.is_empty() {
         return Err(HttpError::BadRequest(
             "Batch must contain at least one event".into(),

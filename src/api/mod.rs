@@ -108,7 +108,7 @@ async fn authenticate(req: HttpRequest, mut payload: Payload) -> HttpResult<Sign
         .clone();
     let query = Query::parse(req.query_string())?;
     let body_md5 = signature::verify(
-        &app.app,
+        &app.app(),
         &signature::SignedParts {
             method: req.method().as_str(),
             path: req.path(),
@@ -125,7 +125,7 @@ async fn authenticate(req: HttpRequest, mut payload: Payload) -> HttpResult<Sign
     )
     .await?;
     signature::verify_body(body_md5.as_deref(), &body)?;
-    if !app.app.enabled {
+    if !app.app().enabled {
         return Err(HttpError::Forbidden("Application disabled".into()));
     }
     Ok(Signed {

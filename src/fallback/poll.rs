@@ -12,12 +12,12 @@ use crate::polling::{self, Poll};
 use crate::state::State;
 use crate::support::query::Query;
 
-fn app_by_key<'a>(state: &'a State, key: &str) -> HttpResult<&'a std::sync::Arc<AppHub>> {
+fn app_by_key(state: &State, key: &str) -> HttpResult<std::sync::Arc<AppHub>> {
     let app = state
         .hub
         .by_key(key)
         .ok_or_else(|| HttpError::NotFound(format!("Unknown app key {key:?}")))?;
-    if !app.app.enabled {
+    if !app.app().enabled {
         return Err(HttpError::Forbidden("Application disabled".into()));
     }
     Ok(app)
@@ -30,7 +30,7 @@ pub async fn session(
     state: web::Data<State>,
 ) -> HttpResponse {
     let answer = app_by_key(&state, &key).map(|app| {
-        let socket_id = polling::poll_socket_id(&app.app.secret, rand::random());
+        let socket_id = polling::poll_socket_id(&app.app().secret, rand::random());
         json!({ "socket_id": socket_id.to_string() })
     });
     respond(&req, answer.map(|body| (200, body)))
@@ -47,10 +47,10 @@ pub async fn browser_poll(
     let answer = async {
         let app = app_by_key(&state, &key)?;
         let query = Query::parse(req.query_string())?;
-        let poll = Poll::parse(&query, app)?;
-        polling::authorize_browser(&query, app, &poll)?;
+        let poll = Poll::parse(&query, &app)?;
+        polling::authorize_browser(&query, &app, &poll)?;
         let _held = polling::hold_long_poll(&state, &req, &poll)?;
-        polling::answer(&state.adapter, app, poll).await
+        polling::answer(&state.adapter, &app, poll).await
     };
     respond(&req, answer.await)
 }

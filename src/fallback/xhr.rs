@@ -230,7 +230,7 @@ fn find_or_open(
     let http = Arc::new(HttpSession {
         conn: session.conn.clone(),
         app: session.app.clone(),
-        max_message_bytes: session.app.app.max_message_bytes,
+        max_message_bytes: session.app.app().max_message_bytes,
         inbound,
         receiving: Arc::new(AsyncMutex::new(())),
         opened: AtomicBool::new(false),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, Guard};
 use bytestring::ByteString;
 use dashmap::DashMap;
 
@@ -95,7 +96,10 @@ pub struct ChannelStats {
 /// Live state of one app on this node.
 #[derive(Debug)]
 pub struct AppHub {
-    pub app: Arc<AppConfig>,
+    /// The app's settings; replaced as a whole on reload (never its id or
+    /// key).
+    config: ArcSwap<AppConfig>,
+    id: Box<str>,
     channels: DashMap<Box<str>, Channel>,
     cache: DashMap<Box<str>, CachedEvent>,
     connections: DashMap<SocketId, Arc<Connection>>,
@@ -126,7 +130,8 @@ impl AppHub {
             emptied: tokio::sync::Notify::new(),
             webhooks: Sink::default(),
             metrics: AppMetrics::new(&app.id),
-            app,
+            id: app.id.as_str().into(),
+            config: ArcSwap::new(app),
             channels: DashMap::new(),
             cache: DashMap::new(),
             connections: DashMap::new(),
@@ -136,12 +141,27 @@ impl AppHub {
         }
     }
 
+    /// The app id (fixed for the life of the hub).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The app's current settings.
+    pub fn app(&self) -> Guard<Arc<AppConfig>> {
+        self.config.load()
+    }
+
+    /// Applies reloaded settings (same id and key); connections stay.
+    pub fn set_config(&self, config: AppConfig) {
+        self.config.store(Arc::new(config));
+    }
+
     // ----- connections -------------------------------------------------
 
     /// Registers a connection unless the app is at its connection quota,
     /// counting `elsewhere` connections on other nodes.
     pub fn admit(&self, conn: &Arc<Connection>, elsewhere: usize) -> bool {
-        let max = self.app.max_connections;
+        let max = self.app().max_connections;
         let before = self.connection_count.fetch_add(1, Ordering::AcqRel);
         if max > 0 && before + elsewhere >= max {
             self.connection_count.fetch_sub(1, Ordering::AcqRel);
@@ -494,7 +514,7 @@ impl AppHub {
 
     /// Keeps `frame` as the channel's last event for `cache_ttl`.
     pub fn store_cached(&self, name: &str, frame: ByteString) {
-        self.store_cached_for(name, frame, Duration::from_secs(self.app.cache_ttl));
+        self.store_cached_for(name, frame, Duration::from_secs(self.app().cache_ttl));
     }
 
     /// Keeps `frame` as the channel's last event for `ttl`.
@@ -632,7 +652,7 @@ impl AppHub {
     /// Sends a watchlist online/offline event for `user_id` to the local
     /// sockets watching it (the adapter decides when, cluster-wide).
     pub fn notify_watchers(&self, user_id: &str, online: bool) {
-        if !self.app.watchlist_events {
+        if !self.app().watchlist_events {
             return;
         }
         let Some(list) = self.watchers.get(user_id) else {

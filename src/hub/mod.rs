@@ -9,6 +9,8 @@ pub mod presence;
 pub mod rules;
 
 use std::collections::HashMap;
+
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 pub use app_hub::{AppHub, ChannelStats};
@@ -18,34 +20,57 @@ pub use rules::{ChannelRules, JoinOutcome, SubscribeError};
 
 use crate::config::AppConfig;
 
-/// Every app's state; the set of apps is fixed at start-up.
+/// Every app's state, looked up by id or key. The set of apps is replaced
+/// as a whole on reload (`server::reload`); a lookup sees one set or the
+/// other, never a mix.
 #[derive(Debug, Default)]
 pub struct Hub {
+    apps: ArcSwap<Apps>,
+}
+
+#[derive(Debug, Default)]
+struct Apps {
     by_id: HashMap<String, Arc<AppHub>>,
     by_key: HashMap<String, Arc<AppHub>>,
 }
 
+impl Apps {
+    fn of(apps: impl IntoIterator<Item = Arc<AppHub>>) -> Apps {
+        let mut set = Apps::default();
+        for app in apps {
+            set.by_id.insert(app.id().to_owned(), app.clone());
+            set.by_key.insert(app.app().key.clone(), app);
+        }
+        set
+    }
+}
+
 impl Hub {
     pub fn new(apps: impl IntoIterator<Item = AppConfig>) -> Self {
-        let mut hub = Hub::default();
-        for app in apps {
-            let state = Arc::new(AppHub::new(Arc::new(app)));
-            hub.by_id.insert(state.app.id.clone(), state.clone());
-            hub.by_key.insert(state.app.key.clone(), state);
+        let hubs = apps
+            .into_iter()
+            .map(|app| Arc::new(AppHub::new(Arc::new(app))));
+        Hub {
+            apps: ArcSwap::from_pointee(Apps::of(hubs)),
         }
-        hub
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<AppHub>> {
-        self.by_id.get(id)
+    pub fn by_id(&self, id: &str) -> Option<Arc<AppHub>> {
+        self.apps.load().by_id.get(id).cloned()
     }
 
-    pub fn by_key(&self, key: &str) -> Option<&Arc<AppHub>> {
-        self.by_key.get(key)
+    pub fn by_key(&self, key: &str) -> Option<Arc<AppHub>> {
+        self.apps.load().by_key.get(key).cloned()
     }
 
-    pub fn apps(&self) -> impl Iterator<Item = &Arc<AppHub>> {
-        self.by_id.values()
+    /// Every app, as of now.
+    pub fn apps(&self) -> Vec<Arc<AppHub>> {
+        self.apps.load().by_id.values().cloned().collect()
+    }
+
+    /// Makes `apps` the set of apps (reload).
+    pub fn replace_apps(&self, apps: Vec<Arc<AppHub>>) {
+        self.apps.store(Arc::new(Apps::of(apps)));
     }
 
     /// Resolves once every app's connections are released.

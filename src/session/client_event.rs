@@ -41,7 +41,7 @@ impl Session {
         &mut self,
         message: &'m ClientMessage,
     ) -> Result<(&'m str, String), (Option<u16>, String)> {
-        let app = &self.app.app;
+        let app = &self.app.app();
         let reject = |text: String| (None, text);
         if !app.client_events {
             return Err(reject(

@@ -59,9 +59,9 @@ pub struct Session {
 impl Session {
     /// A session for an admitted connection; queues `connection_established`.
     fn start(ctx: Context, app: Arc<AppHub>, conn: Arc<Connection>, transport: Transport) -> Self {
-        let rate = app.app.client_event_rate;
+        let rate = app.app().client_event_rate;
         app.metrics.opened(transport);
-        tracing::debug!(app = %app.app.id, socket = %conn.socket_id, ?transport, "connection opened");
+        tracing::debug!(app = %app.id(), socket = %conn.socket_id, ?transport, "connection opened");
         conn.send(messages::connection_established(
             conn.socket_id,
             ctx.server.activity_timeout,
@@ -73,7 +73,7 @@ impl Session {
             channels: HashMap::new(),
             user: None,
             client_events: RateLimit::per_second(rate),
-            inbound: TokenBucket::new(app.app.inbound_rate, app.app.inbound_burst),
+            inbound: TokenBucket::new(app.app().inbound_rate, app.app().inbound_burst),
             transport,
             app,
         }
@@ -94,9 +94,9 @@ impl Session {
     /// connection must be closed.
     pub fn signin_deadline(&self) -> Option<Instant> {
         self.app
-            .app
+            .app()
             .require_signin
-            .then(|| Instant::now() + Duration::from_secs(self.app.app.signin_timeout))
+            .then(|| Instant::now() + Duration::from_secs(self.app.app().signin_timeout))
     }
 
     pub fn is_signed_in(&self) -> bool {
@@ -139,7 +139,7 @@ impl Session {
         let code = close.map(|c| c.code);
         self.app.metrics.closed(self.transport, code);
         tracing::debug!(
-            app = %self.app.app.id,
+            app = %self.app.id(),
             socket = %self.conn.socket_id,
             code = code.map_or_else(|| "client".to_owned(), |c| c.to_string()),
             reason = close.map_or("closed by the client", |c| c.reason),
@@ -174,18 +174,18 @@ pub fn admit(
 ) -> Result<Session, Close> {
     let app = hub.by_key(key).ok_or(Close::APP_NOT_FOUND)?;
     check_protocol(query, ctx.server.require_protocol_param)?;
-    if !app.app.enabled {
+    if !app.app().enabled {
         return Err(Close::APP_DISABLED);
     }
     let conn = Arc::new(Connection::new(
         SocketId::random(),
         ctx.server.connection_queue,
     ));
-    if !app.admit(&conn, ctx.adapter.connections_elsewhere(app)) {
+    if !app.admit(&conn, ctx.adapter.connections_elsewhere(&app)) {
         return Err(Close::OVER_QUOTA);
     }
-    ctx.adapter.connections_changed(app);
-    Ok(Session::start(ctx.clone(), app.clone(), conn, transport))
+    ctx.adapter.connections_changed(&app);
+    Ok(Session::start(ctx.clone(), app, conn, transport))
 }
 
 /// Accepts protocol 4 to 7 (the Java client sends 5); a missing parameter

@@ -44,7 +44,7 @@ impl Session {
                     .signin_failed("Invalid pusher:signin data: auth and user_data are required")
             }
         };
-        let app = self.app.app.clone();
+        let app = self.app.app().clone();
         let signed = auth::user_string_to_sign(&self.socket_id, &data.user_data);
         if let Err(e) = auth::verify_auth(&app.key, &app.secret, &signed, &data.auth) {
             return self.signin_failed(&format!("Sign-in refused: {e}"));
@@ -116,7 +116,7 @@ impl Session {
     }
 
     fn signin_failed(&self, message: &str) {
-        if self.app.app.require_signin {
+        if self.app.app().require_signin {
             // The close carries its own pusher:error; queued frames are dropped.
             self.conn.request_close(Close::SIGNIN_FAILED);
         } else {

@@ -54,7 +54,7 @@ impl Session {
             }
         };
         let name = data.channel.as_str();
-        if let Err(e) = validate_channel_name(name, self.app.app.max_channel_name_length) {
+        if let Err(e) = validate_channel_name(name, self.app.app().max_channel_name_length) {
             self.refuse(
                 name,
                 Refusal {
@@ -65,7 +65,7 @@ impl Session {
             );
             return;
         }
-        let max = self.app.app.max_channels_per_connection;
+        let max = self.app.app().max_channels_per_connection;
         if self.channels.len() >= max && !self.channels.contains_key(name) {
             self.refuse(
                 name,
@@ -132,7 +132,7 @@ impl Session {
 
     fn refuse(&self, channel: &str, refusal: Refusal) {
         tracing::debug!(
-            app = %self.app.app.id,
+            app = %self.app.id(),
             socket = %self.conn.socket_id,
             channel,
             kind = refusal.kind,
@@ -203,7 +203,7 @@ impl Session {
             .filter(|a| !a.is_empty())
             .ok_or_else(|| Refusal::auth(format!("Missing auth for {name}")))?;
         let signed = auth::channel_string_to_sign(&self.socket_id, name, channel_data);
-        let app = &self.app.app;
+        let app = &self.app.app();
         auth::verify_auth(&app.key, &app.secret, &signed, auth)
             .map_err(|e| Refusal::auth(e.to_string()))
     }
@@ -227,7 +227,7 @@ impl Session {
                 ))
             }
         };
-        let app = &self.app.app;
+        let app = &self.app.app();
         if user_id.len() > app.max_user_id_length {
             return Err(Refusal::invalid(format!(
                 "user_id is longer than {} characters",

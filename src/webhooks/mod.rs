@@ -128,20 +128,24 @@ impl Webhooks {
     /// delivery on a thread of its own; `outbox` selects cluster mode.
     pub fn start(hub: Arc<Hub>, outbox: Option<Outbox>) -> std::io::Result<Webhooks> {
         let mut apps = Vec::new();
-        for app in hub.apps().filter(|a| !a.app.webhooks.is_empty()) {
+        for app in hub
+            .apps()
+            .into_iter()
+            .filter(|a| !a.app().webhooks.is_empty())
+        {
             let targets: Vec<Arc<Target>> = app
-                .app
+                .app()
                 .webhooks
                 .iter()
-                .map(|w| Arc::new(Target::new(w, &app.app)))
+                .map(|w| Arc::new(Target::new(w, &app.app())))
                 .collect();
             let wants = targets
                 .iter()
                 .fold(KindSet::default(), |s, t| s.union(t.kinds));
             let receiver = app
                 .webhooks
-                .attach(&app.app.id, wants, app.app.webhook_max_pending);
-            apps.push((app.app.clone(), targets, receiver));
+                .attach(app.id(), wants, app.app().webhook_max_pending);
+            apps.push((app.app().clone(), targets, receiver));
         }
         let idle = (outbox.is_none()).then(|| Arc::new(local::Idle::default()));
         if apps.is_empty() {

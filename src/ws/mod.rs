@@ -39,7 +39,7 @@ pub async fn upgrade(
     );
     // Frame sizes are checked on the raw bytes, before actix buffers a frame.
     let max = match &admitted {
-        Ok(session) => session.app.app.max_message_bytes,
+        Ok(session) => session.app.app().max_message_bytes,
         Err(_) => REFUSED_MAX_MESSAGE,
     };
     let guard: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =

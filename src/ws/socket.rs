@@ -32,7 +32,7 @@ pub(super) async fn run(
     stream: MessageStream,
     peer: Option<SocketHandle>,
 ) {
-    let max = session.app.app.max_message_bytes;
+    let max = session.app.app().max_message_bytes;
     let mut stream = stream
         .max_frame_size(max)
         .aggregate_continuations()

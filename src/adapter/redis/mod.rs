@@ -136,8 +136,9 @@ impl RedisAdapter {
             counts_dirty: std::sync::Mutex::default(),
             hooks: hub
                 .apps()
-                .filter(|app| !app.app.webhooks.is_empty())
-                .map(|app| (app.app.id.clone(), keys.hooks(&app.app)))
+                .into_iter()
+                .filter(|app| !app.app().webhooks.is_empty())
+                .map(|app| (app.id().to_owned(), keys.hooks(&app.app())))
                 .collect(),
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
@@ -232,7 +233,7 @@ impl Inner {
     fn relay(&self, app: &AppHub, command: Command) {
         let envelope = Envelope {
             origin: self.keys.node.clone(),
-            app: app.app.id.clone(),
+            app: app.id().to_owned(),
             sent_ms: Some(unix_millis()),
             command,
         };
@@ -245,7 +246,7 @@ impl Inner {
     /// This node's subscriber count of a channel changed.
     fn write_subscriptions(&self, app: &AppHub, channel: &str) {
         self.dirty.mark(state::Dirty::Subscriptions {
-            app: app.app.id.clone(),
+            app: app.id().to_owned(),
             channel: channel.to_owned(),
         });
     }
@@ -255,11 +256,11 @@ impl Inner {
     /// Nothing per client message spawns work.
     fn announce_count(&self, app: &AppHub, channel: &str) {
         let wanted =
-            app.app.subscription_count || app.webhooks.wants(WebhookKind::SubscriptionCount);
+            app.app().subscription_count || app.webhooks.wants(WebhookKind::SubscriptionCount);
         if !wanted || ChannelType::of(channel).is_presence() {
             return;
         }
-        self.mark_counts_dirty([format!("{}\n{channel}", app.app.id)], true);
+        self.mark_counts_dirty([format!("{}\n{channel}", app.id())], true);
     }
 
     /// Channels (`app\nchannel`) whose cluster-wide count must be
@@ -314,7 +315,7 @@ impl Inner {
         self.count_sent.insert(key.clone(), (total, now));
         // To this node's subscribers only: every node recomputes the total
         // itself when any node's count changes (`state` tells them).
-        if app.app.subscription_count {
+        if app.app().subscription_count {
             app.publish(channel, &messages::subscription_count(channel, total), None);
         }
         // The webhook comes from the node where the count changed.
@@ -345,14 +346,14 @@ impl Inner {
             }
             return;
         }
-        let keys = self.keys.presence(&app.app.id, ONLINE, &self.keys.node);
+        let keys = self.keys.presence(app.id(), ONLINE, &self.keys.node);
         let joined = self
             .scripts
             .join(
                 &mut self.redis.clone(),
                 &keys,
                 &self.keys.node_presence(&self.keys.node),
-                &Keys::presence_member(&app.app.id, ONLINE),
+                &Keys::presence_member(app.id(), ONLINE),
                 user_id,
                 "null",
                 usize::MAX,
@@ -380,7 +381,7 @@ impl Inner {
             }
             return;
         }
-        let keys = self.keys.presence(&app.app.id, ONLINE, &self.keys.node);
+        let keys = self.keys.presence(app.id(), ONLINE, &self.keys.node);
         match self
             .scripts
             .leave(
@@ -408,7 +409,7 @@ impl Inner {
         if !self.healthy() {
             return;
         }
-        let key = self.keys.cached(&app.app.id, channel);
+        let key = self.keys.cached(app.id(), channel);
         let found: Result<(Option<String>, i64), _> = redis::pipe()
             .get(&key)
             .pttl(&key)
@@ -449,7 +450,7 @@ impl Inner {
         channel: &str,
         member: MemberInfo,
     ) -> Result<(), SubscribeError> {
-        let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
+        let keys = self.keys.presence(app.id(), channel, &self.keys.node);
         let mut redis = self.redis.clone();
         if app.is_subscribed(conn.socket_id, channel) {
             // A repeated subscribe changes nothing; answer with the roster.
@@ -477,16 +478,16 @@ impl Inner {
                 &mut redis,
                 &keys,
                 &self.keys.node_presence(&self.keys.node),
-                &Keys::presence_member(&app.app.id, channel),
+                &Keys::presence_member(app.id(), channel),
                 &member.user_id,
                 member.user_info.get(),
-                app.app.max_presence_members,
+                app.app().max_presence_members,
                 &self.announce(app, channel, &relay),
                 &socket,
             )
             .await;
         let subscribed = match joined {
-            Ok(Joined::Full) => Err(SubscribeError::MemberLimit(app.app.max_presence_members)),
+            Ok(Joined::Full) => Err(SubscribeError::MemberLimit(app.app().max_presence_members)),
             Ok(Joined::Ok {
                 members, version, ..
             }) => {
@@ -514,9 +515,9 @@ impl Inner {
         Announce {
             relay: if channel == ONLINE { "" } else { relay },
             origin: &self.keys.node,
-            app: &app.app.id,
+            app: app.id(),
             channel,
-            hooks: self.hooks(&app.app.id, channel),
+            hooks: self.hooks(app.id(), channel),
         }
     }
 
@@ -528,7 +529,7 @@ impl Inner {
         let (Some(user), true) = (user, clustered) else {
             return;
         };
-        let keys = self.keys.presence(&app.app.id, channel, &self.keys.node);
+        let keys = self.keys.presence(app.id(), channel, &self.keys.node);
         let relay = self.keys.relay();
         let announce = self.announce(app, channel, &relay);
         // A departure is published by the script itself (see join).
@@ -629,7 +630,7 @@ impl Inner {
         app: &AppHub,
         prefix: Option<&str>,
     ) -> Result<Vec<(String, ChannelStats)>, redis::RedisError> {
-        let mut counts = self.subscription_counts(&app.app.id).await?;
+        let mut counts = self.subscription_counts(app.id()).await?;
         counts.retain(|name, _| prefix.is_none_or(|p| name.starts_with(p)));
         let presence: Vec<&str> = counts
             .keys()
@@ -639,7 +640,7 @@ impl Inner {
         let users: HashMap<String, usize> = presence
             .iter()
             .map(|c| c.to_string())
-            .zip(self.user_counts(&app.app.id, &presence).await?)
+            .zip(self.user_counts(app.id(), &presence).await?)
             .collect();
         Ok(counts
             .into_iter()
@@ -809,9 +810,9 @@ impl RedisAdapter {
     ) {
         if cached {
             self.inner.writer.send(Write::Cache {
-                key: self.inner.keys.cached(&app.app.id, channel),
+                key: self.inner.keys.cached(app.id(), channel),
                 frame: frame.to_string(),
-                ttl: app.app.cache_ttl,
+                ttl: app.app().cache_ttl,
             });
         }
         let (channel, frame, except) = (
@@ -839,11 +840,11 @@ impl RedisAdapter {
         // Local long-polls wake when this node's own relay message comes
         // back, i.e. after Redis has the entry (see relay::apply).
         self.inner.writer.send(Write::History {
-            key: self.inner.keys.history(&app.app.id, channel),
+            key: self.inner.keys.history(app.id(), channel),
             event: event.to_owned(),
             data: data.to_owned(),
-            max_len: app.app.history_size,
-            ttl: app.app.history_ttl + 60,
+            max_len: app.app().history_size,
+            ttl: app.app().history_ttl + 60,
         });
     }
 
@@ -855,9 +856,9 @@ impl RedisAdapter {
         limit: usize,
     ) -> AdapterResult<Read> {
         let inner = &self.inner;
-        let key = inner.keys.history(&app.app.id, channel);
+        let key = inner.keys.history(app.id(), channel);
         let now_ms = unix_millis();
-        let min_id = format!("{}-0", now_ms.saturating_sub(app.app.history_ttl * 1000));
+        let min_id = format!("{}-0", now_ms.saturating_sub(app.app().history_ttl * 1000));
         inner
             .scripts
             .history(
@@ -929,7 +930,7 @@ impl RedisAdapter {
         if user_ids.is_empty() || !inner.healthy() {
             return local;
         }
-        let keys = inner.keys.presence(&app.app.id, ONLINE, &inner.keys.node);
+        let keys = inner.keys.presence(app.id(), ONLINE, &inner.keys.node);
         let mut pipe = redis::pipe();
         for id in user_ids {
             pipe.hexists(&keys.users, &**id);
@@ -947,12 +948,12 @@ impl RedisAdapter {
     }
 
     pub(super) fn connections_elsewhere(&self, app: &AppHub) -> usize {
-        self.inner.elsewhere.get(&app.app.id).map_or(0, |n| *n)
+        self.inner.elsewhere.get(app.id()).map_or(0, |n| *n)
     }
 
     pub(super) fn connections_changed(&self, app: &AppHub) {
         self.inner.dirty.mark(state::Dirty::Connections {
-            app: app.app.id.clone(),
+            app: app.id().to_owned(),
         });
     }
 
@@ -974,7 +975,7 @@ impl RedisAdapter {
     ) -> AdapterResult<Option<ChannelStats>> {
         let inner = &self.inner;
         let subscription_count = inner
-            .subscribers_everywhere(&app.app.id, name)
+            .subscribers_everywhere(app.id(), name)
             .await
             .map_err(unavailable)?;
         if subscription_count == 0 {
@@ -982,7 +983,7 @@ impl RedisAdapter {
         }
         let user_count = if ChannelType::of(name).is_presence() {
             let users = inner
-                .user_counts(&app.app.id, &[name])
+                .user_counts(app.id(), &[name])
                 .await
                 .map_err(unavailable)?;
             users.first().copied()
@@ -1001,7 +1002,7 @@ impl RedisAdapter {
         name: &str,
     ) -> AdapterResult<Vec<String>> {
         let inner = &self.inner;
-        let keys = inner.keys.presence(&app.app.id, name, &inner.keys.node);
+        let keys = inner.keys.presence(app.id(), name, &inner.keys.node);
         inner
             .redis
             .clone()

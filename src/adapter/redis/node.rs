@@ -115,7 +115,7 @@ async fn converge(inner: &Inner) -> redis::RedisResult<()> {
             pipe.get(
                 inner
                     .keys
-                    .presence(&app.app.id, channel, &inner.keys.node)
+                    .presence(app.id(), channel, &inner.keys.node)
                     .version,
             );
         }
@@ -124,7 +124,7 @@ async fn converge(inner: &Inner) -> redis::RedisResult<()> {
             if !app.missed_member_events(channel, version.unwrap_or(0)) {
                 continue;
             }
-            let keys = inner.keys.presence(&app.app.id, channel, &inner.keys.node);
+            let keys = inner.keys.presence(app.id(), channel, &inner.keys.node);
             let (version, members): (Option<u64>, Vec<(String, String)>) = redis::pipe()
                 .atomic()
                 .get(&keys.version)
@@ -166,14 +166,13 @@ async fn watch_others(inner: &Inner) -> redis::RedisResult<()> {
     }
     tend_outbox(inner, &live).await?;
     for app in inner.hub.apps() {
-        let counts: Vec<(String, usize)> =
-            redis.hgetall(inner.keys.connections(&app.app.id)).await?;
+        let counts: Vec<(String, usize)> = redis.hgetall(inner.keys.connections(app.id())).await?;
         let elsewhere = counts
             .iter()
             .filter(|(node, _)| *node != inner.keys.node && live.contains(node))
             .map(|(_, n)| n)
             .sum();
-        inner.elsewhere.insert(app.app.id.clone(), elsewhere);
+        inner.elsewhere.insert(app.id().to_owned(), elsewhere);
     }
     Ok(())
 }
@@ -184,12 +183,12 @@ async fn watch_others(inner: &Inner) -> redis::RedisResult<()> {
 async fn tend_outbox(inner: &Inner, live: &HashSet<&String>) -> redis::RedisResult<()> {
     let mut redis = inner.redis.clone();
     for app in inner.hub.apps() {
-        let hooks = inner.hooks(&app.app.id, "");
+        let hooks = inner.hooks(app.id(), "");
         if hooks.stream.is_empty() {
             continue;
         }
         inner.scripts.promote(&mut redis, hooks).await?;
-        for webhook in &app.app.webhooks {
+        for webhook in &app.app().webhooks {
             let group = crate::webhooks::group_name(webhook);
             take_over(inner, &hooks.stream, &group, live).await?;
         }
@@ -283,13 +282,13 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
         removed_total += removed.len();
         if let (Some(app), true) = (inner.hub.by_id(app_id), channel == ONLINE) {
             for user in removed {
-                inner.announce_online(app, &user, false);
+                inner.announce_online(&app, &user, false);
             }
         }
     }
     // Its subscribers leave the cluster-wide counts (occupancy webhooks).
     for app in inner.hub.apps() {
-        let app_id = &app.app.id;
+        let app_id = app.id();
         inner
             .scripts
             .replace_counts(
@@ -303,8 +302,7 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
     }
     let mut pipe = redis::pipe();
     for app in inner.hub.apps() {
-        pipe.hdel(inner.keys.connections(&app.app.id), node)
-            .ignore();
+        pipe.hdel(inner.keys.connections(app.id()), node).ignore();
     }
     pipe.del(inner.keys.node_presence(node)).ignore();
     pipe.del(inner.keys.alive(node)).ignore();
@@ -321,7 +319,7 @@ async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
     let node = &inner.keys.node;
     let stored: Vec<String> = redis.smembers(inner.keys.node_presence(node)).await?;
     for app in inner.hub.apps() {
-        let app_id = &app.app.id;
+        let app_id = app.id();
         let counts: Vec<(String, usize)> = app
             .channels(None)
             .into_iter()
@@ -344,13 +342,13 @@ async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
             .await?;
         let mut pipe = redis::pipe();
         pipe.hset(
-            inner.keys.connections(&app.app.id),
+            inner.keys.connections(app.id()),
             node,
             app.connection_count(),
         )
         .ignore();
         pipe.query_async::<()>(&mut redis).await?;
-        rebuild_presence(inner, app, &stored, announce).await?;
+        rebuild_presence(inner, &app, &stored, announce).await?;
     }
     Ok(())
 }
@@ -376,7 +374,7 @@ async fn rebuild_presence(
     let mut channels: Vec<String> = local.iter().map(|(c, _)| c.clone()).collect();
     for member in stored {
         if let Some((app_id, channel)) = Keys::split_presence_member(member) {
-            if app_id == app.app.id && !channels.iter().any(|c| c == channel) {
+            if app_id == app.id() && !channels.iter().any(|c| c == channel) {
                 channels.push(channel.to_owned());
             }
         }
@@ -391,7 +389,7 @@ async fn rebuild_presence(
                     .collect()
             })
             .unwrap_or_default();
-        let keys = inner.keys.presence(&app.app.id, &channel, node);
+        let keys = inner.keys.presence(app.id(), &channel, node);
         // Other nodes' sockets hear of the differences (in order with the
         // channel's other member events); ours already saw them while Redis
         // was away. After a Redis restart nothing is announced at all.
@@ -403,14 +401,14 @@ async fn rebuild_presence(
         // Webhooks likewise: only for changes Redis missed, not for a
         // restarted Redis relearning what was reported before.
         let hooks = if announce {
-            inner.hooks(&app.app.id, &channel)
+            inner.hooks(app.id(), &channel)
         } else {
             &NO_HOOKS
         };
         let announcement = Announce {
             relay: &relay,
             origin: &inner.keys.node,
-            app: &app.app.id,
+            app: app.id(),
             channel: &channel,
             hooks,
         };
@@ -418,7 +416,7 @@ async fn rebuild_presence(
             .scripts
             .replace(&mut redis, &keys, &members, &announcement, true)
             .await?;
-        let set_member = Keys::presence_member(&app.app.id, &channel);
+        let set_member = Keys::presence_member(app.id(), &channel);
         if members.is_empty() {
             redis
                 .srem::<_, _, ()>(inner.keys.node_presence(node), &set_member)

@@ -69,8 +69,8 @@ pub async fn writer(inner: Arc<Inner>) {
             match entry {
                 Dirty::Subscriptions { app, channel } => {
                     let hub = inner.hub.by_id(app);
-                    let count = hub.map_or(0, |a| a.local_subscribers(channel));
-                    if hub.is_some_and(|a| a.app.subscription_count)
+                    let count = hub.as_ref().map_or(0, |a| a.local_subscribers(channel));
+                    if hub.is_some_and(|a| a.app().subscription_count)
                         && !ChannelType::of(channel).is_presence()
                     {
                         announced.entry(app).or_default().push(channel.clone());
