@@ -114,8 +114,15 @@ fn main() {
         herald::config::Config::load(None, &herald::config::ProcessEnv).expect("config");
     config.server.host = "127.0.0.1".into();
     config.server.port = port;
+    config.metrics.port = 0;
     std::thread::spawn(move || {
-        let _ = actix_rt::System::new().block_on(herald::server::run(config));
+        let _ = actix_rt::System::new().block_on(herald::server::run(
+            config,
+            herald::reload::Reload {
+                path: None,
+                log_level: None,
+            },
+        ));
     });
     UNCOUNTED.with(|u| u.set(true));
     actix_rt::System::new().block_on(async move {

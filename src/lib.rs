@@ -14,6 +14,7 @@ pub mod hub;
 pub mod metrics;
 pub mod polling;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod state;

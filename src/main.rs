@@ -43,24 +43,25 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_tracing() {
-        eprintln!("herald: {e}");
-        return ExitCode::from(CONFIG_ERROR);
-    }
     match cli.command {
-        Some(Command::Trigger(args)) => herald::trigger::run(args),
+        Some(Command::Trigger(args)) => match init_tracing("info") {
+            Ok(_) => herald::trigger::run(args),
+            Err(e) => config_error(&e),
+        },
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
 }
 
+fn config_error(message: &str) -> ExitCode {
+    eprintln!("herald: {message}");
+    ExitCode::from(CONFIG_ERROR)
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let mut config = match Config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("herald: {e}");
-            return ExitCode::from(CONFIG_ERROR);
-        }
+        Err(e) => return config_error(&e.to_string()),
     };
     if let Some(host) = args.host {
         config.server.host = host;
@@ -68,7 +69,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(port) = args.port {
         config.server.port = port;
     }
-    let result = actix_web::rt::System::new().block_on(herald::server::run(config));
+    let log_level = match init_tracing(&config.server.log_level) {
+        Ok(handle) => handle,
+        Err(e) => return config_error(&e),
+    };
+    let reload = herald::reload::Reload {
+        path: args.config,
+        log_level,
+    };
+    let result = actix_web::rt::System::new().block_on(herald::server::run(config, reload));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -78,13 +87,25 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Logs to stderr: `HERALD_LOG` (or `RUST_LOG`) sets the level, and
-/// `HERALD_LOG_FORMAT=json` writes one JSON object per line instead of
-/// text.
-fn init_tracing() -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs to stderr at `level` (the config's `log_level`), unless
+/// `HERALD_LOG` (or `RUST_LOG`) says otherwise; `HERALD_LOG_FORMAT=json`
+/// writes one JSON object per line instead of text. Returns what changes
+/// the level later (reload), or `None` while the environment decides it.
+fn init_tracing(level: &str) -> Result<Option<herald::reload::SetLogLevel>, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter, Layer};
+
+    let from_env = EnvFilter::try_from_env("HERALD_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .ok();
+    let fixed = from_env.is_some();
+    let filter = match from_env {
+        Some(filter) => filter,
+        None => {
+            EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))?
+        }
+    };
     let json = match std::env::var("HERALD_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") | Ok("") | Err(_) => false,
@@ -94,23 +115,34 @@ fn init_tracing() -> Result<(), String> {
             ))
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // A closed stderr (e.g. a parent that went away) must not turn a
-        // log line into a panic, least of all during shutdown.
-        .log_internal_errors(false);
-    if json {
-        builder
+    // A closed stderr (e.g. a parent that went away) must not turn a log
+    // line into a panic, least of all during shutdown.
+    let output = if json {
+        fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .init();
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+            .boxed()
     } else {
-        builder
+        fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+            .log_internal_errors(false)
+            .boxed()
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    if fixed {
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })))
 }

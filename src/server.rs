@@ -14,6 +14,7 @@ use crate::fallback::HttpSessions;
 use crate::hub::Hub;
 use crate::metrics::METRICS;
 use crate::protocol::Close;
+use crate::reload::{Reload, Reloader};
 use crate::state::State;
 use crate::support::peer::PeerSocket;
 use crate::support::per_address::PerAddress;
@@ -29,7 +30,7 @@ const SESSIONS_GRACE: Duration = Duration::from_secs(2);
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs Herald until a shutdown signal.
-pub async fn run(config: Config) -> std::io::Result<()> {
+pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     let hub = Arc::new(Hub::new(config.apps.clone()));
     let mut outbox = None;
     let adapter = match config.cluster.driver {
@@ -46,7 +47,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             Adapter::Redis(redis)
         }
     };
-    let webhooks = Webhooks::start(hub.clone(), outbox)?;
+    let webhooks = Arc::new(Webhooks::start(hub.clone(), outbox));
     let state = State {
         server: Arc::new(config.server.clone()),
         hub,
@@ -94,7 +95,14 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         );
     }
     log_app_settings(&config, server.addrs().first().map(|a| a.port()), scheme);
-    tokio::spawn(reload_on_hangup(certificates.clone()));
+    let reloader = Reloader::new(
+        reload,
+        config.clone(),
+        state.clone(),
+        webhooks.clone(),
+        certificates.clone(),
+    );
+    tokio::spawn(reload_on_hangup(reloader));
 
     let metrics = serve_metrics(&config, &state)?;
     let server = server.run();
@@ -218,8 +226,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// SIGHUP: reads the TLS certificate again (open connections keep theirs).
-async fn reload_on_hangup(certificates: Option<Arc<Certificates>>) {
+/// SIGHUP: reload (see `reload`).
+async fn reload_on_hangup(reloader: Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -227,15 +235,12 @@ async fn reload_on_hangup(certificates: Option<Arc<Certificates>>) {
             return;
         };
         while hangups.recv().await.is_some() {
-            match certificates.as_deref().map(Certificates::reload) {
-                Some(Ok(())) => info!("reload: TLS certificate read again"),
-                Some(Err(e)) => warn!("reload: keeping the current TLS certificate: {e}"),
-                None => info!("reload: nothing to reload"),
-            }
+            info!("SIGHUP: reloading");
+            reloader.reload();
         }
     }
     #[cfg(not(unix))]
-    let _ = certificates;
+    let _ = reloader;
 }
 
 /// Logs what a Laravel `.env` needs, never a configured secret.

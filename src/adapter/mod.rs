@@ -229,6 +229,13 @@ impl Adapter {
         }
     }
 
+    /// The set of apps or their settings changed (reload).
+    pub fn apps_changed(&self) {
+        if let Adapter::Redis(redis) = self {
+            redis.apps_changed();
+        }
+    }
+
     /// Removes this node's share of the cluster state (graceful shutdown).
     pub async fn shutdown(&self) {
         if let Adapter::Redis(redis) = self {

@@ -156,6 +156,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<String>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<String>,
+    /// Log level or filter (`info`, `debug`, `herald=debug,info`), applied
+    /// again on reload; `HERALD_LOG` / `RUST_LOG` win over it.
+    pub log_level: String,
 }
 
 impl Default for ServerConfig {
@@ -178,13 +181,14 @@ impl Default for ServerConfig {
             http_session_timeout: 10,
             tls_cert: None,
             tls_key: None,
+            log_level: "info".into(),
         }
     }
 }
 
 /// One application: credentials, switches and limits (Pusher's values by
 /// default; 0 means unlimited where noted).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppConfig {
     pub id: String,
@@ -532,6 +536,8 @@ impl Config {
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
         positive("server.request_body_timeout", s.request_body_timeout)?;
         positive("server.http_session_timeout", s.http_session_timeout)?;
+        tracing_subscriber::EnvFilter::try_new(&s.log_level)
+            .map_err(|e| invalid("server.log_level", e.to_string()))?;
         match (&s.tls_cert, &s.tls_key) {
             (Some(cert), Some(key)) => {
                 for (name, path) in [("server.tls_cert", cert), ("server.tls_key", key)] {

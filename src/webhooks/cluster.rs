@@ -11,7 +11,6 @@
 //! Entries a dead node had read and not acknowledged are claimed by a
 //! survivor (`adapter::redis::node`) and show up here as this node's own.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,55 +35,51 @@ pub struct Outbox {
     pub client: redis::Client,
     /// This node's id: its consumer name in every group.
     pub node: String,
-    /// The outbox stream of each app id.
-    pub streams: HashMap<String, String>,
+    /// The outbox stream of an app id.
+    pub stream_of: Box<dyn Fn(&str) -> String + Send + Sync>,
 }
 
-/// Runs every app's writer and URL consumers until the process ends.
-pub(super) async fn run(outbox: Outbox, apps: Vec<AppQueue>, http: awc::Client) {
-    let redis = loop {
-        match ConnectionManager::new(outbox.client.clone()).await {
-            Ok(redis) => break redis,
-            Err(e) => {
-                warn!("webhooks: cannot reach Redis yet ({e}); retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
-    let mut tasks = Vec::new();
-    for (app, targets, events) in apps {
-        let Some(stream) = outbox.streams.get(&app.id).cloned() else {
+/// Starts one app's writer and URL consumers (on the delivery thread).
+/// They end when the app's sink is replaced (reload).
+pub(super) fn start_app(outbox: Arc<Outbox>, queue: AppQueue, http: awc::Client) {
+    let (app, targets, events) = queue;
+    let stream = (outbox.stream_of)(&app.id);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    for target in targets {
+        let Some(own) = blocking_connection(&outbox.client) else {
             continue;
         };
-        for target in targets {
-            let Some(own) = blocking_connection(&outbox.client).await else {
-                continue;
-            };
-            let consumer = Consumer {
-                app: app.clone(),
-                target,
-                stream: stream.clone(),
-                node: outbox.node.clone(),
-                redis: own,
-                http: http.clone(),
-            };
-            tasks.push(actix_web::rt::spawn(consumer.run()));
-        }
-        tasks.push(actix_web::rt::spawn(write(
-            app,
-            stream,
-            events,
-            redis.clone(),
-        )));
+        let consumer = Consumer {
+            app: app.clone(),
+            target,
+            stream: stream.clone(),
+            node: outbox.node.clone(),
+            redis: own,
+            http: http.clone(),
+        };
+        let stop = stop.clone();
+        actix_web::rt::spawn(async move {
+            tokio::select! {
+                () = consumer.run() => {}
+                () = stop.notified() => {}
+            }
+        });
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    let Some(redis) = blocking_connection(&outbox.client) else {
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        write(app, stream, events, redis).await;
+        // The sink was replaced: the consumers of the old settings stop
+        // (what they had read and not delivered is read again by the new
+        // ones, from this node's pending entries).
+        stop.notify_waiters();
+    });
 }
 
 /// A connection of its own for a consumer, whose reads block for up to
 /// [`BLOCK`] (connected lazily: Redis may be down at start).
-async fn blocking_connection(client: &redis::Client) -> Option<ConnectionManager> {
+fn blocking_connection(client: &redis::Client) -> Option<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(BLOCK * 3))
         .set_connection_timeout(Some(Duration::from_secs(2)));

@@ -51,36 +51,28 @@ impl Idle {
     }
 }
 
-/// Runs every app's delivery until the process ends.
-pub(super) async fn run(apps: Vec<AppQueue>, http: awc::Client, idle: Arc<Idle>) {
-    let mut tasks = Vec::new();
-    for (app, targets, events) in apps {
-        let mut queues = Vec::new();
-        for target in targets {
-            let (queue, receiver) = mpsc::channel(app.webhook_max_pending);
-            tasks.push(actix_web::rt::spawn(send_queue(
-                app.clone(),
-                target.clone(),
-                receiver,
-                http.clone(),
-                idle.clone(),
-            )));
-            queues.push(Queue {
-                target,
-                sender: queue,
-                dropped: 0,
-            });
-        }
-        tasks.push(actix_web::rt::spawn(dispatch(
-            app,
-            events,
-            queues,
+/// Starts one app's delivery (on the delivery thread): a task per URL
+/// and the dispatcher. They end when the app's sink is replaced (reload)
+/// and what was queued is sent.
+pub(super) fn start_app(queue: AppQueue, http: awc::Client, idle: Arc<Idle>) {
+    let (app, targets, events) = queue;
+    let mut queues = Vec::new();
+    for target in targets {
+        let (queue, receiver) = mpsc::channel(app.webhook_max_pending);
+        actix_web::rt::spawn(send_queue(
+            app.clone(),
+            target.clone(),
+            receiver,
+            http.clone(),
             idle.clone(),
-        )));
+        ));
+        queues.push(Queue {
+            target,
+            sender: queue,
+            dropped: 0,
+        });
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    actix_web::rt::spawn(dispatch(app, events, queues, idle));
 }
 
 /// One URL's queue, as the dispatcher sees it.
@@ -136,7 +128,11 @@ async fn dispatch(
                     debouncer.release_all().into_iter().for_each(&mut enqueue);
                     let _ = done.send(());
                 }
-                None => return,
+                // Replaced by a reload: what is held goes out now.
+                None => {
+                    debouncer.release_all().into_iter().for_each(&mut enqueue);
+                    return;
+                }
             },
             _ = sleep_until(next_due), if next_due.is_some() => {
                 debouncer.due(Instant::now().into_std()).into_iter().for_each(&mut enqueue);

@@ -22,7 +22,9 @@ pub mod request;
 mod target;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +33,7 @@ use tracing::warn;
 pub use self::cluster::Outbox;
 pub use self::event::{Event, Kind, KindSet};
 pub use self::target::{group_name, Target};
-use crate::hub::Hub;
+use crate::hub::{AppHub, Hub};
 use crate::metrics::METRICS;
 
 /// What a sink carries to the delivery side.
@@ -53,7 +55,7 @@ type AppQueue = (
 /// pending limit events are dropped, counted and logged.
 #[derive(Debug, Default)]
 pub struct Sink {
-    inner: OnceLock<SinkInner>,
+    inner: ArcSwapOption<SinkInner>,
 }
 
 #[derive(Debug)]
@@ -68,12 +70,16 @@ impl Sink {
     /// Whether any URL of the app takes `kind` (so callers build nothing
     /// for events nobody wants).
     pub fn wants(&self, kind: Kind) -> bool {
-        self.inner.get().is_some_and(|s| s.wants.contains(kind))
+        self.inner
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.wants.contains(kind))
     }
 
     /// Reports an event of `kind`, built by `make` only when wanted.
     pub fn emit(&self, kind: Kind, make: impl FnOnce() -> Event) {
-        let Some(sink) = self.inner.get().filter(|s| s.wants.contains(kind)) else {
+        let sink = self.inner.load();
+        let Some(sink) = sink.as_ref().filter(|s| s.wants.contains(kind)) else {
             return;
         };
         if sink.sender.try_send(Message::Event(make())).is_err() {
@@ -91,23 +97,29 @@ impl Sink {
     /// Webhook events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner
-            .get()
+            .load()
+            .as_ref()
             .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 
     fn attach(&self, app: &str, wants: KindSet, capacity: usize) -> mpsc::Receiver<Message> {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        let _ = self.inner.set(SinkInner {
+        self.inner.store(Some(Arc::new(SinkInner {
             wants,
             sender,
             dropped: AtomicU64::new(0),
             app: app.to_owned(),
-        });
+        })));
         receiver
     }
 
+    /// No webhooks any more (reload).
+    fn detach(&self) {
+        self.inner.store(None);
+    }
+
     async fn flush(&self) {
-        let Some(sink) = self.inner.get() else {
+        let Some(sink) = self.inner.load_full() else {
             return;
         };
         let (done, flushed) = oneshot::channel();
@@ -120,51 +132,59 @@ impl Sink {
 /// The running webhook service.
 pub struct Webhooks {
     hub: Arc<Hub>,
-    idle: Option<Arc<local::Idle>>,
+    /// Events queued or being sent (single node; shutdown waits for none).
+    idle: Arc<local::Idle>,
+    outbox: Option<Arc<Outbox>>,
+    /// The delivery thread: awc's client is not `Send`, and webhook I/O
+    /// must not share a worker with clients.
+    thread: actix_rt::ArbiterHandle,
 }
 
 impl Webhooks {
-    /// Attaches a sink to every app that has webhooks and starts their
-    /// delivery on a thread of its own; `outbox` selects cluster mode.
-    pub fn start(hub: Arc<Hub>, outbox: Option<Outbox>) -> std::io::Result<Webhooks> {
-        let mut apps = Vec::new();
-        for app in hub
-            .apps()
-            .into_iter()
-            .filter(|a| !a.app().webhooks.is_empty())
-        {
-            let targets: Vec<Arc<Target>> = app
-                .app()
-                .webhooks
-                .iter()
-                .map(|w| Arc::new(Target::new(w, &app.app())))
-                .collect();
-            let wants = targets
-                .iter()
-                .fold(KindSet::default(), |s, t| s.union(t.kinds));
-            let receiver = app
-                .webhooks
-                .attach(app.id(), wants, app.app().webhook_max_pending);
-            apps.push((app.app().clone(), targets, receiver));
+    /// Starts the delivery thread and every app's delivery; `outbox`
+    /// selects cluster mode.
+    pub fn start(hub: Arc<Hub>, outbox: Option<Outbox>) -> Webhooks {
+        let arbiter = actix_rt::Arbiter::new();
+        let webhooks = Webhooks {
+            thread: arbiter.handle(),
+            hub,
+            idle: Arc::default(),
+            outbox: outbox.map(Arc::new),
+        };
+        for app in webhooks.hub.apps() {
+            webhooks.attach(&app);
         }
-        let idle = (outbox.is_none()).then(|| Arc::new(local::Idle::default()));
-        if apps.is_empty() {
-            return Ok(Webhooks { hub, idle: None });
+        webhooks
+    }
+
+    /// Starts delivering `app`'s webhooks with its current settings; after
+    /// a reload, the previous delivery ends once what it had is sent.
+    pub fn attach(&self, app: &Arc<AppHub>) {
+        let config = app.app().clone();
+        if config.webhooks.is_empty() {
+            app.webhooks.detach();
+            return;
         }
-        let local_idle = idle.clone();
-        std::thread::Builder::new()
-            .name("herald-webhooks".into())
-            .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
-                    let http = target::client();
-                    match (outbox, local_idle) {
-                        (Some(outbox), _) => cluster::run(outbox, apps, http).await,
-                        (None, Some(idle)) => local::run(apps, http, idle).await,
-                        (None, None) => {}
-                    }
-                })
-            })?;
-        Ok(Webhooks { hub, idle })
+        let targets: Vec<Arc<Target>> = config
+            .webhooks
+            .iter()
+            .map(|w| Arc::new(Target::new(w, &config)))
+            .collect();
+        let wants = targets
+            .iter()
+            .fold(KindSet::default(), |s, t| s.union(t.kinds));
+        let receiver = app
+            .webhooks
+            .attach(app.id(), wants, config.webhook_max_pending);
+        let queue = (config, targets, receiver);
+        let (idle, outbox) = (self.idle.clone(), self.outbox.clone());
+        self.thread.spawn_fn(move || {
+            let http = target::client();
+            match outbox {
+                Some(outbox) => cluster::start_app(outbox, queue, http),
+                None => local::start_app(queue, http, idle),
+            }
+        });
     }
 
     /// Shutdown: single node, delivers what is pending (departures held
@@ -175,8 +195,8 @@ impl Webhooks {
             for app in self.hub.apps() {
                 app.webhooks.flush().await;
             }
-            if let Some(idle) = &self.idle {
-                idle.wait().await;
+            if self.outbox.is_none() {
+                self.idle.wait().await;
             }
         };
         if tokio::time::timeout(timeout, drained).await.is_err() {

@@ -163,6 +163,20 @@ impl Server {
         }
     }
 
+    /// The config file the server was started with.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self._config.as_ref().map(|c| c.path())
+    }
+
+    /// Waits until the server logged a line containing `text` (at least
+    /// `count` such lines in all).
+    pub async fn logged(&self, text: &str, count: usize) {
+        eventually(&format!("the server logs {text:?}"), || async {
+            self.log_lines().iter().filter(|l| l.contains(text)).count() >= count
+        })
+        .await;
+    }
+
     /// The lines the server logged so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

@@ -51,13 +51,21 @@ struct Script {
 
 pub struct Receiver {
     pub port: u16,
+    /// The app whose key and signature the requests must carry.
+    key: String,
+    secret: String,
     requests: mpsc::UnboundedReceiver<Hook>,
     script: Arc<Mutex<Script>>,
 }
 
 impl Receiver {
-    /// Starts a receiver that answers 200.
+    /// Starts a receiver for the default app that answers 200.
     pub async fn start() -> Receiver {
+        Receiver::for_app(KEY, SECRET).await
+    }
+
+    /// Starts a receiver for the app with `key` and `secret`.
+    pub async fn for_app(key: &str, secret: &str) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (sender, requests) = mpsc::unbounded_channel();
@@ -73,6 +81,8 @@ impl Receiver {
         });
         Receiver {
             port,
+            key: key.to_owned(),
+            secret: secret.to_owned(),
             requests,
             script,
         }
@@ -104,13 +114,10 @@ impl Receiver {
             hook.headers.get("content-type").map(String::as_str),
             Some("application/json")
         );
-        assert_eq!(
-            hook.headers.get("x-pusher-key").map(String::as_str),
-            Some(KEY)
-        );
+        assert_eq!(hook.headers.get("x-pusher-key"), Some(&self.key));
         assert_eq!(
             hook.headers.get("x-pusher-signature"),
-            Some(&herald::auth::sign(SECRET, hook.body.as_bytes())),
+            Some(&herald::auth::sign(&self.secret, hook.body.as_bytes())),
             "signature of {}",
             hook.body
         );

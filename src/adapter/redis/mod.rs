@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytestring::ByteString;
 use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -34,7 +35,7 @@ use tracing::warn;
 
 use self::keys::Keys;
 use self::relay::{Command, Envelope};
-use self::scripts::{Announce, Hooks, Joined, Scripts, NO_HOOKS};
+use self::scripts::{no_hooks, Announce, Hooks, Joined, Scripts};
 use self::writer::{Write, Writer};
 use super::{throttle_count, AdapterError, AdapterResult, LocalRules};
 use crate::config::ClusterConfig;
@@ -88,7 +89,8 @@ struct Inner {
     counts_dirty: std::sync::Mutex<HashMap<String, bool>>,
     /// Where the scripts put each app's webhooks (apps without any have
     /// none here).
-    hooks: HashMap<String, Hooks>,
+    /// (Replaced when a reload changes the apps.)
+    hooks: ArcSwap<HashMap<String, Arc<Hooks>>>,
     /// The count last announced per channel, and when.
     count_sent: DashMap<String, (usize, std::time::Instant)>,
     /// The heartbeat task, stopped before the node leaves the cluster so
@@ -134,12 +136,7 @@ impl RedisAdapter {
             epoch: std::sync::Mutex::new(None),
             dirty: state::DirtyCounts::default(),
             counts_dirty: std::sync::Mutex::default(),
-            hooks: hub
-                .apps()
-                .into_iter()
-                .filter(|app| !app.app().webhooks.is_empty())
-                .map(|app| (app.id().to_owned(), keys.hooks(&app.app())))
-                .collect(),
+            hooks: ArcSwap::from_pointee(hooks_of(&hub, &keys)),
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
         });
@@ -179,13 +176,19 @@ impl RedisAdapter {
         crate::webhooks::Outbox {
             client: self.client.clone(),
             node: self.inner.keys.node.clone(),
-            streams: self
-                .inner
-                .hooks
-                .iter()
-                .map(|(app, hooks)| (app.clone(), hooks.stream.clone()))
-                .collect(),
+            stream_of: {
+                let keys = self.inner.keys.clone();
+                Box::new(move |app| keys.webhooks(app))
+            },
         }
+    }
+
+    /// The apps changed (reload): the scripts' webhook settings follow.
+    pub fn apps_changed(&self) {
+        let inner = &self.inner;
+        inner
+            .hooks
+            .store(Arc::new(hooks_of(&inner.hub, &inner.keys)));
     }
 
     /// This node's id in the cluster.
@@ -273,10 +276,10 @@ impl Inner {
     }
 
     /// Where the scripts put `app`'s webhooks about `channel`.
-    fn hooks(&self, app: &str, channel: &str) -> &Hooks {
-        match self.hooks.get(app) {
-            Some(hooks) if channel != ONLINE => hooks,
-            _ => &NO_HOOKS,
+    fn hooks(&self, app: &str, channel: &str) -> Arc<Hooks> {
+        match self.hooks.load().get(app) {
+            Some(hooks) if channel != ONLINE => hooks.clone(),
+            _ => no_hooks(),
         }
     }
 
@@ -656,6 +659,15 @@ impl Inner {
             })
             .collect())
     }
+}
+
+/// Where the scripts put the webhooks of each app that has some.
+fn hooks_of(hub: &Hub, keys: &Keys) -> HashMap<String, Arc<Hooks>> {
+    hub.apps()
+        .into_iter()
+        .filter(|app| !app.app().webhooks.is_empty())
+        .map(|app| (app.id().to_owned(), Arc::new(keys.hooks(&app.app()))))
+        .collect()
 }
 
 /// Runs a cluster task, and runs it again if it panics: a node must not go

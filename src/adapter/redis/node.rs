@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use tracing::{info, warn};
 
 use super::keys::Keys;
-use super::scripts::{Announce, NO_HOOKS};
+use super::scripts::{no_hooks, Announce};
 use super::{Inner, ONLINE};
 use crate::hub::AppHub;
 
@@ -187,7 +187,7 @@ async fn tend_outbox(inner: &Inner, live: &HashSet<&String>) -> redis::RedisResu
         if hooks.stream.is_empty() {
             continue;
         }
-        inner.scripts.promote(&mut redis, hooks).await?;
+        inner.scripts.promote(&mut redis, &hooks).await?;
         for webhook in &app.app().webhooks {
             let group = crate::webhooks::group_name(webhook);
             take_over(inner, &hooks.stream, &group, live).await?;
@@ -296,7 +296,7 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
                 &inner.keys.subscriptions(app_id, node),
                 &inner.keys.occupancy(app_id),
                 &[],
-                inner.hooks(app_id, ""),
+                &inner.hooks(app_id, ""),
             )
             .await?;
     }
@@ -328,7 +328,7 @@ async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
         let hooks = if announce {
             inner.hooks(app_id, "")
         } else {
-            &NO_HOOKS
+            no_hooks()
         };
         inner
             .scripts
@@ -337,7 +337,7 @@ async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
                 &inner.keys.subscriptions(app_id, node),
                 &inner.keys.occupancy(app_id),
                 &counts,
-                hooks,
+                &hooks,
             )
             .await?;
         let mut pipe = redis::pipe();
@@ -403,7 +403,7 @@ async fn rebuild_presence(
         let hooks = if announce {
             inner.hooks(app.id(), &channel)
         } else {
-            &NO_HOOKS
+            no_hooks()
         };
         let announcement = Announce {
             relay: &relay,

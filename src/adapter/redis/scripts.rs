@@ -7,6 +7,8 @@
 //! sockets on that node), which is what lets survivors subtract a dead
 //! node's share and a node rewrite its own after an outage.
 
+use std::sync::Arc;
+
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
@@ -300,7 +302,7 @@ pub struct Announce<'a> {
     pub origin: &'a str,
     pub app: &'a str,
     pub channel: &'a str,
-    pub hooks: &'a Hooks,
+    pub hooks: Arc<Hooks>,
 }
 
 /// Where the scripts put the webhooks they decide (see [`HOOKS`]).
@@ -315,12 +317,10 @@ pub struct Hooks {
 
 /// No webhooks (also for changes that were reported before, replayed into
 /// a restarted Redis).
-pub static NO_HOOKS: Hooks = Hooks {
-    stream: String::new(),
-    held: String::new(),
-    debounce_ms: 0,
-    max_len: 0,
-};
+pub fn no_hooks() -> Arc<Hooks> {
+    static NONE: std::sync::LazyLock<Arc<Hooks>> = std::sync::LazyLock::new(Arc::default);
+    NONE.clone()
+}
 
 impl Hooks {
     fn args(&self, invocation: &mut redis::ScriptInvocation<'_>) {

@@ -81,7 +81,7 @@ pub async fn writer(inner: Arc<Inner>) {
                         &inner.keys.occupancy(app),
                         channel,
                         count,
-                        inner.hooks(app, channel),
+                        &inner.hooks(app, channel),
                     );
                 }
                 Dirty::Connections { app } => {
