@@ -8,6 +8,7 @@ pub mod adapter;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod fallback;
 pub mod http_error;
 pub mod hub;

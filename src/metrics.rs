@@ -259,7 +259,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Transport::WebSocket => "ws",
             Transport::Http => "http",

@@ -20,7 +20,7 @@ use crate::support::peer::PeerSocket;
 use crate::support::per_address::PerAddress;
 use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
-use crate::{api, fallback, ws};
+use crate::{api, console, fallback, ws};
 
 /// How long sessions get to say goodbye and leave their channels on shutdown.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
@@ -61,14 +61,25 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         _ => None,
     };
     let data = web::Data::new(state.clone());
+    let console = config
+        .console
+        .token
+        .clone()
+        .map(|token| web::Data::new(console::Token(token)));
+    if console.is_some() {
+        info!("live console at /console (it asks for the console token)");
+    }
     let http_sessions = web::Data::new(HttpSessions::new(&config.server));
     let sessions = http_sessions.clone();
     let server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(data.clone())
             .app_data(sessions.clone())
-            .configure(routes)
-            .default_service(web::to(not_found))
+            .configure(routes);
+        if let Some(token) = &console {
+            app = app.app_data(token.clone()).configure(console::routes);
+        }
+        app.default_service(web::to(not_found))
     })
     .disable_signals()
     // Remembers each accepted socket, so that a finished WebSocket session

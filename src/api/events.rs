@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use super::channels::{stats_json, Info};
 use super::{json_body, HttpError, HttpResult, Signed};
+use crate::adapter::Adapter;
 use crate::config::AppConfig;
+use crate::hub::AppHub;
 use crate::protocol::channel::validate_channel_name;
 use crate::protocol::{messages, ChannelKind, ChannelType, SocketId};
 
@@ -100,18 +102,35 @@ pub(super) async fn trigger_batch(signed: Signed) -> HttpResult<actix_web::HttpR
 /// Queues the event on each channel: one frame per channel, shared by all
 /// of that channel's subscribers; cache channels keep it.
 fn publish(signed: &Signed, event: &Event) {
-    let adapter = &signed.state.adapter;
+    publish_on(&signed.state.adapter, &signed.app, event);
+}
+
+/// The live console's test event: the body of `POST /events`, checked and
+/// published the same way.
+pub(crate) fn publish_test_event(adapter: &Adapter, app: &AppHub, body: &[u8]) -> HttpResult<()> {
+    let body: EventBody = json_body(body)?;
+    let event = validate(&app.app(), body)?;
+    publish_on(adapter, app, &event);
+    Ok(())
+}
+
+fn publish_on(adapter: &Adapter, app: &AppHub, event: &Event) {
+    app.console.report(|| {
+        serde_json::json!({
+            "type": "api_event", "channels": event.channels, "event": event.name, "data": event.data,
+        })
+    });
     for channel in &event.channels {
         let kind = ChannelType::of(channel);
-        if kind.kind != ChannelKind::ServerToUser && signed.app.history.enabled() {
-            adapter.record(&signed.app, channel, &event.name, &event.data);
+        if kind.kind != ChannelKind::ServerToUser && app.history.enabled() {
+            adapter.record(app, channel, &event.name, &event.data);
         }
         let frame = messages::frame(&event.name, Some(channel), &event.data);
-        signed.app.metrics.events_published.inc();
+        app.metrics.events_published.inc();
         if kind.cached {
-            adapter.publish_cached(&signed.app, channel, frame, event.except);
+            adapter.publish_cached(app, channel, frame, event.except);
         } else {
-            adapter.publish(&signed.app, channel, frame, event.except);
+            adapter.publish(app, channel, frame, event.except);
         }
     }
 }

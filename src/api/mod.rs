@@ -3,7 +3,7 @@
 //! signature checked) before doing anything.
 
 mod channels;
-mod events;
+pub(crate) mod events;
 mod poll;
 pub mod signature;
 mod users;

@@ -53,7 +53,17 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub console: ConsoleConfig,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
+}
+
+/// The live debug console at `/console`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Turns the console on; the page asks for it.
+    pub token: Option<String>,
 }
 
 /// The Prometheus listener.
@@ -473,6 +483,9 @@ impl Config {
         if let Some(key) = env.var("HERALD_TLS_KEY") {
             self.server.tls_key = Some(key);
         }
+        if let Some(token) = env.var("HERALD_CONSOLE_TOKEN") {
+            self.console.token = Some(token);
+        }
         if let Some(port) = env.var("HERALD_METRICS_PORT") {
             self.metrics.port = port.parse().map_err(|_| {
                 invalid(
@@ -536,6 +549,12 @@ impl Config {
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
         positive("server.request_body_timeout", s.request_body_timeout)?;
         positive("server.http_session_timeout", s.http_session_timeout)?;
+        if self.console.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid(
+                "console.token",
+                "must be at least 16 characters (it guards a view of all traffic)",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&s.log_level)
             .map_err(|e| invalid("server.log_level", e.to_string()))?;
         match (&s.tls_cert, &s.tls_key) {

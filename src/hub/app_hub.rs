@@ -20,6 +20,7 @@ use super::member_order::MemberOrder;
 use super::presence::{MemberInfo, Roster};
 use super::rules::{ChannelRules, SubscribeError};
 use crate::config::AppConfig;
+use crate::console::Feed;
 use crate::metrics::AppMetrics;
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::{messages, ChannelType, Close, SocketId};
@@ -119,6 +120,8 @@ pub struct AppHub {
     pub webhooks: Sink,
     /// This app's hot-path counters.
     pub metrics: AppMetrics,
+    /// What a live console of this app sees.
+    pub console: Arc<Feed>,
 }
 
 impl AppHub {
@@ -130,6 +133,7 @@ impl AppHub {
             emptied: tokio::sync::Notify::new(),
             webhooks: Sink::default(),
             metrics: AppMetrics::new(&app.id),
+            console: Arc::default(),
             id: app.id.as_str().into(),
             config: ArcSwap::new(app),
             channels: DashMap::new(),

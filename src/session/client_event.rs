@@ -22,6 +22,12 @@ impl Session {
                     .adapter
                     .publish(&self.app, channel, frame, Some(self.conn.socket_id));
                 self.app.metrics.client_events.inc();
+                self.app.console.report(|| {
+                    serde_json::json!({
+                        "type": "client_event", "socket_id": self.socket_id, "channel": channel,
+                        "event": message.event, "data": data, "user_id": user_id.as_deref(),
+                    })
+                });
                 self.app.webhooks.emit(Kind::ClientEvent, || {
                     Event::client_event(
                         channel,

@@ -61,6 +61,12 @@ impl Session {
     fn start(ctx: Context, app: Arc<AppHub>, conn: Arc<Connection>, transport: Transport) -> Self {
         let rate = app.app().client_event_rate;
         app.metrics.opened(transport);
+        app.console.report(|| {
+            serde_json::json!({
+                "type": "connection", "state": "opened", "socket_id": conn.socket_id.to_string(),
+                "transport": transport.label(),
+            })
+        });
         tracing::debug!(app = %app.id(), socket = %conn.socket_id, ?transport, "connection opened");
         conn.send(messages::connection_established(
             conn.socket_id,
@@ -138,6 +144,13 @@ impl Session {
     pub async fn leave_everything(&mut self, close: Option<Close>) {
         let code = close.map(|c| c.code);
         self.app.metrics.closed(self.transport, code);
+        self.app.console.report(|| {
+            serde_json::json!({
+                "type": "connection", "state": "closed", "socket_id": self.socket_id,
+                "transport": self.transport.label(), "code": code,
+                "reason": close.map(|c| c.reason),
+            })
+        });
         tracing::debug!(
             app = %self.app.id(),
             socket = %self.conn.socket_id,

@@ -99,6 +99,12 @@ impl Session {
             .await;
         match subscribed {
             Ok(_) => {
+                self.app.console.report(|| {
+                    serde_json::json!({
+                        "type": "subscribed", "socket_id": self.socket_id, "channel": name,
+                        "user_id": user_id.as_deref(),
+                    })
+                });
                 self.channels.entry(name.to_owned()).or_insert(user_id);
             }
             Err(e @ SubscribeError::MemberLimit(_)) => self.refuse(
@@ -127,6 +133,11 @@ impl Session {
                 .adapter
                 .unsubscribe(&self.app, self.conn.socket_id, &data.channel)
                 .await;
+            self.app.console.report(|| {
+                serde_json::json!({
+                    "type": "unsubscribed", "socket_id": self.socket_id, "channel": data.channel,
+                })
+            });
         }
     }
 
@@ -140,6 +151,12 @@ impl Session {
             reason = %refusal.message,
             "subscription refused"
         );
+        self.app.console.report(|| {
+            serde_json::json!({
+                "type": "subscription_refused", "socket_id": self.socket_id, "channel": channel,
+                "reason": refusal.message,
+            })
+        });
         self.conn.send(messages::subscription_error(
             channel,
             refusal.kind,

@@ -168,7 +168,7 @@ impl Webhooks {
         let targets: Vec<Arc<Target>> = config
             .webhooks
             .iter()
-            .map(|w| Arc::new(Target::new(w, &config)))
+            .map(|w| Arc::new(Target::new(w, &config, app.console.clone())))
             .collect();
         let wants = targets
             .iter()

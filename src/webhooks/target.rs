@@ -1,6 +1,7 @@
 //! One webhook URL: which events it takes, and sending a request to it
 //! until it answers 2xx or the retry time is up.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
@@ -10,6 +11,7 @@ use tracing::{debug, warn};
 use super::event::{Event, Kind, KindSet};
 use super::request::{retry_delay, Request};
 use crate::config::{AppConfig, WebhookConfig};
+use crate::console::Feed;
 use crate::metrics::METRICS;
 
 /// How much of an answer's body is read (and thrown away) so that the
@@ -26,6 +28,8 @@ pub struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The cluster's consumer group for this URL.
     pub group: String,
+    /// The app's live console (webhooks sent and dropped show there).
+    console: Arc<Feed>,
 }
 
 impl Target {
@@ -33,7 +37,7 @@ impl Target {
     /// `subscription_count` only when the app counts subscriptions
     /// (`subscription_count = true`), as on Pusher; listing it sends it
     /// anyway.
-    pub fn new(config: &WebhookConfig, app: &AppConfig) -> Target {
+    pub fn new(config: &WebhookConfig, app: &AppConfig, console: Arc<Feed>) -> Target {
         let mut kinds = KindSet::named(&config.event_types);
         if config.event_types.is_empty() && !app.subscription_count {
             kinds = kinds.without(Kind::SubscriptionCount);
@@ -55,6 +59,7 @@ impl Target {
                 })
                 .collect(),
             group: group_name(config),
+            console,
         }
     }
 
@@ -88,6 +93,7 @@ impl Target {
             match self.attempt(http, app, request).await {
                 Ok(()) => {
                     METRICS.webhooks_sent.with_label_values(&[&app.id]).inc();
+                    self.report(request, "delivered", attempt + 1);
                     return true;
                 }
                 Err(why) => {
@@ -97,6 +103,7 @@ impl Target {
                             .webhooks_dropped
                             .with_label_values(&[app.id.as_str(), "retries"])
                             .inc_by(request.names.len() as u64);
+                        self.report(request, "dropped", attempt + 1);
                         warn!(
                             app = %app.id,
                             url = self.shown(),
@@ -113,6 +120,15 @@ impl Target {
                 }
             }
         }
+    }
+
+    fn report(&self, request: &Request, outcome: &str, attempts: u32) {
+        self.console.report(|| {
+            serde_json::json!({
+                "type": "webhook", "url": self.shown(), "events": request.names,
+                "outcome": outcome, "attempts": attempts,
+            })
+        });
     }
 
     async fn attempt(
@@ -184,7 +200,7 @@ mod tests {
         config.channel_prefix = Some("presence-".into());
         config.channel_suffix = Some(".1".into());
         let app = AppConfig::new("1", "k", "s");
-        let target = Target::new(&config, &app);
+        let target = Target::new(&config, &app, Arc::default());
         assert!(target.accepts(&Event::member_added("presence-room.1", "u")));
         assert!(!target.accepts(&Event::member_added("presence-room.2", "u")));
         assert!(!target.accepts(&Event::member_removed("presence-room.1", "u")));
@@ -195,11 +211,16 @@ mod tests {
             target.group,
             Target::new(
                 &WebhookConfig::all_events("http://x/hook?token=secret"),
-                &app
+                &app,
+                Arc::default(),
             )
             .group
         );
-        let all = Target::new(&WebhookConfig::all_events("http://x/"), &app);
+        let all = Target::new(
+            &WebhookConfig::all_events("http://x/"),
+            &app,
+            Arc::default(),
+        );
         assert!(!all.kinds.contains(Kind::SubscriptionCount));
         assert!(all.kinds.contains(Kind::ClientEvent));
     }

@@ -1,0 +1,68 @@
+//! What a live console sees of one app: a broadcast of small JSON events
+//! (connections, subscriptions, published and client events, webhooks).
+//! Reporting costs one atomic read while no console is open: nothing is
+//! built unless somebody listens.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::support::clock::unix_millis;
+
+/// Events kept for a console that reads slowly; beyond, it is told how
+/// many it missed.
+const BACKLOG: usize = 1024;
+
+/// One app's console feed.
+#[derive(Debug)]
+pub struct Feed {
+    sender: broadcast::Sender<Arc<str>>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Feed {
+            sender: broadcast::channel(BACKLOG).0,
+        }
+    }
+}
+
+impl Feed {
+    /// Whether a console is open on this app.
+    pub fn watched(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    /// Reports an event, built by `make` only while a console watches.
+    pub fn report(&self, make: impl FnOnce() -> Value) {
+        if !self.watched() {
+            return;
+        }
+        let mut event = make();
+        event["time_ms"] = Value::from(unix_millis());
+        let _ = self.sender.send(event.to_string().into());
+    }
+
+    pub fn listen(&self) -> broadcast::Receiver<Arc<str>> {
+        self.sender.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_built_while_nobody_listens() {
+        let feed = Feed::default();
+        feed.report(|| panic!("built without a listener"));
+        let mut console = feed.listen();
+        feed.report(|| serde_json::json!({"type": "x"}));
+        let got = console.try_recv().expect("an event");
+        assert!(
+            got.contains(r#""type":"x""#) && got.contains("time_ms"),
+            "{got}"
+        );
+    }
+}

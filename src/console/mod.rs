@@ -1,0 +1,178 @@
+//! The live debug console at `/console`: a page served by Herald itself
+//! (plain HTML, CSS and JavaScript, no build step) and the small API behind
+//! it. Off unless `[console] token` is set; every API call carries the
+//! token in an `Authorization: Bearer` header (the page asks for it and
+//! never puts it in a URL).
+//!
+//! Per app: a live stream of what happens (`feed`), the occupied channels
+//! with their counts and presence members, and sending a test event. The
+//! stream is pushed as server-sent events over one long response, and
+//! costs nothing while no console is open.
+
+mod feed;
+
+pub use feed::Feed;
+
+use std::time::Duration;
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::stream;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::api::events::publish_test_event;
+use crate::http_error::{HttpError, HttpResult};
+use crate::hub::AppHub;
+use crate::protocol::ChannelType;
+use crate::state::State;
+
+/// The console's token, as configured.
+pub struct Token(pub String);
+
+/// A comment line sent this often keeps proxies from closing an idle stream.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Channels listed at most (the busiest deployments have more).
+const MAX_LISTED: usize = 500;
+
+/// Presence members listed per channel at most.
+const MAX_MEMBERS: usize = 100;
+
+/// Registers `/console` and its API (only called when a token is set).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/console", web::get().to(page)).service(
+        web::scope("/console/api")
+            .route("/apps", web::get().to(apps))
+            .route("/apps/{app_id}/channels", web::get().to(channels))
+            .route("/apps/{app_id}/stream", web::get().to(stream_events))
+            .route("/apps/{app_id}/events", web::post().to(send_event)),
+    );
+}
+
+async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .body(include_str!("page.html"))
+}
+
+/// Checks the bearer token in constant time.
+fn authorize(req: &HttpRequest) -> HttpResult<()> {
+    let expected = req
+        .app_data::<web::Data<Token>>()
+        .ok_or_else(|| HttpError::NotFound("Not found".into()))?;
+    let given = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if equal(given.as_bytes(), expected.0.as_bytes()) {
+        Ok(())
+    } else {
+        Err(HttpError::Unauthorized(
+            "A valid console token is required".into(),
+        ))
+    }
+}
+
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn app_of(state: &State, req: &HttpRequest) -> HttpResult<std::sync::Arc<AppHub>> {
+    authorize(req)?;
+    let id = req.match_info().get("app_id").unwrap_or_default();
+    state
+        .hub
+        .by_id(id)
+        .ok_or_else(|| HttpError::NotFound(format!("Unknown app {id:?}")))
+}
+
+async fn apps(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpResponse> {
+    authorize(&req)?;
+    let mut ids: Vec<String> = state.hub.apps().iter().map(|a| a.id().to_owned()).collect();
+    ids.sort();
+    Ok(HttpResponse::Ok().json(json!({ "apps": ids })))
+}
+
+/// Occupied channels (cluster-wide in cluster mode) with their counts, and
+/// the members of presence channels.
+async fn channels(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpResponse> {
+    let app = app_of(&state, &req)?;
+    let mut channels = state.adapter.channels(&app, None).await?;
+    channels.sort_by(|a, b| a.0.cmp(&b.0));
+    let total = channels.len();
+    let mut listed = Vec::new();
+    for (name, stats) in channels.into_iter().take(MAX_LISTED) {
+        let members = if ChannelType::of(&name).is_presence() {
+            let mut users = state.adapter.channel_users(&app, &name).await?;
+            users.sort();
+            users.truncate(MAX_MEMBERS);
+            Some(users)
+        } else {
+            None
+        };
+        listed.push(json!({
+            "name": name,
+            "subscription_count": stats.subscription_count,
+            "user_count": stats.user_count,
+            "members": members,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "channels": listed, "total": total })))
+}
+
+/// The app's feed as server-sent events, until the page goes away.
+async fn stream_events(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpResponse> {
+    let app = app_of(&state, &req)?;
+    let events = app.console.listen();
+    let opening = Bytes::from_static(b": connected\n\n");
+    let body = stream::unfold((Some(opening), events), |(first, mut events)| async move {
+        if let Some(first) = first {
+            return Some((Ok::<_, actix_web::Error>(first), (None, events)));
+        }
+        let chunk = tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => format!("data: {event}\n\n"),
+                Err(RecvError::Lagged(missed)) => {
+                    format!("data: {}\n\n", json!({"type": "skipped", "count": missed}))
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            () = tokio::time::sleep(KEEPALIVE) => ": keepalive\n\n".to_owned(),
+        };
+        Some((Ok(Bytes::from(chunk)), (None, events)))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-store"))
+        .streaming(body))
+}
+
+/// Publishes a test event: the body of `POST /events`
+/// (`{"name", "channel", "data"}`), checked the same way.
+async fn send_event(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: Bytes,
+) -> HttpResult<HttpResponse> {
+    let app = app_of(&state, &req)?;
+    publish_test_event(&state.adapter, &app, &body)?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::equal;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(equal(b"secret-token", b"secret-token"));
+        assert!(!equal(b"secret-token", b"secret-tokex"));
+        assert!(!equal(b"secret", b"secret-token"));
+        assert!(!equal(b"", b"x"));
+    }
+}
