@@ -17,7 +17,7 @@ fn hub() -> &'static (Hub, Arc<Connection>) {
         let hub = Hub::new([AppConfig::new("app", "key", "secret")]);
         let conn = Arc::new(Connection::new(SocketId::new(1, 2), 1 << 20));
         if let Some(app) = hub.by_id("app") {
-            let _ = app.subscribe(&conn, "c", None, &LocalRules::of(app));
+            let _ = app.subscribe(&conn, "c", None, &LocalRules::of(&app));
         }
         (hub, conn)
     })
