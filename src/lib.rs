@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod console;
+pub mod doctor;
 pub mod fallback;
 pub mod http_error;
 pub mod hub;

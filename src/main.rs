@@ -23,6 +23,9 @@ enum Command {
     Serve(ServeArgs),
     /// Publish one event through a running Herald's HTTP API.
     Trigger(herald::trigger::TriggerArgs),
+    /// Check a Laravel project (or the PUSHER_* environment) against a
+    /// running Herald.
+    Doctor(herald::doctor::DoctorArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
             Ok(_) => herald::trigger::run(args),
             Err(e) => config_error(&e),
         },
+        Some(Command::Doctor(args)) => herald::doctor::run(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }

@@ -128,11 +128,27 @@ pub fn signed_query(
     body: &[u8],
     timestamp: u64,
 ) -> String {
-    let mut params = vec![
+    signed_query_with(app, method, path, body, timestamp, &[])
+}
+
+/// Like [`signed_query`], with more query parameters (signed too).
+pub fn signed_query_with(
+    app: &AppConfig,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timestamp: u64,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut params: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    params.extend([
         ("auth_key".to_owned(), app.key.clone()),
         ("auth_timestamp".to_owned(), timestamp.to_string()),
         ("auth_version".to_owned(), "1.0".to_owned()),
-    ];
+    ]);
     if !body.is_empty() {
         params.push(("body_md5".to_owned(), auth::md5_hex(body)));
     }

@@ -1,0 +1,163 @@
+//! `herald doctor` against fixture Laravel projects and a running Herald:
+//! the verdict of every check, in order, and the exit status.
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+
+/// Runs the doctor; returns its exit code and, per check, `✓ title` or
+/// `✗ title`, with the title cut before its first " (" (socket ids and
+/// latencies vary).
+fn doctor(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.arg("doctor").args(args);
+    for name in [
+        "PUSHER_APP_ID",
+        "PUSHER_APP_KEY",
+        "PUSHER_APP_SECRET",
+        "PUSHER_HOST",
+        "PUSHER_PORT",
+        "PUSHER_SCHEME",
+    ] {
+        cmd.env_remove(name);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run herald doctor");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let verdicts = text
+        .lines()
+        .filter(|l| l.starts_with('✓') || l.starts_with('✗'))
+        .map(|l| l.split(" (").next().unwrap_or(l).to_owned())
+        .collect();
+    (out.status.code(), verdicts)
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/laravel/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+const LIVE_OK: [&str; 7] = [
+    "✓ Herald answers at",
+    "✓ app id, key and secret match an app of Herald",
+    "✓ a WebSocket connects with PUSHER_APP_KEY",
+    "✓ an event triggered through the API arrives",
+    "✓ a private channel signed with PUSHER_APP_SECRET is accepted",
+    "✓ the HTTP fallback",
+    "✓ the JSON polling endpoint answers",
+];
+
+fn expect(verdicts: &[String], expected: &[&str]) {
+    assert_eq!(verdicts.len(), expected.len(), "{verdicts:#?}");
+    for (got, want) in verdicts.iter().zip(expected) {
+        assert!(
+            got.starts_with(want),
+            "expected {want:?}, got {got:?} in {verdicts:#?}"
+        );
+    }
+}
+
+#[test]
+fn fixture_projects_get_exact_verdicts() {
+    let server = Server::start();
+    let url = format!("http://127.0.0.1:{}", server.port);
+
+    let (code, verdicts) = doctor(&["--laravel", &fixture("laravel-10"), "--url", &url], &[]);
+    let mut expected = vec![
+        "✓ BROADCAST_DRIVER is pusher",
+        "✓ PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET are set",
+        "✓ PUSHER_HOST, PUSHER_PORT and PUSHER_SCHEME point at Herald",
+        "✓ the PHP side sends to PUSHER_HOST",
+        "✓ the frontend",
+    ];
+    expected.extend(LIVE_OK);
+    expect(&verdicts, &expected);
+    assert_eq!(code, Some(0));
+
+    let (code, verdicts) = doctor(&["--laravel", &fixture("laravel-11"), "--url", &url], &[]);
+    expected[0] = "✓ BROADCAST_CONNECTION is pusher";
+    expect(&verdicts, &expected);
+    assert_eq!(code, Some(0));
+
+    // Laravel 8's stock config goes to Pusher's cloud; Mix has no address.
+    let (code, verdicts) = doctor(&["--laravel", &fixture("laravel-8"), "--url", &url], &[]);
+    let mut eight = vec![
+        "✓ BROADCAST_DRIVER is pusher",
+        "✓ PUSHER_APP_ID",
+        "✓ PUSHER_HOST",
+        "✗ the PHP side sends to PUSHER_HOST",
+        "✗ the frontend",
+    ];
+    eight.extend(LIVE_OK);
+    expect(&verdicts, &eight);
+    assert_eq!(code, Some(1));
+
+    let (code, verdicts) = doctor(&["--laravel", &fixture("wrong-secret"), "--url", &url], &[]);
+    expect(
+        &verdicts,
+        &[
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✓ Herald answers at",
+            "✗ app id, key and secret match",
+            "✓ a WebSocket connects",
+            "✗ an event triggered through the API arrives",
+            "✗ a private channel signed with PUSHER_APP_SECRET",
+            "✓ the HTTP fallback",
+            "✗ the JSON polling endpoint answers",
+        ],
+    );
+    assert_eq!(code, Some(1));
+
+    // No --url: the project's own PUSHER_PORT, where nothing listens.
+    let (code, verdicts) = doctor(&["--laravel", &fixture("wrong-port")], &[]);
+    expect(
+        &verdicts,
+        &[
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✗ Herald answers at http://127.0.0.1:1",
+        ],
+    );
+    assert_eq!(code, Some(1));
+
+    // Without a project: the PUSHER_* variables of the environment.
+    let port = server.port.to_string();
+    let (code, verdicts) = doctor(
+        &[],
+        &[
+            ("PUSHER_APP_ID", "app-id"),
+            ("PUSHER_APP_KEY", "app-key"),
+            ("PUSHER_APP_SECRET", "app-secret"),
+            ("PUSHER_HOST", "127.0.0.1"),
+            ("PUSHER_PORT", &port),
+            ("PUSHER_SCHEME", "http"),
+            ("BROADCAST_CONNECTION", "pusher"),
+            ("VITE_PUSHER_APP_KEY", "app-key"),
+            ("VITE_PUSHER_HOST", "127.0.0.1"),
+            ("VITE_PUSHER_PORT", &port),
+            ("VITE_PUSHER_SCHEME", "http"),
+        ],
+    );
+    let mut from_env = vec![
+        "✓ BROADCAST_CONNECTION is pusher",
+        "✓",
+        "✓",
+        "✓ the frontend",
+    ];
+    from_env.extend(LIVE_OK);
+    expect(&verdicts, &from_env);
+    assert_eq!(code, Some(0));
+}
