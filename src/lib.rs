@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod fallback;
 pub mod http_error;
 pub mod hub;
+pub mod laravel;
 pub mod metrics;
 pub mod polling;
 pub mod protocol;

@@ -20,7 +20,7 @@ use crate::support::peer::PeerSocket;
 use crate::support::per_address::PerAddress;
 use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
-use crate::{api, console, fallback, ws};
+use crate::{api, console, fallback, laravel, ws};
 
 /// How long sessions get to say goodbye and leave their channels on shutdown.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
@@ -258,14 +258,10 @@ async fn reload_on_hangup(reloader: Reloader) {
 fn log_app_settings(config: &Config, port: Option<u16>, scheme: &str) {
     let port = port.unwrap_or(config.server.port);
     for app in &config.apps {
-        let secret = if app.secret == DEFAULT_APP_SECRET {
-            DEFAULT_APP_SECRET
-        } else {
-            "<the secret from your Herald config>"
-        };
         info!(
-            "app {:?}: Laravel .env lines:\n  BROADCAST_CONNECTION=pusher\n  PUSHER_APP_ID={}\n  PUSHER_APP_KEY={}\n  PUSHER_APP_SECRET={}\n  PUSHER_HOST=127.0.0.1\n  PUSHER_PORT={}\n  PUSHER_SCHEME={}\n  PUSHER_APP_CLUSTER=mt1",
-            app.id, app.id, app.key, secret, port, scheme
+            "app {:?}: Laravel .env lines (docs/laravel.md; check with `herald doctor`):\n{}",
+            app.id,
+            laravel::env_block(app, port, scheme).trim_end()
         );
     }
     if config.uses_default_secret() {
