@@ -160,9 +160,15 @@ impl Session {
         );
         let socket = self.conn.socket_id;
         let adapter = &self.ctx.adapter;
-        for (channel, _) in std::mem::take(&mut self.channels) {
+        for (channel, user) in std::mem::take(&mut self.channels) {
             if server_to_user_id(&channel).is_none() {
                 adapter.unsubscribe(&self.app, socket, &channel).await;
+                self.app.console.report(|| {
+                    serde_json::json!({
+                        "type": "unsubscribed", "socket_id": self.socket_id, "channel": channel,
+                        "user_id": user.as_deref(), "reason": "connection closed",
+                    })
+                });
             }
         }
         if let Some(user) = self.user.take() {
