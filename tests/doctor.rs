@@ -161,3 +161,30 @@ fn fixture_projects_get_exact_verdicts() {
     expect(&verdicts, &from_env);
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn with_php_present_laravel_resolves_the_config() {
+    let server = Server::start();
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "doctor",
+            "--laravel",
+            &fixture("resolved-by-php"),
+            "--url",
+            &url,
+        ])
+        .output()
+        .expect("run herald doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The .env says BROADCAST_DRIVER=log, but what counts is what Laravel
+    // resolves (the fixture's stand-in resolves "pusher", host 127.0.0.1).
+    assert!(text.contains("✓ BROADCAST_DRIVER is pusher"), "{text}");
+    assert!(
+        text.contains(
+            "✓ the PHP side sends to PUSHER_HOST (Laravel's resolved config (php artisan))"
+        ),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}
