@@ -1,10 +1,12 @@
 // Webhooks end to end: a presence session driven by pusher-js, with client
 // events; every request Herald sends must pass the official `pusher` SDK's
-// own validator, `pusher.webhook({ headers, rawBody }).isValid()`, and carry
-// the events Pusher documents.
+// own validator, `pusher.webhook({ headers, rawBody }).isValid()`, and the
+// official Python SDK's `validate_webhook` (which also checks `time_ms`
+// against its clock), and carry the events Pusher documents.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import http from 'node:http';
 
 import {
@@ -16,6 +18,16 @@ import {
   waitFor,
   waitForEvent,
 } from './helpers.mjs';
+
+// pusher-http-python's validator over every request (stdin: a JSON list).
+const PYTHON_VALIDATE = `
+import json, sys
+import pusher
+# (the SDK wants a numeric app id; validating needs only the key and secret)
+client = pusher.Pusher(app_id='1', key='app-key', secret='app-secret')
+requests = json.load(sys.stdin)
+print(json.dumps([client.validate_webhook(r['key'], r['signature'], r['body']) is not None for r in requests]))
+`;
 
 /** A local receiver that keeps every request as the SDK's WebHook sees it. */
 async function startReceiver() {
@@ -105,6 +117,16 @@ describe('webhooks', () => {
       { name: 'member_removed', channel: 'presence-room.1', user_id: '42' },
       { name: 'channel_vacated', channel: 'presence-room.1' },
     ]);
+    // The Python SDK accepts every one of them too.
+    const python = spawnSync('python3', ['-c', PYTHON_VALIDATE], {
+      input: JSON.stringify(receiver.requests.map((r) => ({
+        key: r.headers['x-pusher-key'], signature: r.headers['x-pusher-signature'], body: r.rawBody,
+      }))),
+      encoding: 'utf8',
+    });
+    assert.equal(python.status, 0, python.stderr);
+    assert.deepEqual(JSON.parse(python.stdout), receiver.requests.map(() => true));
+
     // A tampered body is not valid.
     const forged = { ...receiver.requests[0], rawBody: receiver.requests[0].rawBody.replace('room', 'ro0m') };
     assert.equal(sdk.webhook(forged).isValid(), false);
