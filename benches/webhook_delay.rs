@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use common::webhook_receiver::Receiver;
-use common::{env_or, Client, Server};
+use common::{env_or, percentiles, Client, Server};
 use serde_json::json;
 
 fn config(cluster: &str, url: &str) -> String {
@@ -21,21 +21,6 @@ fn config(cluster: &str, url: &str) -> String {
         "{cluster}[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n\
          client_event_rate = 0\n[[apps.webhooks]]\nurl = \"{url}\"\nevent_types = [\"client_event\"]\n"
     )
-}
-
-fn percentiles(label: &str, mut micros: Vec<u64>) {
-    micros.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((micros.len() as f64 - 1.0) * p).round() as usize;
-        micros.get(i).copied().unwrap_or(0) as f64 / 1000.0
-    };
-    println!(
-        "{label:<40} n={:>6}  ms p50 {:>6.2}  p99 {:>6.2}  max {:>6.2}",
-        micros.len(),
-        pct(0.50),
-        pct(0.99),
-        pct(1.0)
-    );
 }
 
 /// Sends client events from one client per node, alternating, and times

@@ -234,6 +234,22 @@ fn listening_port(line: &str) -> Option<u16> {
     addr.rsplit(':').next()?.parse().ok()
 }
 
+/// Prints p50 / p99 / max of latencies in microseconds, as milliseconds.
+pub fn percentiles(label: &str, mut micros: Vec<u64>) {
+    micros.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((micros.len() as f64 - 1.0) * p).round() as usize;
+        micros.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    println!(
+        "{label:<40} n={:>6}  ms p50 {:>6.2}  p99 {:>6.2}  max {:>6.2}",
+        micros.len(),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
 /// A benchmark setting from the environment, or its default.
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -311,16 +327,8 @@ pub struct Closed {
 impl Client {
     /// Connects and reads `pusher:connection_established`.
     pub async fn connect(server: &impl Endpoint) -> Client {
-        let mut client =
-            Client::open(&server.ws_url(KEY, "protocol=7&client=js&version=8.4.0&flash=false"))
-                .await;
-        let hello = client.recv().await;
-        assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
-        client.socket_id = hello["data"]["socket_id"]
-            .as_str()
-            .expect("socket_id")
-            .to_owned();
-        client
+        let url = server.ws_url(KEY, "protocol=7&client=js&version=8.4.0&flash=false");
+        Client::connect_with(&awc::Client::new(), &url).await
     }
 
     /// Opens a socket without reading anything.
