@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use tracing::{info, warn};
 
 use super::keys::Keys;
-use super::scripts::{no_hooks, Announce};
+use super::scripts::{no_hooks, Announce, Hooks};
 use super::{Inner, ONLINE};
 use crate::hub::AppHub;
 
@@ -288,17 +288,8 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
     }
     // Its subscribers leave the cluster-wide counts (occupancy webhooks).
     for app in inner.hub.apps() {
-        let app_id = app.id();
-        inner
-            .scripts
-            .replace_counts(
-                &mut redis,
-                &inner.keys.subscriptions(app_id, node),
-                &inner.keys.occupancy(app_id),
-                &[],
-                &inner.hooks(app_id, ""),
-            )
-            .await?;
+        let hooks = inner.hooks(app.id(), "");
+        write_counts(inner, app.id(), node, &[], &hooks).await?;
     }
     let mut pipe = redis::pipe();
     for app in inner.hub.apps() {
@@ -309,6 +300,27 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
     pipe.srem(inner.keys.nodes(), node).ignore();
     pipe.query_async::<()>(&mut redis).await?;
     Ok(removed_total)
+}
+
+/// Replaces `node`'s subscriber counts of an app, keeping the
+/// cluster-wide totals (and the occupancy webhooks they decide) right.
+async fn write_counts(
+    inner: &Inner,
+    app_id: &str,
+    node: &str,
+    counts: &[(String, usize)],
+    hooks: &Hooks,
+) -> redis::RedisResult<()> {
+    inner
+        .scripts
+        .replace_counts(
+            &mut inner.redis.clone(),
+            &inner.keys.subscriptions(app_id, node),
+            &inner.keys.occupancy(app_id),
+            counts,
+            hooks,
+        )
+        .await
 }
 
 /// Writes this node's whole share from the local hub: subscription and
@@ -330,16 +342,7 @@ async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
         } else {
             no_hooks()
         };
-        inner
-            .scripts
-            .replace_counts(
-                &mut redis,
-                &inner.keys.subscriptions(app_id, node),
-                &inner.keys.occupancy(app_id),
-                &counts,
-                &hooks,
-            )
-            .await?;
+        write_counts(inner, app_id, node, &counts, &hooks).await?;
         let mut pipe = redis::pipe();
         pipe.hset(
             inner.keys.connections(app.id()),
