@@ -156,7 +156,7 @@ fn restart_needed(running: &Config, fresh: &Config) -> Vec<String> {
     let table = |config: &Config| toml::Table::try_from(config).unwrap_or_default();
     let (old, new) = (table(running), table(fresh));
     let mut changed = Vec::new();
-    for section in ["server", "cluster", "metrics"] {
+    for section in ["server", "cluster", "metrics", "console"] {
         let pick = |t: &toml::Table| t.get(section).and_then(|s| s.as_table()).cloned();
         let (a, b) = (
             pick(&old).unwrap_or_default(),
