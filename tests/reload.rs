@@ -56,9 +56,16 @@ async fn sighup_applies_apps_without_dropping_anyone() {
             hooks.url()
         ),
     );
-    std::fs::write(&path, format!("{a}{b2}{c}")).expect("rewrite config");
+    // Also a key that cannot change live, and the log level (which the
+    // test harness fixes with HERALD_LOG).
+    let server_section = "[server]\nactivity_timeout = 60\nlog_level = \"debug\"\n";
+    std::fs::write(&path, format!("{server_section}{a}{b2}{c}")).expect("rewrite config");
     hangup(&server);
     server.logged("reload: done", 1).await;
+    server
+        .logged("server.activity_timeout changed; that takes a restart", 1)
+        .await;
+    server.logged("log_level ignored", 1).await;
 
     let mut on_c = connect_to(&server, "c-key").await;
     on_c.subscribe("news").await;
@@ -86,7 +93,7 @@ async fn sighup_applies_apps_without_dropping_anyone() {
     on_b.expect_nothing_pending().await;
 
     // a is removed: its connections are closed with 4003.
-    std::fs::write(&path, format!("{b2}{c}")).expect("rewrite config");
+    std::fs::write(&path, format!("{server_section}{b2}{c}")).expect("rewrite config");
     hangup(&server);
     let (code, _) = on_a.expect_close().await;
     assert_eq!(code, 4003);
