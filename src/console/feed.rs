@@ -3,6 +3,7 @@
 //! Reporting costs one atomic read while no console is open: nothing is
 //! built unless somebody listens.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -18,20 +19,36 @@ const BACKLOG: usize = 1024;
 #[derive(Debug)]
 pub struct Feed {
     sender: broadcast::Sender<Arc<str>>,
+    /// Open consoles: an atomic, because the hot paths read it (the
+    /// channel's own receiver count takes a lock).
+    listeners: Arc<AtomicUsize>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Feed {
             sender: broadcast::channel(BACKLOG).0,
+            listeners: Arc::default(),
         }
+    }
+}
+
+/// One open console's view of the feed.
+pub struct Listener {
+    pub events: broadcast::Receiver<Arc<str>>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Feed {
     /// Whether a console is open on this app.
     pub fn watched(&self) -> bool {
-        self.sender.receiver_count() > 0
+        self.listeners.load(Ordering::Acquire) > 0
     }
 
     /// Reports an event, built by `make` only while a console watches.
@@ -44,8 +61,12 @@ impl Feed {
         let _ = self.sender.send(event.to_string().into());
     }
 
-    pub fn listen(&self) -> broadcast::Receiver<Arc<str>> {
-        self.sender.subscribe()
+    pub fn listen(&self) -> Listener {
+        self.listeners.fetch_add(1, Ordering::AcqRel);
+        Listener {
+            events: self.sender.subscribe(),
+            listeners: self.listeners.clone(),
+        }
     }
 }
 
@@ -59,10 +80,12 @@ mod tests {
         feed.report(|| panic!("built without a listener"));
         let mut console = feed.listen();
         feed.report(|| serde_json::json!({"type": "x"}));
-        let got = console.try_recv().expect("an event");
+        let got = console.events.try_recv().expect("an event");
         assert!(
             got.contains(r#""type":"x""#) && got.contains("time_ms"),
             "{got}"
         );
+        drop(console);
+        assert!(!feed.watched(), "a closed console stops the reporting");
     }
 }

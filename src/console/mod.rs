@@ -135,7 +135,7 @@ async fn stream_events(req: HttpRequest, state: web::Data<State>) -> HttpResult<
             return Some((Ok::<_, actix_web::Error>(first), (None, events)));
         }
         let chunk = tokio::select! {
-            received = events.recv() => match received {
+            received = events.events.recv() => match received {
                 Ok(event) => format!("data: {event}\n\n"),
                 Err(RecvError::Lagged(missed)) => {
                     format!("data: {}\n\n", json!({"type": "skipped", "count": missed}))
