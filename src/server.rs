@@ -115,7 +115,7 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     );
     tokio::spawn(reload_on_hangup(reloader));
 
-    let metrics = serve_metrics(&config, &state)?;
+    let metrics = serve_metrics(&config, &state);
     let server = server.run();
     let handle = server.handle();
     tokio::spawn(sweep(state.clone(), http_sessions.clone()));
@@ -139,12 +139,11 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
 }
 
 /// Starts the Prometheus listener (`GET /metrics`), unless its port is 0.
-fn serve_metrics(
-    config: &Config,
-    state: &State,
-) -> std::io::Result<Option<actix_web::dev::ServerHandle>> {
+/// A port that is taken (another server's metrics, often on 9601 too)
+/// costs the metrics, not the service: it is logged and Herald runs on.
+fn serve_metrics(config: &Config, state: &State) -> Option<actix_web::dev::ServerHandle> {
     if config.metrics.port == 0 {
-        return Ok(None);
+        return None;
     }
     let data = web::Data::new(state.clone());
     let server = HttpServer::new(move || {
@@ -155,23 +154,24 @@ fn serve_metrics(
     })
     .workers(1)
     .disable_signals()
-    .bind((config.metrics.host.as_str(), config.metrics.port))
-    .map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot listen for metrics on {}:{} ({e}); set [metrics] port (0 turns metrics off)",
+    .bind((config.metrics.host.as_str(), config.metrics.port));
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            warn!(
+                "no metrics: cannot listen on {}:{} ({e}); set [metrics] port or HERALD_METRICS_PORT (0 turns metrics off)",
                 config.metrics.host, config.metrics.port
-            ),
-        )
-    })?;
+            );
+            return None;
+        }
+    };
     for addr in server.addrs() {
         info!("metrics on http://{addr}/metrics");
     }
     let server = server.run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    Ok(Some(handle))
+    Some(handle)
 }
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {

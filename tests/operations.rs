@@ -104,3 +104,13 @@ async fn every_key_can_come_from_the_environment() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HERALD_SERVER__PONG_TIMEOUT"));
 }
+
+#[actix_rt::test]
+async fn a_taken_metrics_port_costs_the_metrics_not_the_service() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let server = Server::launch(None, &[("HERALD_METRICS_PORT", &port)]);
+    let mut client = Client::connect(&server).await;
+    client.expect_nothing_pending().await;
+    server.logged("no metrics: cannot listen", 1).await;
+}
