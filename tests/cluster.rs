@@ -832,3 +832,65 @@ async fn after_a_redis_outage_every_roster_converges_to_the_truth() {
     assert_eq!(user_ids(&a, "presence-o").await, ["1", "2", "new"]);
     drop(joiner);
 }
+
+/// Cross-node fan-out runs on several threads; a client must still see
+/// another node's publications in the order they were made, across
+/// channels with many subscribers (sent by the fan-out threads) and with
+/// one (sent on the spot when nothing is waiting).
+#[actix_rt::test]
+async fn relayed_events_keep_their_order_across_wide_and_narrow_channels() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    // Three fan-out threads on the receiving node, whatever the cores.
+    let b = Server::launch(
+        Some(&format!(
+            "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\nfanout_threads = 3\n",
+            redis.url()
+        )),
+        &[],
+    );
+    b.wait_ready().await;
+    let mut crowd = Vec::new();
+    for _ in 0..40 {
+        let mut client = Client::connect(&b).await;
+        client.subscribe("wide").await;
+        crowd.push(client);
+    }
+    let watcher = &mut crowd[0];
+    watcher.subscribe("narrow").await;
+    let rounds = 150;
+    for i in 0..rounds {
+        let batch = json!({"batch": [
+            {"name": "w", "channel": "wide", "data": i.to_string()},
+            {"name": "n", "channel": "narrow", "data": i.to_string()},
+        ]});
+        let r = api(
+            &a,
+            "POST",
+            "/apps/app-id/batch_events",
+            "",
+            Some(&batch.to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    for i in 0..rounds {
+        let wide = watcher.recv().await;
+        assert_eq!(
+            (wide["event"].as_str(), wide["raw_data"].as_str()),
+            (Some("w"), Some(i.to_string().as_str())),
+            "round {i}"
+        );
+        let narrow = watcher.recv().await;
+        assert_eq!(
+            (narrow["event"].as_str(), narrow["raw_data"].as_str()),
+            (Some("n"), Some(i.to_string().as_str())),
+            "round {i}"
+        );
+    }
+    for client in crowd.iter_mut().skip(1) {
+        for i in 0..rounds {
+            assert_eq!(client.expect("w").await["raw_data"], i.to_string());
+        }
+    }
+}

@@ -109,6 +109,10 @@ pub struct ClusterConfig {
     pub node_timeout: u64,
     /// Seconds between heartbeats (and dead-node checks).
     pub heartbeat_interval: u64,
+    /// Threads that send what other nodes publish (0: the relay task sends
+    /// itself). Default: one per core beyond two, at most eight; on two
+    /// cores the hand-off costs more than it spreads.
+    pub fanout_threads: usize,
 }
 
 impl Default for ClusterConfig {
@@ -119,6 +123,10 @@ impl Default for ClusterConfig {
             prefix: "herald".into(),
             node_timeout: 30,
             heartbeat_interval: 1,
+            fanout_threads: std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .saturating_sub(2)
+                .min(8),
         }
     }
 }

@@ -372,30 +372,50 @@ impl AppHub {
         }
     }
 
-    /// Delivers a cluster member event numbered `version` to the channel's
-    /// local subscribers whose roster does not have it yet (`deliver`
-    /// false: only take note of the version).
-    pub fn deliver_member_event(
+    /// Takes note of a cluster member event numbered `version` and returns
+    /// the channel's local subscribers whose roster does not have it yet,
+    /// who must get it (none when `deliver` is false). Deciding under the
+    /// channel's lock keeps the ordering rules; the caller sends.
+    pub fn member_event_recipients(
         &self,
         name: &str,
         version: u64,
         frame: &ByteString,
         except: Option<SocketId>,
         deliver: bool,
-    ) {
+    ) -> Vec<Arc<Connection>> {
         let Some(mut channel) = self.channels.get_mut(name) else {
-            return;
+            return Vec::new();
         };
         let channel = &mut *channel;
         channel.order.accept(version, frame, except);
         if !deliver {
-            return;
+            return Vec::new();
         }
-        for (id, conn) in &channel.subscribers {
-            if Some(*id) != except && channel.order.wants(*id, version) {
-                conn.send(frame.clone());
-            }
+        channel
+            .subscribers
+            .iter()
+            .filter(|(id, _)| Some(**id) != except && channel.order.wants(**id, version))
+            .map(|(_, conn)| conn.clone())
+            .collect()
+    }
+
+    /// Who a publication on `name` goes to on this node (the channel's
+    /// subscribers, or for `#server-to-user-{id}` that user's sockets),
+    /// except one socket; the caller sends.
+    pub fn recipients(&self, name: &str, except: Option<SocketId>) -> Vec<Arc<Connection>> {
+        let keep = |conn: &&Arc<Connection>| Some(conn.socket_id) != except;
+        if let Some(user_id) = server_to_user_id(name) {
+            return self
+                .users
+                .get(user_id)
+                .map(|sockets| sockets.iter().filter(keep).cloned().collect())
+                .unwrap_or_default();
         }
+        self.channels
+            .get(name)
+            .map(|channel| channel.subscribers.values().filter(keep).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Occupied channels and presence members (summed over channels) on

@@ -3,6 +3,7 @@
 
 pub mod app_hub;
 pub mod connection;
+pub mod fanout;
 pub mod history;
 mod member_order;
 pub mod presence;

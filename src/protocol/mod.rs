@@ -25,6 +25,12 @@ impl SocketId {
         SocketId { major, minor }
     }
 
+    /// Which of `shards` handles this socket (spread evenly: the minor
+    /// half is random).
+    pub fn shard(self, shards: usize) -> usize {
+        (self.minor ^ self.major) as usize % shards.max(1)
+    }
+
     /// A fresh random id; 64 random bits make collisions across a cluster
     /// negligible.
     pub fn random() -> Self {

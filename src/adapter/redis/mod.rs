@@ -39,6 +39,7 @@ use self::scripts::{no_hooks, Announce, Hooks, Joined, Scripts};
 use self::writer::{Write, Writer};
 use super::{throttle_count, AdapterError, AdapterResult, LocalRules};
 use crate::config::ClusterConfig;
+use crate::hub::fanout::Fanout;
 use crate::hub::history::Read;
 use crate::hub::presence::subscription_data;
 use crate::hub::{
@@ -93,6 +94,9 @@ struct Inner {
     hooks: ArcSwap<HashMap<String, Arc<Hooks>>>,
     /// The count last announced per channel, and when.
     count_sent: DashMap<String, (usize, std::time::Instant)>,
+    /// Sends what the relay applies, on threads of its own (see
+    /// `hub::fanout`).
+    fanout: Arc<Fanout>,
     /// The heartbeat task, stopped before the node leaves the cluster so
     /// that it cannot register the node again.
     heartbeat: std::sync::OnceLock<tokio::task::AbortHandle>,
@@ -139,9 +143,14 @@ impl RedisAdapter {
             hooks: ArcSwap::from_pointee(hooks_of(&hub, &keys)),
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
+            fanout: Arc::new(
+                Fanout::new(config.fanout_threads)
+                    .map_err(|e| format!("cannot start the relay threads: {e}"))?,
+            ),
         });
         let client_for_outbox = client.clone();
         let (channel, health) = (inner.keys.relay(), inner.relay.clone());
+        let fanout = inner.fanout.clone();
         let weak = Arc::downgrade(&inner);
         let counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync> = Arc::new(move |keys| {
             if let Some(inner) = weak.upgrade() {
@@ -153,6 +162,7 @@ impl RedisAdapter {
                 client.clone(),
                 channel.clone(),
                 hub.clone(),
+                fanout.clone(),
                 node.clone(),
                 health.clone(),
                 counts_changed.clone(),

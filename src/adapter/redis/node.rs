@@ -125,6 +125,9 @@ async fn converge(inner: &Inner) -> redis::RedisResult<()> {
                 continue;
             }
             let keys = inner.keys.presence(app.id(), channel, &inner.keys.node);
+            // Member events already handed to the fan-out threads go
+            // before the roster that supersedes them.
+            inner.fanout.quiesce(Duration::from_secs(1)).await;
             let (version, members): (Option<u64>, Vec<(String, String)>) = redis::pipe()
                 .atomic()
                 .get(&keys.version)

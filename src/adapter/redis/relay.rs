@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use bytestring::ByteString;
+
+use crate::hub::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::METRICS;
 use crate::protocol::SocketId;
@@ -137,7 +140,9 @@ impl Envelope {
 
 /// Applies a message from another node to the local hub, and says what
 /// else it asks for.
-pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> Applied {
+/// Frames go out through `fanout`: this task decides who gets what, in
+/// relay order, and the fan-out threads send.
+pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: &[u8]) -> Applied {
     let envelope: Envelope = match serde_json::from_slice(payload) {
         Ok(e) => e,
         Err(e) => {
@@ -180,7 +185,8 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> Applied {
         // included: that is what keeps them in decision order.
         let deliver = !(*skip_origin && envelope.origin == node);
         let frame = frame.as_str().into();
-        app.deliver_member_event(channel, *version, &frame, except(ex), deliver);
+        let to = app.member_event_recipients(channel, *version, &frame, except(ex), deliver);
+        fanout.deliver(to, frame);
         return Applied::Done;
     }
     if envelope.origin == node {
@@ -198,14 +204,16 @@ pub fn apply(hub: &Hub, node: &str, payload: &[u8]) -> Applied {
             frame,
             except: ex,
         } => {
-            app.publish(&channel, &frame.into(), except(&ex));
+            fanout.deliver(app.recipients(&channel, except(&ex)), frame.into());
         }
         Command::PublishCached {
             channel,
             frame,
             except: ex,
         } => {
-            app.publish_cached(&channel, &frame.into(), except(&ex));
+            let frame: ByteString = frame.into();
+            app.store_cached(&channel, frame.clone());
+            fanout.deliver(app.recipients(&channel, except(&ex)), frame);
         }
         Command::TerminateUser { user_id } => {
             app.terminate_user(&user_id);
@@ -312,6 +320,7 @@ pub async fn run(
     client: redis::Client,
     channel: String,
     hub: Arc<Hub>,
+    fanout: Arc<Fanout>,
     node: String,
     health: Arc<RelayHealth>,
     counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync>,
@@ -334,7 +343,7 @@ pub async fn run(
                                 inbox.taken(bytes.len());
                                 METRICS.relay_messages.with_label_values(&["in"]).inc();
                                 METRICS.relay_bytes.with_label_values(&["in"]).inc_by(bytes.len() as u64);
-                                match apply(&hub, &node, bytes) {
+                                match apply(&hub, &fanout, &node, bytes) {
                                     Applied::OwnEcho => health.echoed(),
                                     Applied::CountsChanged(keys) => counts_changed(keys),
                                     Applied::Done => {}
@@ -386,8 +395,9 @@ mod tests {
             }
             .encode()
         };
-        assert_eq!(apply(&hub, "me", &echo("me")), Applied::OwnEcho);
-        assert_eq!(apply(&hub, "me", &echo("other")), Applied::Done);
+        let fanout = Fanout::new(1).expect("thread");
+        assert_eq!(apply(&hub, &fanout, "me", &echo("me")), Applied::OwnEcho);
+        assert_eq!(apply(&hub, &fanout, "me", &echo("other")), Applied::Done);
     }
 
     #[test]

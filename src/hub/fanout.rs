@@ -1,0 +1,147 @@
+//! Delivering one frame to many connections on several threads without
+//! changing the order any single connection sees.
+//!
+//! The cluster relay applies every other node's publications on one task;
+//! left there, a node's cross-node fan-out would be bounded by one core.
+//! The relay therefore only decides *who* gets a frame (under the
+//! channel's lock, where the ordering rules live) and hands the sending
+//! to a fixed set of threads. A connection always goes to the same thread,
+//! which works through its jobs in order, so each connection still sees
+//! frames in relay order. Small fan-outs are sent on the spot, but only
+//! when no job is waiting anywhere, which keeps that guarantee too.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+
+use super::connection::Connection;
+
+/// Fan-outs this small are sent on the caller's thread (when nothing is
+/// waiting): a job costs more than a few sends.
+const INLINE: usize = 16;
+
+/// Jobs queued per thread; beyond, the caller waits (the relay's own
+/// bounded inbox then takes the pressure).
+const QUEUE: usize = 1024;
+
+struct Job {
+    connections: Vec<Arc<Connection>>,
+    frame: ByteString,
+}
+
+/// The sending threads (none: everything is sent on the caller's thread).
+pub struct Fanout {
+    shards: Vec<SyncSender<Job>>,
+    /// Jobs handed out and not finished.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Fanout {
+    /// `threads` sending threads (0: send on the caller's thread).
+    pub fn new(threads: usize) -> std::io::Result<Fanout> {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let mut shards = Vec::new();
+        for n in 0..threads {
+            let (sender, jobs) = sync_channel::<Job>(QUEUE);
+            let done = pending.clone();
+            std::thread::Builder::new()
+                .name(format!("herald-fanout-{n}"))
+                .spawn(move || {
+                    for job in jobs {
+                        for conn in &job.connections {
+                            conn.send(job.frame.clone());
+                        }
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    }
+                })?;
+            shards.push(sender);
+        }
+        Ok(Fanout { shards, pending })
+    }
+
+    /// Sends `frame` to `connections`, after everything handed out before.
+    pub fn deliver(&self, connections: Vec<Arc<Connection>>, frame: ByteString) {
+        if connections.is_empty() {
+            return;
+        }
+        if self.shards.is_empty() || (connections.len() <= INLINE && self.idle()) {
+            for conn in &connections {
+                conn.send(frame.clone());
+            }
+            return;
+        }
+        let shards = self.shards.len();
+        let mut parts: Vec<Vec<Arc<Connection>>> = vec![Vec::new(); shards];
+        for conn in connections {
+            parts[conn.socket_id.shard(shards)].push(conn);
+        }
+        for (shard, connections) in parts.into_iter().enumerate() {
+            if connections.is_empty() {
+                continue;
+            }
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            let job = Job {
+                connections,
+                frame: frame.clone(),
+            };
+            if self.shards[shard].send(job).is_err() {
+                // The thread is gone (it cannot panic on a send; this is
+                // the process ending): nothing to deliver to any more.
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// No job is waiting or running.
+    pub fn idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits (at most `limit`) until every job handed out so far is done:
+    /// for a caller about to send something that must come after them.
+    pub async fn quiesce(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.idle() && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SocketId;
+
+    #[test]
+    fn every_connection_sees_frames_in_order() {
+        let fanout = Fanout::new(3).expect("threads");
+        let connections: Vec<Arc<Connection>> = (0..40)
+            .map(|n| Arc::new(Connection::new(SocketId::new(n, n * 7 + 1), 10_000)))
+            .collect();
+        // Large fan-outs (threads) and small ones (inline when idle) mixed.
+        for round in 0..300u32 {
+            let to: Vec<Arc<Connection>> = if round % 3 == 0 {
+                connections.iter().take(5).cloned().collect()
+            } else {
+                connections.clone()
+            };
+            fanout.deliver(to, ByteString::from(round.to_string()));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !fanout.idle() {
+            assert!(Instant::now() < deadline, "jobs never finished");
+            std::thread::yield_now();
+        }
+        for (n, conn) in connections.iter().enumerate() {
+            let mut frames = Vec::new();
+            conn.drain_into(&mut frames);
+            let seen: Vec<u32> = frames.iter().map(|f| f.parse().expect("number")).collect();
+            // The first five get every round, the others two rounds in three.
+            let expected: Vec<u32> = (0..300).filter(|r| n < 5 || r % 3 != 0).collect();
+            assert_eq!(seen, expected, "connection {n}");
+        }
+    }
+}
