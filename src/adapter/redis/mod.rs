@@ -172,7 +172,20 @@ impl RedisAdapter {
         supervise("count flusher", move || counts_flusher(flusher.clone()));
         let writer = inner.clone();
         supervise("state writer", move || state::writer(writer.clone()));
-        let heartbeat = tokio::spawn(node::heartbeat(inner.clone()));
+        // Supervised in place (not with `supervise`): aborting this task
+        // must stop the beat itself when the node leaves.
+        let beating = inner.clone();
+        let heartbeat = tokio::spawn(async move {
+            use futures_util::FutureExt;
+            loop {
+                let beat = std::panic::AssertUnwindSafe(node::heartbeat(beating.clone()));
+                if beat.catch_unwind().await.is_ok() {
+                    return;
+                }
+                tracing::error!("cluster task heartbeat panicked; restarting it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
         let _ = inner.heartbeat.set(heartbeat.abort_handle());
         Ok(RedisAdapter {
             inner,
