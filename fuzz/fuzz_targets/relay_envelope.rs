@@ -7,9 +7,15 @@ use std::sync::{Arc, OnceLock};
 use herald::adapter::redis::relay;
 use herald::adapter::LocalRules;
 use herald::config::AppConfig;
+use herald::hub::fanout::Fanout;
 use herald::hub::{Connection, Hub};
 use herald::protocol::SocketId;
 use libfuzzer_sys::fuzz_target;
+
+fn fanout() -> &'static Fanout {
+    static FANOUT: OnceLock<Fanout> = OnceLock::new();
+    FANOUT.get_or_init(|| Fanout::new(0).expect("no threads to start"))
+}
 
 fn hub() -> &'static (Hub, Arc<Connection>) {
     static HUB: OnceLock<(Hub, Arc<Connection>)> = OnceLock::new();
@@ -25,7 +31,9 @@ fn hub() -> &'static (Hub, Arc<Connection>) {
 
 fuzz_target!(|data: &[u8]| {
     let (hub, conn) = hub();
-    relay::apply(hub, "this-node", data);
+    // No fan-out threads: frames are sent on this thread.
+    let fanout = fanout();
+    relay::apply(hub, fanout, "this-node", data);
     let mut drained = Vec::new();
     conn.drain_into(&mut drained);
 });
