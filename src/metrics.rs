@@ -9,6 +9,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -45,20 +46,27 @@ pub struct Metrics {
     pub relay_latency: Histogram,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// `metric`, registered. The names and labels are constants of this
+/// file, so neither step can fail at run time.
+fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     registry
         .register(Box::new(metric.clone()))
         .expect("metric registered once");
     metric
 }
 
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
+    registered(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 impl Metrics {
@@ -75,8 +83,7 @@ impl Metrics {
             &["endpoint"],
         )
         .expect("valid metric");
-        r.register(Box::new(latency.clone()))
-            .expect("metric registered once");
+        let latency = registered(&r, latency);
         let relay_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "herald_relay_latency_seconds",
@@ -87,13 +94,9 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
-        r.register(Box::new(relay_latency.clone()))
-            .expect("metric registered once");
+        let relay_latency = registered(&r, relay_latency);
         let single = |name: &str, help: &str| {
-            let metric = IntGauge::new(name, help).expect("valid metric");
-            r.register(Box::new(metric.clone()))
-                .expect("metric registered once");
-            metric
+            registered(&r, IntGauge::new(name, help).expect("valid metric"))
         };
         let webhooks_pending = single(
             "herald_webhooks_pending",
@@ -103,13 +106,14 @@ impl Metrics {
             "herald_redis_up",
             "1 while this cluster node's state is in Redis and its relay hears (cluster mode)",
         );
-        let relay_dropped = IntCounter::new(
-            "herald_relay_dropped_total",
-            "Relay messages dropped because this node was too far behind",
-        )
-        .expect("valid metric");
-        r.register(Box::new(relay_dropped.clone()))
-            .expect("metric registered once");
+        let relay_dropped = registered(
+            &r,
+            IntCounter::new(
+                "herald_relay_dropped_total",
+                "Relay messages dropped because this node was too far behind",
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             connections: gauge(
                 &r,

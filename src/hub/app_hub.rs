@@ -372,10 +372,10 @@ impl AppHub {
         }
     }
 
-    /// Takes note of a cluster member event numbered `version` and returns
+    /// Takes note of a cluster member event numbered `version` and visits
     /// the channel's local subscribers whose roster does not have it yet,
     /// who must get it (none when `deliver` is false). Deciding under the
-    /// channel's lock keeps the ordering rules; the caller sends.
+    /// channel's lock keeps the ordering rules; `visit` sends or hands on.
     pub fn member_event_recipients(
         &self,
         name: &str,
@@ -383,39 +383,40 @@ impl AppHub {
         frame: &ByteString,
         except: Option<SocketId>,
         deliver: bool,
-    ) -> Vec<Arc<Connection>> {
+        visit: &mut dyn FnMut(&Arc<Connection>),
+    ) {
         let Some(mut channel) = self.channels.get_mut(name) else {
-            return Vec::new();
+            return;
         };
         let channel = &mut *channel;
         channel.order.accept(version, frame, except);
         if !deliver {
-            return Vec::new();
+            return;
         }
-        channel
-            .subscribers
-            .iter()
-            .filter(|(id, _)| Some(**id) != except && channel.order.wants(**id, version))
-            .map(|(_, conn)| conn.clone())
-            .collect()
+        for (id, conn) in &channel.subscribers {
+            if Some(*id) != except && channel.order.wants(*id, version) {
+                visit(conn);
+            }
+        }
     }
 
-    /// Who a publication on `name` goes to on this node (the channel's
-    /// subscribers, or for `#server-to-user-{id}` that user's sockets),
-    /// except one socket; the caller sends.
-    pub fn recipients(&self, name: &str, except: Option<SocketId>) -> Vec<Arc<Connection>> {
-        let keep = |conn: &&Arc<Connection>| Some(conn.socket_id) != except;
+    /// Visits who a publication on `name` goes to on this node (the
+    /// channel's subscribers, or for `#server-to-user-{id}` that user's
+    /// signed-in sockets), except one socket.
+    pub fn recipients(
+        &self,
+        name: &str,
+        except: Option<SocketId>,
+        visit: &mut dyn FnMut(&Arc<Connection>),
+    ) {
+        let others = |conn: &&Arc<Connection>| Some(conn.socket_id) != except;
         if let Some(user_id) = server_to_user_id(name) {
-            return self
-                .users
-                .get(user_id)
-                .map(|sockets| sockets.iter().filter(keep).cloned().collect())
-                .unwrap_or_default();
+            if let Some(sockets) = self.users.get(user_id) {
+                sockets.iter().filter(others).for_each(visit);
+            }
+        } else if let Some(channel) = self.channels.get(name) {
+            channel.subscribers.values().filter(others).for_each(visit);
         }
-        self.channels
-            .get(name)
-            .map(|channel| channel.subscribers.values().filter(keep).cloned().collect())
-            .unwrap_or_default()
     }
 
     /// Occupied channels and presence members (summed over channels) on
@@ -454,13 +455,13 @@ impl AppHub {
     /// `#server-to-user-{id}`, to that user's signed-in sockets), except one
     /// socket. Returns how many connections it was queued for.
     pub fn publish(&self, name: &str, frame: &ByteString, except: Option<SocketId>) -> usize {
-        if let Some(user_id) = server_to_user_id(name) {
-            return self.send_to_user(user_id, frame, except);
-        }
-        match self.channels.get(name) {
-            Some(channel) => channel.deliver(frame, except),
-            None => 0,
-        }
+        let mut delivered = 0;
+        self.recipients(name, except, &mut |conn| {
+            if conn.send(frame.clone()) {
+                delivered += 1;
+            }
+        });
+        delivered
     }
 
     /// Keeps `frame` as a cache channel's last event, then publishes it.
@@ -631,16 +632,6 @@ impl AppHub {
 
     pub fn is_online(&self, user_id: &str) -> bool {
         self.users.contains_key(user_id)
-    }
-
-    fn send_to_user(&self, user_id: &str, frame: &ByteString, except: Option<SocketId>) -> usize {
-        let Some(sockets) = self.users.get(user_id) else {
-            return 0;
-        };
-        sockets
-            .iter()
-            .filter(|c| Some(c.socket_id) != except && c.send(frame.clone()))
-            .count()
     }
 
     /// Closes every socket signed in as `user_id`; returns how many.

@@ -62,21 +62,33 @@ impl Fanout {
         Ok(Fanout { shards, pending })
     }
 
-    /// Sends `frame` to `connections`, after everything handed out before.
-    pub fn deliver(&self, connections: Vec<Arc<Connection>>, frame: ByteString) {
-        if connections.is_empty() {
-            return;
-        }
-        if self.shards.is_empty() || (connections.len() <= INLINE && self.idle()) {
-            for conn in &connections {
+    /// Sends `frame` to the connections `recipients` visits, after
+    /// everything handed out before; returns how many there were. Without
+    /// threads they are sent to as they are visited, with no copy.
+    pub fn deliver(
+        &self,
+        frame: ByteString,
+        recipients: impl FnOnce(&mut dyn FnMut(&Arc<Connection>)),
+    ) -> usize {
+        let mut count = 0;
+        if self.shards.is_empty() {
+            recipients(&mut |conn| {
                 conn.send(frame.clone());
-            }
-            return;
+                count += 1;
+            });
+            return count;
         }
         let shards = self.shards.len();
         let mut parts: Vec<Vec<Arc<Connection>>> = vec![Vec::new(); shards];
-        for conn in connections {
-            parts[conn.socket_id.shard(shards)].push(conn);
+        recipients(&mut |conn| {
+            parts[conn.socket_id.shard(shards)].push(conn.clone());
+            count += 1;
+        });
+        if count <= INLINE && self.idle() {
+            for conn in parts.iter().flatten() {
+                conn.send(frame.clone());
+            }
+            return count;
         }
         for (shard, connections) in parts.into_iter().enumerate() {
             if connections.is_empty() {
@@ -93,6 +105,7 @@ impl Fanout {
                 self.pending.fetch_sub(1, Ordering::AcqRel);
             }
         }
+        count
     }
 
     /// No job is waiting or running.
@@ -128,7 +141,9 @@ mod tests {
             } else {
                 connections.clone()
             };
-            fanout.deliver(to, ByteString::from(round.to_string()));
+            fanout.deliver(ByteString::from(round.to_string()), |visit| {
+                to.iter().for_each(visit)
+            });
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while !fanout.idle() {

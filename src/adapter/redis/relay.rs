@@ -184,9 +184,10 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: &[u8]) -> Applied 
         // Member events come through here on every node, the deciding one
         // included: that is what keeps them in decision order.
         let deliver = !(*skip_origin && envelope.origin == node);
-        let frame = frame.as_str().into();
-        let to = app.member_event_recipients(channel, *version, &frame, except(ex), deliver);
-        fanout.deliver(to, frame);
+        let frame: ByteString = frame.as_str().into();
+        fanout.deliver(frame.clone(), |visit| {
+            app.member_event_recipients(channel, *version, &frame, except(ex), deliver, visit)
+        });
         return Applied::Done;
     }
     if envelope.origin == node {
@@ -204,7 +205,10 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: &[u8]) -> Applied 
             frame,
             except: ex,
         } => {
-            fanout.deliver(app.recipients(&channel, except(&ex)), frame.into());
+            let delivered = fanout.deliver(frame.into(), |visit| {
+                app.recipients(&channel, except(&ex), visit)
+            });
+            app.metrics.deliveries.inc_by(delivered as u64);
         }
         Command::PublishCached {
             channel,
@@ -213,7 +217,9 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: &[u8]) -> Applied 
         } => {
             let frame: ByteString = frame.into();
             app.store_cached(&channel, frame.clone());
-            fanout.deliver(app.recipients(&channel, except(&ex)), frame);
+            let delivered =
+                fanout.deliver(frame, |visit| app.recipients(&channel, except(&ex), visit));
+            app.metrics.deliveries.inc_by(delivered as u64);
         }
         Command::TerminateUser { user_id } => {
             app.terminate_user(&user_id);
