@@ -141,16 +141,30 @@ async fn a_reconnect_to_another_node_reports_nothing() {
     drop(on_a);
     let mut on_b = Client::connect(&b).await;
     on_b.join("presence-page", "7", json!(null)).await;
+    let left_at = std::time::Instant::now();
     on_b.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-page"}}))
         .await;
     on_b.expect_nothing_pending().await;
-    // Gone for good: only the final departure is reported, after the delay.
+    // Gone for good: only the final departure is reported, after the delay
+    // (an uncancelled departure of the reload would come earlier).
     let left = [
         "channel_vacated presence-page ",
         "member_removed presence-page 7",
     ];
-    let events = delivered_all(&mut hooks, &left).await;
-    assert_eq!(tally(&events), once(&left), "{events:?}");
+    let mut events = delivered_all(&mut hooks, &left).await;
+    let waited = left_at.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1900),
+        "{waited:?}"
+    );
+    // And nothing else: a barrier, then the whole tally.
+    let mut barrier = Client::connect(&b).await;
+    barrier.subscribe("barrier").await;
+    let (more, _) = hooks.delivered_until(is_barrier("barrier")).await;
+    events.extend(more);
+    let mut expected = once(&left);
+    expected.insert("channel_occupied barrier ".into(), 1);
+    assert_eq!(tally(&events), expected, "{events:?}");
 }
 
 #[actix_rt::test]

@@ -96,6 +96,18 @@ async fn every_key_can_come_from_the_environment() {
     assert_eq!(hello["data"]["activity_timeout"], 7);
     let refused = client.subscribe("a-channel-name-too-long").await;
     assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    // HERALD_APP__CLIENT_EVENTS=false: client events are refused.
+    client.subscribe_private("private-a").await;
+    client
+        .send(json!({"event": "client-x", "channel": "private-a", "data": {}}))
+        .await;
+    let error = client.expect("pusher:error").await;
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("enable this feature")),
+        "{error}"
+    );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .env("HERALD_SERVER__PONG_TIMEOUT", "soon")

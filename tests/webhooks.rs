@@ -86,7 +86,10 @@ async fn subscription_counts_are_reported() {
         vec![json!({"name": "subscription_count", "channel": "counted", "subscription_count": 1})]
     );
     let second = hooks.next().await;
-    assert_eq!(second.events[0]["subscription_count"], 2);
+    assert_eq!(
+        second.events,
+        vec![json!({"name": "subscription_count", "channel": "counted", "subscription_count": 2})]
+    );
 }
 
 #[actix_rt::test]
@@ -113,6 +116,13 @@ async fn failures_are_retried_with_the_identical_request() {
         );
     }
     assert_eq!(attempts[0].names(), ["channel_occupied"]);
+    // With backoff: 1 s then 2 s, each scaled by 0.5 to 1.
+    let waits: Vec<Duration> = attempts
+        .windows(2)
+        .map(|pair| pair[1].received - pair[0].received)
+        .collect();
+    assert!(waits[0] >= Duration::from_millis(450), "{waits:?}");
+    assert!(waits[1] >= Duration::from_millis(950), "{waits:?}");
     // Delivered once: the next request is the next event.
     a.subscribe("barrier").await;
     let next = hooks.next().await;
@@ -124,7 +134,7 @@ async fn failures_are_retried_with_the_identical_request() {
 
 #[actix_rt::test]
 async fn a_hanging_url_delays_neither_clients_nor_other_urls() {
-    let hanging = Receiver::start().await;
+    let mut hanging = Receiver::start().await;
     hanging.answer(&[], Answer::Hang);
     let mut good = Receiver::start().await;
     let server = Server::with_config(&config(
@@ -152,6 +162,13 @@ async fn a_hanging_url_delays_neither_clients_nor_other_urls() {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+    // The hanging URL did get its first event, and is still holding it.
+    let held = hanging.next().await;
+    assert_eq!(held.answered, None);
+    assert_eq!(
+        held.events,
+        vec![json!({"name": "channel_occupied", "channel": "private-c0"})]
     );
 }
 

@@ -286,20 +286,23 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or(0)
+        // A limit compared with 0 would hold whatever the server did.
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
 }
 
 /// A process's user + system CPU time so far, from `/proc/<pid>/stat`
 /// (utime and stime, in clock ticks of 10 ms).
 pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("no /proc/{pid}/stat: {e}"));
     // The fields after the parenthesised command name.
     let after = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<u64> = after
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0))
         .collect();
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    assert!(fields.len() > 12, "unexpected /proc/{pid}/stat: {stat}");
+    let ticks = fields[11] + fields[12];
     Duration::from_millis(ticks * 10)
 }
 

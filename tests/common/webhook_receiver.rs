@@ -32,6 +32,8 @@ pub struct Hook {
     pub time_ms: u64,
     /// The status it was answered with (`None`: never answered).
     pub answered: Option<u16>,
+    /// When it arrived.
+    pub received: std::time::Instant,
 }
 
 impl Hook {
@@ -197,6 +199,7 @@ async fn serve(stream: TcpStream, sender: mpsc::UnboundedSender<Hook>, script: A
             time_ms: parsed["time_ms"].as_u64().unwrap_or(0),
             body,
             answered,
+            received: std::time::Instant::now(),
         });
         match answer {
             Answer::Status(status) => {
