@@ -121,6 +121,8 @@ fn main() {
             herald::reload::Reload {
                 path: None,
                 log_level: None,
+                host: None,
+                port: None,
             },
         ));
     });

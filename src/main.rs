@@ -67,8 +67,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e.to_string()),
     };
-    if let Some(host) = args.host {
-        config.server.host = host;
+    if let Some(host) = &args.host {
+        config.server.host = host.clone();
     }
     if let Some(port) = args.port {
         config.server.port = port;
@@ -80,6 +80,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     let reload = herald::reload::Reload {
         path: args.config,
         log_level,
+        host: args.host,
+        port: args.port,
     };
     let result = actix_web::rt::System::new().block_on(herald::server::run(config, reload));
     match result {

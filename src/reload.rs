@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tracing::{info, warn};
 
@@ -38,12 +38,15 @@ pub struct Reload {
     pub path: Option<PathBuf>,
     /// `None` while the environment fixes the log level.
     pub log_level: Option<SetLogLevel>,
+    /// `--host` / `--port`, which win over the file on reload as at start.
+    pub host: Option<String>,
+    pub port: Option<u16>,
 }
 
 /// Everything a reload touches.
 pub struct Reloader {
     reload: Reload,
-    running: Mutex<Config>,
+    running: Config,
     state: State,
     webhooks: Arc<Webhooks>,
     certificates: Option<Arc<Certificates>>,
@@ -59,7 +62,7 @@ impl Reloader {
     ) -> Reloader {
         Reloader {
             reload,
-            running: Mutex::new(running),
+            running,
             state,
             webhooks,
             certificates,
@@ -67,7 +70,7 @@ impl Reloader {
     }
 
     /// Reads the config again and applies it (see the module docs).
-    pub fn reload(&self) {
+    pub fn reload(&mut self) {
         if let Some(certificates) = &self.certificates {
             match certificates.reload() {
                 Ok(()) => info!("reload: TLS certificate read again"),
@@ -85,14 +88,17 @@ impl Reloader {
                 return;
             }
         };
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Command-line flags win on reload as they did at start.
-        fresh.server.host = running.server.host.clone();
-        fresh.server.port = running.server.port;
-        for key in restart_needed(&running, &fresh) {
+        if let Some(host) = &self.reload.host {
+            fresh.server.host = host.clone();
+        }
+        if let Some(port) = self.reload.port {
+            fresh.server.port = port;
+        }
+        for key in restart_needed(&self.running, &fresh) {
             warn!("reload: {key} changed; that takes a restart");
         }
-        if fresh.server.log_level != running.server.log_level {
+        if fresh.server.log_level != self.running.server.log_level {
             match &self.reload.log_level {
                 Some(set) => match set(&fresh.server.log_level) {
                     Ok(()) => info!("reload: log level is now {:?}", fresh.server.log_level),
@@ -100,10 +106,10 @@ impl Reloader {
                 },
                 None => info!("reload: HERALD_LOG / RUST_LOG set the log level; log_level ignored"),
             }
-            running.server.log_level = fresh.server.log_level.clone();
+            self.running.server.log_level = fresh.server.log_level.clone();
         }
         self.apply_apps(&fresh.apps);
-        running.apps = fresh.apps;
+        self.running.apps = fresh.apps;
         info!("reload: done");
     }
 
@@ -116,23 +122,26 @@ impl Reloader {
             .collect();
         let mut next = Vec::new();
         for config in apps {
-            let kept = current
-                .remove(&config.id)
-                .filter(|app| app.app().key == config.key);
-            let app = match kept {
-                Some(app) => {
-                    if **app.app() != *config {
-                        let was_enabled = app.app().enabled;
+            let app = match current.remove(&config.id) {
+                Some(app) if app.app().key == config.key => {
+                    let old = app.app().clone();
+                    if *old != *config {
                         app.set_config(config.clone());
-                        if was_enabled && !config.enabled {
+                        if old.enabled && !config.enabled {
                             app.close_all(Close::APP_DISABLED);
                         }
-                        self.webhooks.attach(&app);
+                        if webhooks_changed(&old, config) {
+                            self.webhooks.attach(&app);
+                        }
                         info!(app = %config.id, "reload: app settings changed");
                     }
                     app
                 }
-                None => {
+                old => {
+                    // A new key is a new app: the old key's sockets go.
+                    if let Some(old) = old {
+                        old.close_all(Close::APP_DISABLED);
+                    }
                     let app = Arc::new(AppHub::new(Arc::new(config.clone())));
                     self.webhooks.attach(&app);
                     info!(app = %config.id, "reload: app added");
@@ -142,13 +151,26 @@ impl Reloader {
             next.push(app);
         }
         hub.replace_apps(next);
-        // Apps that left (or whose key changed): their sockets go.
+        // Apps that left: their sockets go.
         for (id, app) in current {
             app.close_all(Close::APP_DISABLED);
             info!(app = %id, "reload: app removed; its connections are closed");
         }
         self.state.adapter.apps_changed();
     }
+}
+
+/// Whether the settings that shape an app's webhook delivery differ (its
+/// URLs, their handling, what its requests are signed with).
+fn webhooks_changed(old: &AppConfig, new: &AppConfig) -> bool {
+    old.webhooks != new.webhooks
+        || old.webhook_batching != new.webhook_batching
+        || old.webhook_debounce != new.webhook_debounce
+        || old.webhook_timeout != new.webhook_timeout
+        || old.webhook_retry_for != new.webhook_retry_for
+        || old.webhook_max_pending != new.webhook_max_pending
+        || old.subscription_count != new.subscription_count
+        || old.secret != new.secret
 }
 
 /// The keys outside the apps that differ, as `section.key`.

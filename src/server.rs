@@ -238,7 +238,7 @@ async fn wait_for_signal() {
 }
 
 /// SIGHUP: reload (see `reload`).
-async fn reload_on_hangup(reloader: Reloader) {
+async fn reload_on_hangup(mut reloader: Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

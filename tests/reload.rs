@@ -112,3 +112,15 @@ async fn sighup_applies_apps_without_dropping_anyone() {
     );
     on_c.expect_nothing_pending().await;
 }
+
+#[actix_rt::test]
+async fn a_new_key_closes_the_old_keys_connections() {
+    let server = Server::with_config(&app("x", "x-key-1", "x-secret", ""));
+    let path = server.config_path().expect("config file").to_owned();
+    let mut old = connect_to(&server, "x-key-1").await;
+    std::fs::write(&path, app("x", "x-key-2", "x-secret", "")).expect("rewrite config");
+    hangup(&server);
+    let (code, _) = old.expect_close().await;
+    assert_eq!(code, 4003);
+    connect_to(&server, "x-key-2").await;
+}
