@@ -65,7 +65,7 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         .console
         .token
         .clone()
-        .map(|token| web::Data::new(console::Token(token)));
+        .map(|token| web::Data::new(console::Token::new(&token)));
     if console.is_some() {
         info!("live console at /console (it asks for the console token)");
     }

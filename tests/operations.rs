@@ -126,3 +126,71 @@ async fn a_taken_metrics_port_costs_the_metrics_not_the_service() {
     client.expect_nothing_pending().await;
     server.logged("no metrics: cannot listen", 1).await;
 }
+
+#[actix_rt::test]
+async fn the_console_exists_only_with_a_token_and_checks_it_first() {
+    let base = |server: &Server| format!("http://127.0.0.1:{}", server.port);
+    let http = awc::Client::new();
+    let status = |response: Result<awc::ClientResponse<_>, _>| {
+        response
+            .map(|r: awc::ClientResponse<_>| r.status().as_u16())
+            .expect("request")
+    };
+
+    let off = Server::start();
+    assert_eq!(
+        status(http.get(format!("{}/console", base(&off))).send().await),
+        404
+    );
+    assert_eq!(
+        status(
+            http.get(format!("{}/console/api/apps", base(&off)))
+                .send()
+                .await
+        ),
+        404
+    );
+
+    let token = "a-console-token-for-tests";
+    let server = Server::launch(
+        None,
+        &[
+            ("HERALD_CONSOLE_TOKEN", token),
+            ("HERALD_SERVER__MAX_REQUEST_BYTES", "1024"),
+        ],
+    );
+    let url = format!("{}/console/api/apps", base(&server));
+    assert_eq!(status(http.get(&url).send().await), 401);
+    let wrong = http
+        .get(&url)
+        .insert_header(("Authorization", "Bearer nope"));
+    assert_eq!(status(wrong.send().await), 401);
+    let mut right = http
+        .get(&url)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(right.status().as_u16(), 200);
+    let body: Value = right.json().await.expect("json");
+    assert_eq!(body, json!({"apps": ["app-id"]}));
+
+    // A test event: refused before its body is read without the token,
+    // and bounded by max_request_bytes with it.
+    let events = format!("{}/console/api/apps/app-id/events", base(&server));
+    let big = "x".repeat(4096);
+    assert_eq!(status(http.post(&events).send_body(big.clone()).await), 401);
+    let too_big = http
+        .post(&events)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send_body(big);
+    assert_eq!(status(too_big.await), 413);
+    let mut client = Client::connect(&server).await;
+    client.subscribe("news").await;
+    let sent = http
+        .post(&events)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send_body(json!({"name": "hi", "channel": "news", "data": "{}"}).to_string());
+    assert_eq!(status(sent.await), 200);
+    assert_eq!(client.expect("hi").await["channel"], "news");
+}

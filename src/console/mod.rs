@@ -22,13 +22,26 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::events::publish_test_event;
+use crate::auth;
 use crate::http_error::{HttpError, HttpResult};
 use crate::hub::AppHub;
 use crate::protocol::ChannelType;
 use crate::state::State;
+use crate::support::body;
 
-/// The console's token, as configured.
-pub struct Token(pub String);
+/// The console's token, kept as its HMAC with a fixed message: a request's
+/// token is checked by computing the same and comparing in constant time
+/// (`auth::verify`), which reveals neither the token nor its length.
+pub struct Token(String);
+
+/// What the token's HMAC is taken over.
+const TOKEN_CHECK: &[u8] = b"herald console token";
+
+impl Token {
+    pub fn new(token: &str) -> Token {
+        Token(auth::sign(token, TOKEN_CHECK))
+    }
+}
 
 /// A comment line sent this often keeps proxies from closing an idle stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -58,7 +71,7 @@ async fn page() -> HttpResponse {
         .body(include_str!("page.html"))
 }
 
-/// Checks the bearer token in constant time.
+/// Checks the bearer token (see [`Token`]).
 fn authorize(req: &HttpRequest) -> HttpResult<()> {
     let expected = req
         .app_data::<web::Data<Token>>()
@@ -69,17 +82,13 @@ fn authorize(req: &HttpRequest) -> HttpResult<()> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if equal(given.as_bytes(), expected.0.as_bytes()) {
+    if auth::verify(given, TOKEN_CHECK, &expected.0) {
         Ok(())
     } else {
         Err(HttpError::Unauthorized(
             "A valid console token is required".into(),
         ))
     }
-}
-
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn app_of(state: &State, req: &HttpRequest) -> HttpResult<std::sync::Arc<AppHub>> {
@@ -153,26 +162,39 @@ async fn stream_events(req: HttpRequest, state: web::Data<State>) -> HttpResult<
 }
 
 /// Publishes a test event: the body of `POST /events`
-/// (`{"name", "channel", "data"}`), checked the same way.
+/// (`{"name", "channel", "data"}`), checked the same way. The token is
+/// checked before the body is read, and the body is bounded like the API's.
 async fn send_event(
     req: HttpRequest,
     state: web::Data<State>,
-    body: Bytes,
+    payload: web::Payload,
 ) -> HttpResult<HttpResponse> {
     let app = app_of(&state, &req)?;
+    if !app.app().enabled {
+        return Err(HttpError::Forbidden("Application disabled".into()));
+    }
+    let body = body::read(
+        &mut payload.into_inner(),
+        body::content_length(&req),
+        state.server.max_request_bytes,
+        Duration::from_secs(state.server.request_body_timeout),
+    )
+    .await?;
     publish_test_event(&state.adapter, &app, &body)?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::equal;
+    use super::*;
 
     #[test]
     fn tokens_compare_whole() {
-        assert!(equal(b"secret-token", b"secret-token"));
-        assert!(!equal(b"secret-token", b"secret-tokex"));
-        assert!(!equal(b"secret", b"secret-token"));
-        assert!(!equal(b"", b"x"));
+        let token = Token::new("secret-token-of-16");
+        let check = |given: &str| auth::verify(given, TOKEN_CHECK, &token.0);
+        assert!(check("secret-token-of-16"));
+        assert!(!check("secret-token-of-17"));
+        assert!(!check("secret"));
+        assert!(!check(""));
     }
 }
