@@ -39,9 +39,13 @@ pub struct Metrics {
     pub webhook_retries: IntCounterVec,
     pub webhooks_dropped: IntCounterVec,
     pub webhooks_pending: IntGauge,
-    pub redis_up: IntGauge,
-    pub relay_messages: IntCounterVec,
-    pub relay_bytes: IntCounterVec,
+    redis_up: IntGauge,
+    redis_up_registered: std::sync::Once,
+    /// Resolved once: the relay counts every message.
+    pub relay_in: IntCounter,
+    pub relay_in_bytes: IntCounter,
+    pub relay_out: IntCounter,
+    pub relay_out_bytes: IntCounter,
     pub relay_dropped: IntCounter,
     pub relay_latency: Histogram,
 }
@@ -102,10 +106,13 @@ impl Metrics {
             "herald_webhooks_pending",
             "Webhook events queued or being sent by this node (single node)",
         );
-        let redis_up = single(
+        // Registered on the first scrape of a cluster node only: a single
+        // node has no Redis to be down.
+        let redis_up = IntGauge::new(
             "herald_redis_up",
             "1 while this cluster node's state is in Redis and its relay hears (cluster mode)",
-        );
+        )
+        .expect("valid metric");
         let relay_dropped = registered(
             &r,
             IntCounter::new(
@@ -113,6 +120,18 @@ impl Metrics {
                 "Relay messages dropped because this node was too far behind",
             )
             .expect("valid metric"),
+        );
+        let relay_messages = counter(
+            &r,
+            "herald_relay_messages_total",
+            "Cluster relay messages, in (applied) and out (published)",
+            &["direction"],
+        );
+        let relay_bytes = counter(
+            &r,
+            "herald_relay_bytes_total",
+            "Bytes of cluster relay messages, in and out",
+            &["direction"],
         );
         Metrics {
             connections: gauge(
@@ -214,18 +233,11 @@ impl Metrics {
             ),
             webhooks_pending,
             redis_up,
-            relay_messages: counter(
-                &r,
-                "herald_relay_messages_total",
-                "Cluster relay messages, in (applied) and out (published)",
-                &["direction"],
-            ),
-            relay_bytes: counter(
-                &r,
-                "herald_relay_bytes_total",
-                "Bytes of cluster relay messages, in and out",
-                &["direction"],
-            ),
+            redis_up_registered: std::sync::Once::new(),
+            relay_in: relay_messages.with_label_values(&["in"]),
+            relay_in_bytes: relay_bytes.with_label_values(&["in"]),
+            relay_out: relay_messages.with_label_values(&["out"]),
+            relay_out_bytes: relay_bytes.with_label_values(&["out"]),
             relay_dropped,
             relay_latency,
             registry: r,
@@ -234,6 +246,9 @@ impl Metrics {
 
     /// The text exposition, with the hub's gauges read now.
     pub fn render(&self, hub: &Hub, adapter: &Adapter) -> String {
+        // Apps removed by a reload leave no stale values behind.
+        self.channels.reset();
+        self.presence_members.reset();
         for app in hub.apps() {
             let id = app.id();
             let (channels, members) = app.occupancy();
@@ -243,6 +258,9 @@ impl Metrics {
                 .set(members as i64);
         }
         if let Adapter::Redis(_) = adapter {
+            self.redis_up_registered.call_once(|| {
+                let _ = self.registry.register(Box::new(self.redis_up.clone()));
+            });
             self.redis_up.set(i64::from(adapter.ready()));
         }
         let mut out = Vec::new();

@@ -4,7 +4,9 @@
 //! new connections without a restart; open connections keep theirs.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -16,14 +18,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub struct Certificates {
     cert: PathBuf,
     key: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
+    current: ArcSwap<CertifiedKey>,
 }
 
 impl Certificates {
     /// Reads the files; the error names what is wrong with which.
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Certificates>, String> {
         Ok(Arc::new(Certificates {
-            current: RwLock::new(Arc::new(read(cert, key)?)),
+            current: ArcSwap::from_pointee(read(cert, key)?),
             cert: cert.to_owned(),
             key: key.to_owned(),
         }))
@@ -31,8 +33,7 @@ impl Certificates {
 
     /// Reads the files again; on error the served certificate stays.
     pub fn reload(&self) -> Result<(), String> {
-        let fresh = Arc::new(read(&self.cert, &self.key)?);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        self.current.store(Arc::new(read(&self.cert, &self.key)?));
         Ok(())
     }
 
@@ -46,12 +47,7 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.current.load_full())
     }
 }
 

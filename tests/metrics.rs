@@ -72,6 +72,10 @@ async fn a_scripted_session_gives_exact_counts() {
     assert_eq!(r.status, 401);
 
     let live = scrape(port).await;
+    assert!(
+        !live.keys().any(|k| k.starts_with("herald_redis_up")),
+        "a single node has no Redis to report"
+    );
     let app = r#"app="app-id""#;
     assert_eq!(
         value(

@@ -57,7 +57,8 @@ pub(super) async fn trigger(signed: Signed) -> HttpResult<actix_web::HttpRespons
 
 pub(super) async fn trigger_batch(signed: Signed) -> HttpResult<actix_web::HttpResponse> {
     let body: BatchBody = json_body(&signed.body)?;
-    let app = &signed.app.app();
+    // A copy of the settings: the batch's answers await.
+    let app = &signed.app.app().clone();
     if body.batch.is_empty() {
         return Err(HttpError::BadRequest(
             "Batch must contain at least one event".into(),

@@ -25,6 +25,7 @@ use super::request::{batch_len, Request, MAX_EVENTS};
 use super::target::Target;
 use super::{AppQueue, Message};
 use crate::config::AppConfig;
+use crate::metrics::METRICS;
 
 /// How long one read waits for new entries (on the consumer's own
 /// connection, so that a blocked read holds up nobody else).
@@ -238,11 +239,25 @@ impl Consumer {
     async fn deliver(&mut self, entries: Vec<Entry>) {
         let mut skipped = Vec::new();
         let mut wanted: Vec<(String, Event)> = Vec::new();
+        let mut trimmed = 0;
         for (id, event) in entries {
-            match event.filter(|e| self.target.accepts(e)) {
-                Some(event) => wanted.push((id, event)),
-                None => skipped.push(id),
+            match event {
+                Some(event) if self.target.accepts(&event) => wanted.push((id, event)),
+                Some(_) => skipped.push(id),
+                // Trimmed from the outbox (webhook_max_pending) before it
+                // was delivered: a drop like a full queue's.
+                None => {
+                    trimmed += 1;
+                    skipped.push(id);
+                }
             }
+        }
+        if trimmed > 0 {
+            METRICS
+                .webhooks_dropped
+                .with_label_values(&[self.app.id.as_str(), "trimmed"])
+                .inc_by(trimmed);
+            warn!(app = %self.app.id, trimmed, "webhook outbox was trimmed (webhook_max_pending) before these were delivered");
         }
         self.ack(&skipped).await;
         let mut rest = &wanted[..];

@@ -88,10 +88,6 @@ impl KindSet {
     pub fn union(self, other: KindSet) -> KindSet {
         KindSet(self.0 | other.0)
     }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
 }
 
 /// One event: what filters and the debounce look at, and its JSON object.

@@ -107,7 +107,7 @@ async fn dispatch(
                 if queue.dropped.is_power_of_two() {
                     warn!(
                         app = %app.id,
-                        url = %queue.target.url.split('?').next().unwrap_or_default(),
+                        url = queue.target.shown(),
                         dropped = queue.dropped,
                         "webhook queue is full (webhook_max_pending); dropping webhook events"
                     );

@@ -14,11 +14,11 @@
 //!   read by one consumer group per URL, so each event is delivered by one
 //!   node, and pending ones are taken over when their node dies.
 
-pub mod cluster;
+mod cluster;
 mod debounce;
 mod event;
 mod local;
-pub mod request;
+mod request;
 mod target;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,14 +92,6 @@ impl Sink {
                 warn!(app = %sink.app, dropped, "webhook queue is full; dropping webhook events");
             }
         }
-    }
-
-    /// Webhook events dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.inner
-            .load()
-            .as_ref()
-            .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 
     fn attach(&self, app: &str, wants: KindSet, capacity: usize) -> mpsc::Receiver<Message> {

@@ -78,7 +78,7 @@ impl Target {
 
     /// The URL without its query string, for logs (a query may carry a
     /// token).
-    fn shown(&self) -> &str {
+    pub(super) fn shown(&self) -> &str {
         self.url.split(['?', '#']).next().unwrap_or_default()
     }
 

@@ -347,8 +347,8 @@ pub async fn run(
                             Some(push) if push.kind == PushKind::Message => {
                                 let Some(bytes) = payload(&push) else { continue };
                                 inbox.taken(bytes.len());
-                                METRICS.relay_messages.with_label_values(&["in"]).inc();
-                                METRICS.relay_bytes.with_label_values(&["in"]).inc_by(bytes.len() as u64);
+                                METRICS.relay_in.inc();
+                                METRICS.relay_in_bytes.inc_by(bytes.len() as u64);
                                 match apply(&hub, &fanout, &node, bytes) {
                                     Applied::OwnEcho => health.echoed(),
                                     Applied::CountsChanged(keys) => counts_changed(keys),

@@ -98,11 +98,8 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
             match write {
                 Write::Flush(done) => flushed.push(done),
                 Write::Publish { channel, payload } => {
-                    METRICS.relay_messages.with_label_values(&["out"]).inc();
-                    METRICS
-                        .relay_bytes
-                        .with_label_values(&["out"])
-                        .inc_by(payload.len() as u64);
+                    METRICS.relay_out.inc();
+                    METRICS.relay_out_bytes.inc_by(payload.len() as u64);
                     pipe.publish(channel, payload).ignore();
                 }
                 Write::Cache { key, frame, ttl } => {
