@@ -349,7 +349,10 @@ impl AppHub {
     /// `version` again (`subscription_succeeded`, which pusher-js applies
     /// as the new member list and Echo reports through `here`), unless
     /// events newer than it were delivered meanwhile.
-    pub fn resync_roster(&self, name: &str, version: u64, roster: &str) {
+    /// `visit` gets each subscriber to send the roster frame to (through
+    /// the same path as the member events it supersedes, so it comes after
+    /// them).
+    pub fn resync_roster(&self, name: &str, version: u64, visit: &mut dyn FnMut(&Arc<Connection>)) {
         let Some(mut channel) = self.channels.get_mut(name) else {
             return;
         };
@@ -357,8 +360,7 @@ impl AppHub {
         if channel.order.applied_version() >= version {
             return;
         }
-        let frame = messages::subscription_succeeded(name, roster);
-        channel.deliver(&frame, None);
+        channel.subscribers.values().for_each(visit);
         channel
             .order
             .resynced(version, channel.subscribers.keys().copied());

@@ -13,7 +13,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
@@ -109,17 +108,8 @@ impl Fanout {
     }
 
     /// No job is waiting or running.
-    pub fn idle(&self) -> bool {
+    fn idle(&self) -> bool {
         self.pending.load(Ordering::Acquire) == 0
-    }
-
-    /// Waits (at most `limit`) until every job handed out so far is done:
-    /// for a caller about to send something that must come after them.
-    pub async fn quiesce(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.idle() && Instant::now() < deadline {
-            tokio::task::yield_now().await;
-        }
     }
 }
 
@@ -127,6 +117,7 @@ impl Fanout {
 mod tests {
     use super::*;
     use crate::protocol::SocketId;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn every_connection_sees_frames_in_order() {

@@ -14,6 +14,7 @@ use super::keys::Keys;
 use super::scripts::{no_hooks, Announce, Hooks};
 use super::{Inner, ONLINE};
 use crate::hub::AppHub;
+use crate::protocol::messages;
 
 /// Beats every `heartbeat_interval` until the process ends.
 pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
@@ -125,16 +126,17 @@ async fn converge(inner: &Inner) -> redis::RedisResult<()> {
                 continue;
             }
             let keys = inner.keys.presence(app.id(), channel, &inner.keys.node);
-            // Member events already handed to the fan-out threads go
-            // before the roster that supersedes them.
-            inner.fanout.quiesce(Duration::from_secs(1)).await;
             let (version, members): (Option<u64>, Vec<(String, String)>) = redis::pipe()
                 .atomic()
                 .get(&keys.version)
                 .hgetall(&keys.info)
                 .query_async(&mut redis)
                 .await?;
-            app.resync_roster(channel, version.unwrap_or(0), &super::roster(&members));
+            // Through the fan-out: after the member events it supersedes.
+            let frame = messages::subscription_succeeded(channel, &super::roster(&members));
+            inner.fanout.deliver(frame, |visit| {
+                app.resync_roster(channel, version.unwrap_or(0), visit)
+            });
             info!(channel = %channel, "presence roster shown again after missed member events");
         }
     }
