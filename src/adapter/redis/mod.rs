@@ -172,21 +172,9 @@ impl RedisAdapter {
         supervise("count flusher", move || counts_flusher(flusher.clone()));
         let writer = inner.clone();
         supervise("state writer", move || state::writer(writer.clone()));
-        // Supervised in place (not with `supervise`): aborting this task
-        // must stop the beat itself when the node leaves.
         let beating = inner.clone();
-        let heartbeat = tokio::spawn(async move {
-            use futures_util::FutureExt;
-            loop {
-                let beat = std::panic::AssertUnwindSafe(node::heartbeat(beating.clone()));
-                if beat.catch_unwind().await.is_ok() {
-                    return;
-                }
-                tracing::error!("cluster task heartbeat panicked; restarting it");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        let _ = inner.heartbeat.set(heartbeat.abort_handle());
+        let heartbeat = supervise("heartbeat", move || node::heartbeat(beating.clone()));
+        let _ = inner.heartbeat.set(heartbeat);
         Ok(RedisAdapter {
             inner,
             client: client_for_outbox,
@@ -694,23 +682,24 @@ fn hooks_of(hub: &Hub, keys: &Keys) -> HashMap<String, Arc<Hooks>> {
 }
 
 /// Runs a cluster task, and runs it again if it panics: a node must not go
-/// on half-connected because one of its tasks died.
-fn supervise<F, Fut>(name: &'static str, make: F)
+/// on half-connected because one of its tasks died. The task runs inside
+/// the supervising one, so aborting the returned handle stops it.
+fn supervise<F, Fut>(name: &'static str, make: F) -> tokio::task::AbortHandle
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    use futures_util::FutureExt;
     tokio::spawn(async move {
         loop {
-            match tokio::spawn(make()).await {
-                Err(e) if e.is_panic() => {
-                    tracing::error!("cluster task {name} panicked; restarting it");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                _ => return,
+            if std::panic::AssertUnwindSafe(make()).catch_unwind().await.is_ok() {
+                return;
             }
+            tracing::error!("cluster task {name} panicked; restarting it");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    });
+    })
+    .abort_handle()
 }
 
 /// How often changed subscription counts are announced.
