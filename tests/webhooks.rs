@@ -348,3 +348,89 @@ fn bad_webhook_settings_stop_start_up_naming_the_key() {
     assert_eq!(code, Some(2));
     assert!(err.contains("apps[0].webhooks[0].event_types"), "{err}");
 }
+
+/// One sample of the server's `/metrics`, 0 when absent.
+async fn metric(port: u16, sample: &str) -> f64 {
+    let mut response = awc::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    let text = response.body().await.expect("body");
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+#[actix_rt::test]
+async fn a_webhook_failing_past_its_retry_time_is_dropped_and_counted() {
+    let mut hooks = Receiver::start().await;
+    hooks.answer(&[], Answer::Status(500));
+    let port = free_port();
+    let server = Server::launch(
+        Some(&config(&[hooks.url()], "webhook_retry_for = 2")),
+        &[("HERALD_METRICS_PORT", &port.to_string())],
+    );
+    let mut a = Client::connect(&server).await;
+    a.subscribe("doomed").await;
+    let first = hooks.next().await;
+    assert_eq!(first.answered, Some(500));
+    let dropped = r#"herald_webhooks_dropped_total{app="app-id",reason="retries"}"#;
+    common::eventually("the webhook is given up", || async {
+        metric(port, dropped).await == 1.0
+    })
+    .await;
+    // Its attempts stopped: with the receiver fixed, the next request is
+    // the next event.
+    hooks.answer(&[], Answer::Status(200));
+    a.subscribe("after").await;
+    loop {
+        let hook = hooks.next().await;
+        if hook.events[0]["channel"] == "after" {
+            break;
+        }
+        assert_eq!(
+            hook.body, first.body,
+            "only retries of the first event before"
+        );
+        assert!(
+            hook.answered == Some(500),
+            "a retry after the drop: {hook:?}"
+        );
+    }
+    assert_eq!(metric(port, dropped).await, 1.0);
+}
+
+#[actix_rt::test]
+async fn a_url_that_does_not_keep_up_holds_at_most_webhook_max_pending() {
+    let hanging = Receiver::start().await;
+    hanging.answer(&[], Answer::Hang);
+    let port = free_port();
+    let server = Server::launch(
+        Some(&config(
+            &[hanging.url()],
+            "webhook_max_pending = 2\nwebhook_timeout = 60",
+        )),
+        &[("HERALD_METRICS_PORT", &port.to_string())],
+    );
+    let mut a = Client::connect(&server).await;
+    for n in 0..10 {
+        a.subscribe(&format!("c{n}")).await;
+    }
+    // One being sent, two waiting: the other seven are dropped.
+    let dropped = r#"herald_webhooks_dropped_total{app="app-id",reason="queue_full"}"#;
+    common::eventually("the overflow is counted", || async {
+        metric(port, dropped).await >= 6.0
+    })
+    .await;
+    let count = metric(port, dropped).await;
+    assert!((6.0..=8.0).contains(&count), "{count}");
+}

@@ -163,8 +163,10 @@ async fn send_queue(
                 None => return,
             }
         }
-        // Enough for one request; the rest stays in the bounded channel.
-        while waiting.len() < MAX_EVENTS {
+        // Enough for one request; the rest stays in the bounded channel
+        // (so webhook_max_pending is the bound, not that plus a batch).
+        let room = if app.webhook_batching { MAX_EVENTS } else { 1 };
+        while waiting.len() < room {
             match receiver.try_recv() {
                 Ok(event) => waiting.push_back(event),
                 Err(_) => break,

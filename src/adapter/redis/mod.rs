@@ -692,7 +692,11 @@ where
     use futures_util::FutureExt;
     tokio::spawn(async move {
         loop {
-            if std::panic::AssertUnwindSafe(make()).catch_unwind().await.is_ok() {
+            if std::panic::AssertUnwindSafe(make())
+                .catch_unwind()
+                .await
+                .is_ok()
+            {
                 return;
             }
             tracing::error!("cluster task {name} panicked; restarting it");
