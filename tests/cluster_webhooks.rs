@@ -238,3 +238,42 @@ async fn a_webhook_outlives_the_node_that_could_not_deliver_it() {
         .count();
     assert_eq!(occupied, 1, "{all:?}");
 }
+
+#[actix_rt::test]
+async fn the_outbox_holds_only_what_some_url_takes() {
+    let redis = RedisServer::start();
+    let mut hooks = Receiver::start().await;
+    let server = Server::with_config(&format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n\
+         [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nwebhook_debounce = 0\n\
+         [[apps.webhooks]]\nurl = \"{}\"\nevent_types = [\"client_event\"]\n",
+        redis.url(),
+        hooks.url()
+    ));
+    server.wait_ready().await;
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    a.join("presence-room", "1", json!(null)).await;
+    b.join("presence-room", "2", json!(null)).await;
+    a.expect("pusher_internal:member_added").await;
+    b.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-room"}}))
+        .await;
+    a.expect("pusher_internal:member_removed").await;
+    a.send(json!({"event": "client-hi", "channel": "presence-room", "data": {}}))
+        .await;
+    let hook = hooks.next().await;
+    assert_eq!(hook.names(), ["client_event"]);
+    // Occupancy and membership changes were decided, but none was written
+    // to the outbox: the one URL takes client events only.
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let length: usize = redis::cmd("XLEN")
+        .arg("herald:app:app-id:webhooks")
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(length, 1);
+}

@@ -88,6 +88,12 @@ impl KindSet {
     pub fn union(self, other: KindSet) -> KindSet {
         KindSet(self.0 | other.0)
     }
+
+    /// The raw bits (the Redis scripts test them: occupied 1, vacated 2,
+    /// added 4, removed 8).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
 }
 
 /// One event: what filters and the debounce look at, and its JSON object.
@@ -252,6 +258,16 @@ mod tests {
         let event = Event::member_removed("presence-\"x\"", "7");
         assert_eq!(Event::from_json(&event.json), Some(event));
         assert_eq!(Event::from_json(r#"{"name":"nope","channel":"c"}"#), None);
+    }
+
+    #[test]
+    fn the_scripts_bits_match() {
+        // adapter::redis::scripts::HOOKS hard-codes these.
+        let bits = |k| KindSet::named(&[Kind::name(k)]).bits();
+        assert_eq!(bits(Kind::ChannelOccupied), 1);
+        assert_eq!(bits(Kind::ChannelVacated), 2);
+        assert_eq!(bits(Kind::MemberAdded), 4);
+        assert_eq!(bits(Kind::MemberRemoved), 8);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use super::scripts::Hooks;
 use crate::config::AppConfig;
+use crate::webhooks::KindSet;
 
 /// Key builder for one cluster (one prefix) and one node.
 #[derive(Debug, Clone)]
@@ -96,6 +97,13 @@ impl Keys {
             held: self.webhooks_held(&app.id),
             debounce_ms: app.webhook_debounce * 1000,
             max_len: app.webhook_max_pending,
+            kinds: app
+                .webhooks
+                .iter()
+                .fold(KindSet::default(), |kinds, w| {
+                    kinds.union(KindSet::named(&w.event_types))
+                })
+                .bits(),
         }
     }
 

@@ -43,25 +43,32 @@ end
 /// those decisions imply go into the app's outbox stream, once for the
 /// whole cluster. A departure (`channel_vacated`, `member_removed`) is held
 /// in a sorted set until its due time (see [`PROMOTE`]); the arrival that
-/// undoes it in time removes it and is not sent either. Hooks `h` come from
-/// four arguments (stream, held set, debounce ms, stream length); stream ''
-/// means the app has no webhooks.
+/// undoes it in time removes it and is not sent either. Only the event
+/// types some URL of the app takes are written (`kinds`, the bits of
+/// `webhooks::Kind`: occupied 1, vacated 2, added 4, removed 8). Hooks `h`
+/// come from five arguments (stream, held set, debounce ms, stream length,
+/// kinds); stream '' means the app has no webhooks.
 const HOOKS: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
+local OCCUPIED, VACATED, ADDED, REMOVED = 1, 2, 4, 8
 local function hooks_at(i)
   return {stream = ARGV[i], held = ARGV[i + 1], debounce = tonumber(ARGV[i + 2]) or 0,
-          max_len = ARGV[i + 3]}
+          max_len = ARGV[i + 3], kinds = tonumber(ARGV[i + 4]) or 0}
+end
+local function wants(h, kind)
+  return h.stream ~= '' and bit.band(h.kinds, kind) ~= 0
 end
 local function hook_now(h, json)
   redis.call('XADD', h.stream, 'MAXLEN', '~', h.max_len, '*', 'e', json)
 end
-local function hook_arrival(h, json, departure)
-  if h.stream == '' then return end
-  if redis.call('ZREM', h.held, departure) == 1 then return end
-  hook_now(h, json)
+-- An arrival first cancels the departure it undoes (held only when that
+-- departure is wanted), and is written when its own type is wanted.
+local function hook_arrival(h, json, kind, departure, departure_kind)
+  if wants(h, departure_kind) and redis.call('ZREM', h.held, departure) == 1 then return end
+  if wants(h, kind) then hook_now(h, json) end
 end
-local function hook_departure(h, json)
-  if h.stream == '' then return end
+local function hook_departure(h, json, kind)
+  if not wants(h, kind) then return end
   if h.debounce <= 0 then hook_now(h, json) return end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -75,11 +82,11 @@ local function channel_hook(name, channel)
   return '{"name":"' .. name .. '","channel":' .. cjson.encode(channel) .. '}'
 end
 local function member_arrived(h, channel, user)
-  hook_arrival(h, member_hook('member_added', channel, user),
-    member_hook('member_removed', channel, user))
+  hook_arrival(h, member_hook('member_added', channel, user), ADDED,
+    member_hook('member_removed', channel, user), REMOVED)
 end
 local function member_departed(h, channel, user)
-  hook_departure(h, member_hook('member_removed', channel, user))
+  hook_departure(h, member_hook('member_removed', channel, user), REMOVED)
 end
 -- A node's subscriber count of a channel becomes `count`; the cluster-wide
 -- total (kept in `totals`) decides occupancy.
@@ -96,10 +103,10 @@ local function set_count(node_subs, totals, channel, count, h)
   if total <= 0 then redis.call('HDEL', totals, channel) end
   local before = total - delta
   if before <= 0 and total > 0 then
-    hook_arrival(h, channel_hook('channel_occupied', channel),
-      channel_hook('channel_vacated', channel))
+    hook_arrival(h, channel_hook('channel_occupied', channel), OCCUPIED,
+      channel_hook('channel_vacated', channel), VACATED)
   elseif before > 0 and total <= 0 then
-    hook_departure(h, channel_hook('channel_vacated', channel))
+    hook_departure(h, channel_hook('channel_vacated', channel), VACATED)
   end
 end
 "#;
@@ -117,7 +124,7 @@ local h = hooks_at(1)
 local old = {}
 local flat = redis.call('HGETALL', KEYS[1])
 for i = 1, #flat, 2 do old[flat[i]] = true end
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   set_count(KEYS[1], KEYS[2], ARGV[i], tonumber(ARGV[i + 1]), h)
   old[ARGV[i]] = nil
 end
@@ -218,7 +225,7 @@ local function apply(user, delta, user_info)
     member_arrived(h, channel, user)
   end
 end
-for i = 10, #ARGV, 3 do
+for i = 11, #ARGV, 3 do
   local user, n = ARGV[i], tonumber(ARGV[i + 1])
   redis.call('HSET', node, user, n)
   apply(user, n - (old[user] or 0), ARGV[i + 2])
@@ -313,6 +320,8 @@ pub struct Hooks {
     pub held: String,
     pub debounce_ms: u64,
     pub max_len: usize,
+    /// The occupancy and membership types some URL takes (`KindSet` bits).
+    pub kinds: u8,
 }
 
 /// No webhooks (also for changes that were reported before, replayed into
@@ -328,7 +337,8 @@ impl Hooks {
             .arg(&self.stream)
             .arg(&self.held)
             .arg(self.debounce_ms)
-            .arg(self.max_len);
+            .arg(self.max_len)
+            .arg(self.kinds);
     }
 }
 
