@@ -432,7 +432,7 @@ impl Config {
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: source,
-                    message: e.to_string().trim().replace('\n', " "),
+                    message: toml_message(&e),
                 })?;
         config.apply_env(env)?;
         config.validate()?;
@@ -447,13 +447,13 @@ impl Config {
         })?;
         toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Parse {
             path: display,
-            message: e.to_string().trim().replace('\n', " "),
+            message: toml_message(&e),
         })
     }
 
     /// Parses TOML text; the error message names the offending key.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        toml::from_str(text).map_err(|e| toml_message(&e))
     }
 
     fn apply_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
@@ -666,6 +666,11 @@ impl Config {
     pub fn uses_default_secret(&self) -> bool {
         self.apps.iter().any(|a| a.secret == DEFAULT_APP_SECRET)
     }
+}
+
+/// A TOML error on one line (it names the key at fault).
+fn toml_message(e: &toml::de::Error) -> String {
+    e.to_string().trim().replace('\n', " ")
 }
 
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {

@@ -114,23 +114,34 @@ async fn channels(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpR
     let mut channels = state.adapter.channels(&app, None).await?;
     channels.sort_by(|a, b| a.0.cmp(&b.0));
     let total = channels.len();
-    let mut listed = Vec::new();
-    for (name, stats) in channels.into_iter().take(MAX_LISTED) {
-        let members = if ChannelType::of(&name).is_presence() {
-            let mut users = state.adapter.channel_users(&app, &name).await?;
+    channels.truncate(MAX_LISTED);
+    // Presence members of every listed channel at once (one round trip
+    // each in cluster mode, made together rather than one after another).
+    let members = futures_util::future::try_join_all(channels.iter().map(|(name, _)| {
+        let (adapter, app) = (&state.adapter, &app);
+        async move {
+            if !ChannelType::of(name).is_presence() {
+                return Ok(None);
+            }
+            let mut users = adapter.channel_users(app, name).await?;
             users.sort();
             users.truncate(MAX_MEMBERS);
-            Some(users)
-        } else {
-            None
-        };
-        listed.push(json!({
-            "name": name,
-            "subscription_count": stats.subscription_count,
-            "user_count": stats.user_count,
-            "members": members,
-        }));
-    }
+            Ok::<_, HttpError>(Some(users))
+        }
+    }))
+    .await?;
+    let listed: Vec<_> = channels
+        .into_iter()
+        .zip(members)
+        .map(|((name, stats), members)| {
+            json!({
+                "name": name,
+                "subscription_count": stats.subscription_count,
+                "user_count": stats.user_count,
+                "members": members,
+            })
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "channels": listed, "total": total })))
 }
 
