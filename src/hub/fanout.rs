@@ -11,19 +11,23 @@
 //! when no job is waiting anywhere, which keeps that guarantee too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 
 use bytestring::ByteString;
+use tokio::sync::Notify;
 
 use super::connection::Connection;
+use crate::support::wait;
 
 /// Fan-outs this small are sent on the caller's thread (when nothing is
 /// waiting): a job costs more than a few sends.
 const INLINE: usize = 16;
 
-/// Jobs queued per thread; beyond, the caller waits (the relay's own
-/// bounded inbox then takes the pressure).
+/// Jobs waiting, over all threads, before the relay waits for room (its
+/// own bounded inbox then takes the pressure). The relay waits in
+/// [`Fanout::room`], never by blocking a thread: the heartbeat and the
+/// state writer share its runtime thread.
 const QUEUE: usize = 1024;
 
 struct Job {
@@ -33,19 +37,22 @@ struct Job {
 
 /// The sending threads (none: everything is sent on the caller's thread).
 pub struct Fanout {
-    shards: Vec<SyncSender<Job>>,
+    shards: Vec<Sender<Job>>,
     /// Jobs handed out and not finished.
     pending: Arc<AtomicUsize>,
+    /// Raised when `pending` drops below [`QUEUE`].
+    drained: Arc<Notify>,
 }
 
 impl Fanout {
     /// `threads` sending threads (0: send on the caller's thread).
     pub fn new(threads: usize) -> std::io::Result<Fanout> {
         let pending = Arc::new(AtomicUsize::new(0));
+        let drained = Arc::new(Notify::new());
         let mut shards = Vec::new();
         for n in 0..threads {
-            let (sender, jobs) = sync_channel::<Job>(QUEUE);
-            let done = pending.clone();
+            let (sender, jobs) = channel::<Job>();
+            let (done, drained) = (pending.clone(), drained.clone());
             std::thread::Builder::new()
                 .name(format!("herald-fanout-{n}"))
                 .spawn(move || {
@@ -53,12 +60,30 @@ impl Fanout {
                         for conn in &job.connections {
                             conn.send(job.frame.clone());
                         }
-                        done.fetch_sub(1, Ordering::AcqRel);
+                        if done.fetch_sub(1, Ordering::AcqRel) == QUEUE {
+                            drained.notify_waiters();
+                        }
                     }
                 })?;
             shards.push(sender);
         }
-        Ok(Fanout { shards, pending })
+        Ok(Fanout {
+            shards,
+            pending,
+            drained,
+        })
+    }
+
+    /// Resolves once fewer than [`QUEUE`] jobs wait: call before handing
+    /// out more (the relay does, per message).
+    pub async fn room(&self) {
+        if self.pending.load(Ordering::Acquire) < QUEUE {
+            return;
+        }
+        wait::until(&self.drained, || {
+            (self.pending.load(Ordering::Acquire) < QUEUE).then_some(())
+        })
+        .await
     }
 
     /// Sends `frame` to the connections `recipients` visits, after

@@ -346,6 +346,7 @@ pub async fn run(
                         push = pushes.recv() => match push {
                             Some(push) if push.kind == PushKind::Message => {
                                 let Some(bytes) = payload(&push) else { continue };
+                                fanout.room().await;
                                 inbox.taken(bytes.len());
                                 METRICS.relay_in.inc();
                                 METRICS.relay_in_bytes.inc_by(bytes.len() as u64);
