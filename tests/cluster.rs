@@ -547,6 +547,41 @@ async fn a_cluster_answers_every_query_as_one_node_would() {
         .0
         .iter()
         .all(|(_, status, _)| [200, 400].contains(status)));
+    // And what one node answers is right, so equal answers mean right ones.
+    let answer = |query: &str| {
+        one_node
+            .1
+            .iter()
+            .find(|(q, _, _)| q == query)
+            .unwrap_or_else(|| panic!("no answer to {query}"))
+            .clone()
+    };
+    let (_, status, body) = answer("/apps/app-id/channels?");
+    assert_eq!(status, 200);
+    let mut names: Vec<&String> = body["channels"]
+        .as_object()
+        .expect("channels")
+        .keys()
+        .collect();
+    names.sort();
+    assert_eq!(names, ["news", "presence-p", "private-a"]);
+    let (_, status, body) = answer("/apps/app-id/channels/news?info=subscription_count");
+    assert_eq!(
+        (status, &body["occupied"], &body["subscription_count"]),
+        (200, &json!(true), &json!(6))
+    );
+    let (_, status, body) =
+        answer("/apps/app-id/channels/presence-p?info=user_count,subscription_count");
+    assert_eq!(
+        (status, &body["user_count"], &body["subscription_count"]),
+        (200, &json!(3), &json!(6))
+    );
+    let (_, status, body) = answer("/apps/app-id/channels/presence-p/users?");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["users"],
+        json!([{"id": "user-0"}, {"id": "user-1"}, {"id": "user-2"}])
+    );
 }
 
 #[actix_rt::test]

@@ -166,6 +166,13 @@ async fn wss_and_https_with_a_certificate_renewed_on_sighup() {
     .await;
     let mut new = Client::connect_with(&second, &url).await;
     new.subscribe("secure").await;
+    // A new connection (a fresh client: `first` may reuse a pooled one)
+    // that trusts only the old CA is refused now.
+    let only_old = trusting(&dir.join("one-ca.pem"));
+    assert!(
+        only_old.ws(&url).connect().await.is_err(),
+        "the old certificate is still served"
+    );
     old.expect_nothing_pending().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
