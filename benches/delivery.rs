@@ -9,18 +9,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use common::{cpu_time, env_or, Client, Server};
 use serde_json::json;
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or_default()
-}
 
 struct Report {
     deliveries: usize,
@@ -63,7 +56,7 @@ fn collect_ticks(clients: Vec<Client>, count: usize) -> Vec<actix_rt::task::Join
                     let frame = c.recv().await;
                     if frame["event"] == "tick" {
                         let sent = frame["data"]["t"].as_u64().unwrap_or_default();
-                        latencies.push(now_micros().saturating_sub(sent));
+                        latencies.push(common::unix_micros().saturating_sub(sent));
                     }
                 }
                 latencies
@@ -99,7 +92,7 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
             actix_rt::spawn(async move {
                 let server = common::Server::attach(port);
                 for i in (task * per_task)..((task + 1) * per_task).min(messages) {
-                    let data = json!({"t": now_micros(), "i": i}).to_string();
+                    let data = json!({"t": common::unix_micros(), "i": i}).to_string();
                     let r = common::trigger(
                         &server,
                         json!({"name": "tick", "channel": "bench", "data": data}),
@@ -152,7 +145,7 @@ async fn paced(
         actix_rt::time::interval(Duration::from_micros((1_000_000 * channels / rate) as u64));
     for _ in 0..batches {
         tick.tick().await;
-        let t = now_micros();
+        let t = common::unix_micros();
         let batch: Vec<_> = (0..channels)
             .map(|c| json!({"name": "tick", "channel": format!("paced-{c}"), "data": json!({"t": t}).to_string()}))
             .collect();

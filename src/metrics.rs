@@ -40,14 +40,22 @@ pub struct Metrics {
     pub webhooks_dropped: IntCounterVec,
     pub webhooks_pending: IntGauge,
     redis_up: IntGauge,
+    relay_topics: IntGauge,
     redis_up_registered: std::sync::Once,
-    /// Resolved once: the relay counts every message.
-    pub relay_in: IntCounter,
-    pub relay_in_bytes: IntCounter,
-    pub relay_out: IntCounter,
-    pub relay_out_bytes: IntCounter,
+    /// Resolved once: the relay counts every message, by direction and
+    /// route (a channel's topic, or the shared control channel).
+    pub relay_in_channel: RelayRoute,
+    pub relay_in_control: RelayRoute,
+    pub relay_out_channel: RelayRoute,
+    pub relay_out_control: RelayRoute,
     pub relay_dropped: IntCounter,
     pub relay_latency: Histogram,
+}
+
+/// The relay messages and bytes of one direction and route.
+pub struct RelayRoute {
+    pub messages: IntCounter,
+    pub bytes: IntCounter,
 }
 
 /// `metric`, registered. The names and labels are constants of this
@@ -113,6 +121,11 @@ impl Metrics {
             "1 while this cluster node's state is in Redis and its relay hears (cluster mode)",
         )
         .expect("valid metric");
+        let relay_topics = IntGauge::new(
+            "herald_relay_topics",
+            "Channel topics this cluster node listens to: the channels it serves, and those left within interest_linger_ms (cluster mode)",
+        )
+        .expect("valid metric");
         let relay_dropped = registered(
             &r,
             IntCounter::new(
@@ -124,15 +137,19 @@ impl Metrics {
         let relay_messages = counter(
             &r,
             "herald_relay_messages_total",
-            "Cluster relay messages, in (applied) and out (published)",
-            &["direction"],
+            "Cluster relay messages, in (received) and out (published), on channel topics or the control channel",
+            &["direction", "route"],
         );
         let relay_bytes = counter(
             &r,
             "herald_relay_bytes_total",
-            "Bytes of cluster relay messages, in and out",
-            &["direction"],
+            "Bytes of cluster relay messages, in and out, by route",
+            &["direction", "route"],
         );
+        let route = |direction: &str, route: &str| RelayRoute {
+            messages: relay_messages.with_label_values(&[direction, route]),
+            bytes: relay_bytes.with_label_values(&[direction, route]),
+        };
         Metrics {
             connections: gauge(
                 &r,
@@ -233,11 +250,12 @@ impl Metrics {
             ),
             webhooks_pending,
             redis_up,
+            relay_topics,
             redis_up_registered: std::sync::Once::new(),
-            relay_in: relay_messages.with_label_values(&["in"]),
-            relay_in_bytes: relay_bytes.with_label_values(&["in"]),
-            relay_out: relay_messages.with_label_values(&["out"]),
-            relay_out_bytes: relay_bytes.with_label_values(&["out"]),
+            relay_in_channel: route("in", "channel"),
+            relay_in_control: route("in", "control"),
+            relay_out_channel: route("out", "channel"),
+            relay_out_control: route("out", "control"),
             relay_dropped,
             relay_latency,
             registry: r,
@@ -257,11 +275,13 @@ impl Metrics {
                 .with_label_values(&[id])
                 .set(members as i64);
         }
-        if let Adapter::Redis(_) = adapter {
+        if let Adapter::Redis(redis) = adapter {
             self.redis_up_registered.call_once(|| {
                 let _ = self.registry.register(Box::new(self.redis_up.clone()));
+                let _ = self.registry.register(Box::new(self.relay_topics.clone()));
             });
             self.redis_up.set(i64::from(adapter.ready()));
+            self.relay_topics.set(redis.topics() as i64);
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -160,6 +160,11 @@ pub async fn answer(
             "Polling is disabled for this app (history_size = 0)".into(),
         ));
     }
+    if let Some(channel) = poll.channels.iter().find(|c| !app.app().keeps_history(c)) {
+        return Err(HttpError::NotFound(format!(
+            "Channel {channel:?} keeps no polling history: history_channels does not name it"
+        )));
+    }
     let deadline = tokio::time::Instant::now() + poll.wait;
     loop {
         let watched = app.watch_for_events(&poll.channels);

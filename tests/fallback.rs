@@ -562,3 +562,45 @@ async fn two_nodes_serve_one_history() {
         "node A's long-poll was not woken"
     );
 }
+
+#[actix_rt::test]
+async fn only_the_channels_named_in_history_channels_keep_a_history() {
+    let redis = RedisServer::start();
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\n",
+        redis.url()
+    );
+    let kept = [("HERALD_APP__HISTORY_CHANNELS", r#"["kept-"]"#)];
+    let single = Server::launch(None, &kept);
+    let node = Server::launch(Some(&config), &kept);
+    for server in [&single, &node] {
+        server.wait_ready().await;
+        let r = trigger(
+            server,
+            json!({"name": "e", "channels": ["kept-1", "other"], "data": "x"}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        common::eventually("the kept channel's event can be polled", || async {
+            event_data(&signed_poll(server, "channels=kept-1").await) == ["x"]
+        })
+        .await;
+        let other = signed_poll(server, "channels=other").await;
+        assert_eq!(other.status, 404);
+        let error = other.body["error"].as_str().expect("error");
+        assert!(error.contains("history_channels"), "{error}");
+    }
+    // In Redis, only the kept channel has a stream.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let exists: (bool, bool) = redis::pipe()
+        .exists("herald:app:app-id:history:kept-1")
+        .exists("herald:app:app-id:history:other")
+        .query_async(&mut connection)
+        .await
+        .expect("exists");
+    assert_eq!(exists, (true, false));
+}

@@ -6,36 +6,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{api_as, trigger, Client, Server};
+use common::{api_as, free_port, scrape, trigger, Client, Server};
 use herald::config::AppConfig;
 use serde_json::json;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// Every sample of a scrape, by its full name with labels, e.g.
-/// `herald_connections{app="app-id",transport="ws"}`.
-async fn scrape(port: u16) -> HashMap<String, f64> {
-    let mut response = awc::Client::new()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(response.status().as_u16(), 200);
-    let body = response.body().limit(1 << 22).await.expect("body");
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
 
 fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
     *samples

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::webhook_receiver::{Answer, Receiver};
-use common::{Client, Server};
+use common::{free_port, Client, Server};
 use serde_json::{json, Value};
 
 /// The default app, with webhooks to `urls` and `extra` app settings.
@@ -351,23 +351,11 @@ fn bad_webhook_settings_stop_start_up_naming_the_key() {
 
 /// One sample of the server's `/metrics`, 0 when absent.
 async fn metric(port: u16, sample: &str) -> f64 {
-    let mut response = awc::Client::new()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
+    common::scrape(port)
         .await
-        .expect("scrape");
-    let text = response.body().await.expect("body");
-    String::from_utf8_lossy(&text)
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .get(sample)
+        .copied()
         .unwrap_or(0.0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 #[actix_rt::test]

@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let (hub, conn) = hub();
     // No fan-out threads: frames are sent on this thread.
     let fanout = fanout();
-    relay::apply(hub, fanout, "this-node", data);
+    relay::apply(hub, fanout, "this-node", bytes::Bytes::copy_from_slice(data));
     let mut drained = Vec::new();
     conn.drain_into(&mut drained);
 });

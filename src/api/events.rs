@@ -123,7 +123,10 @@ fn publish_on(adapter: &Adapter, app: &AppHub, event: &Event) {
     });
     for channel in &event.channels {
         let kind = ChannelType::of(channel);
-        if kind.kind != ChannelKind::ServerToUser && app.history.enabled() {
+        if kind.kind != ChannelKind::ServerToUser
+            && app.history.enabled()
+            && app.app().keeps_history(channel)
+        {
             adapter.record(app, channel, &event.name, &event.data);
         }
         let frame = messages::frame(&event.name, Some(channel), &event.data);

@@ -113,6 +113,10 @@ pub struct ClusterConfig {
     /// itself). Default: one per core beyond two, at most eight; on two
     /// cores the hand-off costs more than it spreads.
     pub fanout_threads: usize,
+    /// Milliseconds a node keeps hearing a channel after its last local
+    /// subscriber or long-poll left (so clients that come back cost Redis
+    /// nothing).
+    pub interest_linger_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -127,6 +131,7 @@ impl Default for ClusterConfig {
                 .map_or(1, usize::from)
                 .saturating_sub(2)
                 .min(8),
+            interest_linger_ms: 15_000,
         }
     }
 }
@@ -256,6 +261,9 @@ pub struct AppConfig {
     pub history_size: usize,
     /// Seconds an event stays in a channel's polling history.
     pub history_ttl: u64,
+    /// Channel-name prefixes whose events are kept for polling; empty: every
+    /// channel's. (In a cluster each kept event is a write to Redis.)
+    pub history_channels: Vec<String>,
     /// Where this app's webhooks go (`[[apps.webhooks]]`).
     pub webhooks: Vec<WebhookConfig>,
     /// Several events per webhook request (at most 50 or 64 KiB).
@@ -375,6 +383,7 @@ impl Default for AppConfig {
             cache_ttl: 30 * 60,
             history_size: 100,
             history_ttl: 120,
+            history_channels: Vec::new(),
             webhooks: Vec::new(),
             webhook_batching: false,
             webhook_debounce: 3,
@@ -386,6 +395,16 @@ impl Default for AppConfig {
 }
 
 impl AppConfig {
+    /// Whether `channel`'s events are kept for the polling endpoint.
+    pub fn keeps_history(&self, channel: &str) -> bool {
+        self.history_size > 0
+            && (self.history_channels.is_empty()
+                || self
+                    .history_channels
+                    .iter()
+                    .any(|prefix| channel.starts_with(prefix.as_str())))
+    }
+
     /// An app with the given credentials and every default.
     pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
         AppConfig {
@@ -612,6 +631,10 @@ impl Config {
             }
             if app.id.contains('/') || app.key.contains('/') {
                 return Err(invalid(at("id"), "id and key must not contain '/'"));
+            }
+            // The cluster relay's message header is one field per line.
+            if app.id.chars().any(char::is_control) {
+                return Err(invalid(at("id"), "must not contain control characters"));
             }
             if !ids.insert(app.id.as_str()) {
                 return Err(invalid(at("id"), format!("duplicate app id {:?}", app.id)));

@@ -447,6 +447,16 @@ impl AppHub {
         self.channels.get(name).map_or(0, |c| c.subscribers.len())
     }
 
+    /// Whether this node serves a channel: it has subscribers (or a join
+    /// on its way) or long-polls on it.
+    pub fn serves(&self, name: &str) -> bool {
+        self.channels.contains_key(name)
+            || self
+                .recorded
+                .get(name)
+                .is_some_and(|generation| Arc::strong_count(&generation) > 1)
+    }
+
     /// The presence user id a socket joined a channel as.
     pub fn member_of(&self, socket: SocketId, name: &str) -> Option<Arc<str>> {
         let channel = self.channels.get(name)?;
@@ -549,6 +559,12 @@ impl AppHub {
         let expires = Instant::now() + ttl;
         self.cache
             .insert(name.into(), CachedEvent { frame, expires });
+    }
+
+    /// Forgets a cache channel's event (this node stopped hearing the
+    /// channel, so its copy may be stale).
+    pub fn forget_cached(&self, name: &str) {
+        self.cache.remove(name);
     }
 
     /// The channel's cached event, if it has not expired.

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod redis_server;
+pub mod slow_proxy;
 pub mod webhook_receiver;
 
 use std::io::{BufRead, BufReader, Write};
@@ -117,7 +118,10 @@ impl Server {
     /// Starts Herald with a config and extra environment variables.
     pub fn launch(toml: Option<&str>, env: &[(&str, &str)]) -> Server {
         let config = toml.map(tempfile::TempPath::write);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        // A benchmark may compare another build (HERALD_BENCH_BIN).
+        let binary = std::env::var("HERALD_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
+        let mut cmd = Command::new(binary);
         cmd.args(["--host", "127.0.0.1", "--port", "0"])
             .env_remove("PUSHER_APP_ID")
             .env_remove("PUSHER_APP_KEY")
@@ -304,6 +308,14 @@ pub fn cpu_time(pid: u32) -> Duration {
     assert!(fields.len() > 12, "unexpected /proc/{pid}/stat: {stat}");
     let ticks = fields[11] + fields[12];
     Duration::from_millis(ticks * 10)
+}
+
+/// Microseconds since the Unix epoch (benchmarks stamp events with it).
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
 }
 
 pub fn unix_now() -> u64 {
@@ -618,4 +630,33 @@ where
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Every sample of a Prometheus scrape of the metrics listener on `port`,
+/// by its full name with labels, e.g.
+/// `herald_connections{app="app-id",transport="ws"}`.
+pub async fn scrape(port: u16) -> std::collections::HashMap<String, f64> {
+    let mut response = awc::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.body().limit(1 << 22).await.expect("body");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }

@@ -23,9 +23,16 @@ impl Keys {
         }
     }
 
-    /// The one pub/sub channel every node subscribes to.
-    pub fn relay(&self) -> String {
+    /// The pub/sub channel every node subscribes to: what concerns a
+    /// whole app rather than one channel (see `relay`).
+    pub fn control(&self) -> String {
         format!("{}:relay", self.prefix)
+    }
+
+    /// The pub/sub topic of one channel's events, heard only by the nodes
+    /// that serve the channel (see `interest`).
+    pub fn topic(&self, app: &str, channel: &str) -> String {
+        format!("{}:app:{app}:events:{channel}", self.prefix)
     }
 
     /// A random value set once per Redis lifetime (tells restarts apart).

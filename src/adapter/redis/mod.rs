@@ -2,7 +2,8 @@
 //! look like one server.
 //!
 //! * Relay: every publication is delivered locally at once and sent to the
-//!   other nodes through one Redis pub/sub channel (see `relay`).
+//!   other nodes through the channel's own Redis pub/sub topic, which only
+//!   the nodes serving the channel listen to (see `relay` and `interest`).
 //! * Presence: membership transitions are decided by Lua scripts in Redis
 //!   (see `scripts`), so `member_added`/`member_removed` are announced once
 //!   cluster-wide; the local hub only keeps which local socket is which user.
@@ -12,6 +13,7 @@
 //!   that lost Redis serves its local clients alone and rewrites its share
 //!   when Redis is back (see `node`).
 
+mod interest;
 mod keys;
 mod node;
 pub mod relay;
@@ -33,8 +35,9 @@ use redis::{AsyncCommands, IntoConnectionInfo};
 use serde_json::value::RawValue;
 use tracing::warn;
 
+use self::interest::Interest;
 use self::keys::Keys;
-use self::relay::{Command, Envelope};
+use self::relay::Command;
 use self::scripts::{no_hooks, Announce, Hooks, Joined, Scripts};
 use self::writer::{Write, Writer};
 use super::{throttle_count, AdapterError, AdapterResult, LocalRules};
@@ -46,7 +49,7 @@ use crate::hub::{
     AppHub, ChannelRules, ChannelStats, Connection, Hub, JoinOutcome, MemberInfo, Roster,
     SubscribeError,
 };
-use crate::protocol::{messages, ChannelType, SocketId};
+use crate::protocol::{messages, ChannelKind, ChannelType, SocketId};
 use crate::support::clock::unix_millis;
 use crate::webhooks::{Event as WebhookEvent, Kind as WebhookKind};
 
@@ -77,6 +80,8 @@ struct Inner {
     healthy: AtomicBool,
     /// Whether the relay subscription is up and hearing its echoes.
     relay: Arc<relay::RelayHealth>,
+    /// The channel topics this node listens to.
+    interest: Arc<Interest>,
     /// Per app id: connections on other live nodes (refreshed by heartbeat).
     elsewhere: DashMap<String, usize>,
     /// The Redis epoch seen by the last heartbeat.
@@ -136,6 +141,7 @@ impl RedisAdapter {
             config: config.clone(),
             healthy: AtomicBool::new(false),
             relay: Arc::default(),
+            interest: Interest::new(Duration::from_millis(config.interest_linger_ms)),
             elsewhere: DashMap::new(),
             epoch: std::sync::Mutex::new(None),
             dirty: state::DirtyCounts::default(),
@@ -149,23 +155,32 @@ impl RedisAdapter {
             ),
         });
         let client_for_outbox = client.clone();
-        let (channel, health) = (inner.keys.relay(), inner.relay.clone());
-        let fanout = inner.fanout.clone();
         let weak = Arc::downgrade(&inner);
         let counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync> = Arc::new(move |keys| {
             if let Some(inner) = weak.upgrade() {
                 inner.mark_counts_dirty(keys, false);
             }
         });
-        supervise("relay", move || {
-            relay::run(
-                client.clone(),
-                channel.clone(),
+        let (offers, offered) = tokio::sync::watch::channel(None);
+        let relay = Arc::new(relay::Relay {
+            client,
+            control: inner.keys.control(),
+            hub: hub.clone(),
+            fanout: inner.fanout.clone(),
+            node,
+            health: inner.relay.clone(),
+            interest: inner.interest.clone(),
+            offers,
+            counts_changed,
+        });
+        supervise("relay", move || relay::run(relay.clone()));
+        let (interest, health) = (inner.interest.clone(), inner.relay.clone());
+        supervise("relay interest", move || {
+            interest::run(
+                interest.clone(),
+                offered.clone(),
                 hub.clone(),
-                fanout.clone(),
-                node.clone(),
                 health.clone(),
-                counts_changed.clone(),
             )
         });
         let flusher = inner.clone();
@@ -202,6 +217,11 @@ impl RedisAdapter {
             .store(Arc::new(hooks_of(&inner.hub, &inner.keys)));
     }
 
+    /// How many channel topics this node listens to.
+    pub fn topics(&self) -> usize {
+        self.inner.interest.len()
+    }
+
     /// This node's id in the cluster.
     pub fn node_id(&self) -> &str {
         &self.inner.keys.node
@@ -232,29 +252,47 @@ impl Inner {
         if self.relay.subscribed() && !self.relay.alive(self.echo_window()) {
             self.relay.force_reconnect();
         }
-        let envelope = Envelope {
-            origin: self.keys.node.clone(),
-            app: String::new(),
-            sent_ms: None,
-            command: Command::Echo,
-        };
         self.writer.send(Write::Publish {
-            channel: self.keys.relay(),
-            payload: envelope.encode(),
+            channel: self.keys.control(),
+            payload: Command::Echo.encode(&self.keys.node, ""),
+            control: true,
         });
     }
 
+    /// Sends `command` to the other nodes: a publication on a channel to
+    /// the channel's topic, anything else (a `#server-to-user-*` event
+    /// included: its recipients are signed-in users, not subscribers) to
+    /// the control channel.
     fn relay(&self, app: &AppHub, command: Command) {
-        let envelope = Envelope {
-            origin: self.keys.node.clone(),
-            app: app.id().to_owned(),
-            sent_ms: Some(unix_millis()),
-            command,
+        let topic = match command {
+            Command::Publish { channel, .. }
+                if ChannelType::of(channel).kind != ChannelKind::ServerToUser =>
+            {
+                Some(self.keys.topic(app.id(), channel))
+            }
+            _ => None,
         };
-        self.writer.send(Write::Publish {
-            channel: self.keys.relay(),
-            payload: envelope.encode(),
+        let payload = command.encode(&self.keys.node, app.id());
+        self.writer.send(match topic {
+            Some(topic) => Write::Publish {
+                channel: topic,
+                payload,
+                control: false,
+            },
+            None => Write::Publish {
+                channel: self.keys.control(),
+                payload,
+                control: true,
+            },
         });
+    }
+
+    /// Makes sure this node hears `channel` before a subscriber or poller
+    /// relies on it (see `interest`).
+    async fn listen(&self, app: &AppHub, channel: &str) -> interest::Using {
+        self.interest
+            .want(self.keys.topic(app.id(), channel), app.id(), channel)
+            .await
     }
 
     /// This node's subscriber count of a channel changed.
@@ -343,13 +381,7 @@ impl Inner {
     /// Tells watchers on every node that `user_id` came online or went offline.
     fn announce_online(&self, app: &AppHub, user_id: &str, online: bool) {
         app.notify_watchers(user_id, online);
-        self.relay(
-            app,
-            Command::Watchlist {
-                user_id: user_id.to_owned(),
-                online,
-            },
-        );
+        self.relay(app, Command::Watchlist { user_id, online });
     }
 
     async fn sign_in(&self, app: &Arc<AppHub>, user_id: &str, conn: &Arc<Connection>) {
@@ -484,7 +516,7 @@ impl Inner {
         }
         // Member events that arrive while Redis decides are kept for us.
         app.join_pending(channel);
-        let relay = self.keys.relay();
+        let topic = self.keys.topic(app.id(), channel);
         let socket = conn.socket_id.to_string();
         let joined = self
             .scripts
@@ -496,7 +528,7 @@ impl Inner {
                 &member.user_id,
                 member.user_info.get(),
                 app.app().max_presence_members,
-                &self.announce(app, channel, &relay),
+                &self.announce(app, channel, &topic),
                 &socket,
             )
             .await;
@@ -525,9 +557,9 @@ impl Inner {
     /// Where the scripts publish the member events of `channel` they decide
     /// (nowhere for the online pseudo-channel, whose transitions are
     /// relayed as watchlist events).
-    fn announce<'a>(&'a self, app: &'a AppHub, channel: &'a str, relay: &'a str) -> Announce<'a> {
+    fn announce<'a>(&'a self, app: &'a AppHub, channel: &'a str, topic: &'a str) -> Announce<'a> {
         Announce {
-            relay: if channel == ONLINE { "" } else { relay },
+            topic: if channel == ONLINE { "" } else { topic },
             origin: &self.keys.node,
             app: app.id(),
             channel,
@@ -544,8 +576,8 @@ impl Inner {
             return;
         };
         let keys = self.keys.presence(app.id(), channel, &self.keys.node);
-        let relay = self.keys.relay();
-        let announce = self.announce(app, channel, &relay);
+        let topic = self.keys.topic(app.id(), channel);
+        let announce = self.announce(app, channel, &topic);
         // A departure is published by the script itself (see join).
         match self
             .scripts
@@ -843,25 +875,15 @@ impl RedisAdapter {
                 ttl: app.app().cache_ttl,
             });
         }
-        let (channel, frame, except) = (
-            channel.to_owned(),
-            frame.to_string(),
-            except.map(|s| s.to_string()),
-        );
-        let command = if cached {
-            Command::PublishCached {
-                channel,
-                frame,
-                except,
-            }
-        } else {
+        self.inner.relay(
+            app,
             Command::Publish {
                 channel,
-                frame,
+                frame: &frame,
                 except,
-            }
-        };
-        self.inner.relay(app, command);
+                cached,
+            },
+        );
     }
 
     pub(super) fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
@@ -884,6 +906,9 @@ impl RedisAdapter {
         limit: usize,
     ) -> AdapterResult<Read> {
         let inner = &self.inner;
+        // Hear the channel before reading it: an event recorded after the
+        // read then wakes the poll.
+        let _listening = inner.listen(app, channel).await;
         let key = inner.keys.history(app.id(), channel);
         let now_ms = unix_millis();
         let min_id = format!("{}-0", now_ms.saturating_sub(app.app().history_ttl * 1000));
@@ -902,12 +927,7 @@ impl RedisAdapter {
     }
 
     pub(super) fn terminate_user(&self, app: &AppHub, user_id: &str) {
-        self.inner.relay(
-            app,
-            Command::TerminateUser {
-                user_id: user_id.to_owned(),
-            },
-        );
+        self.inner.relay(app, Command::TerminateUser { user_id });
     }
 
     pub(super) async fn subscribe(
@@ -918,8 +938,21 @@ impl RedisAdapter {
         member: Option<MemberInfo>,
     ) -> Result<(), SubscribeError> {
         let inner = &self.inner;
-        if ChannelType::of(channel).cached && app.cached(channel).is_none() {
-            inner.fetch_cached(app, channel).await;
+        // Heard before subscription_succeeded is sent: the subscriber gets
+        // everything published after it.
+        let listening = if ChannelType::of(channel).kind == ChannelKind::ServerToUser {
+            None
+        } else {
+            Some(inner.listen(app, channel).await)
+        };
+        if ChannelType::of(channel).cached {
+            // A node that was not hearing the channel may hold a stale copy.
+            if listening.as_ref().is_some_and(|l| l.fresh) {
+                app.forget_cached(channel);
+            }
+            if app.cached(channel).is_none() {
+                inner.fetch_cached(app, channel).await;
+            }
         }
         let result = match member {
             Some(member) if inner.healthy() && ChannelType::of(channel).is_presence() => {

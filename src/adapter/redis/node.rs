@@ -274,13 +274,13 @@ async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
         let keys = inner.keys.presence(app_id, channel, node);
         // Departures on real channels are published by the script, in
         // order with every other member event of the channel.
-        let relay = if channel == ONLINE {
+        let topic = if channel == ONLINE {
             String::new()
         } else {
-            inner.keys.relay()
+            inner.keys.topic(app_id, channel)
         };
         let announce = Announce {
-            relay: &relay,
+            topic: &topic,
             origin: &inner.keys.node,
             app: app_id,
             channel,
@@ -407,8 +407,8 @@ async fn rebuild_presence(
         // Other nodes' sockets hear of the differences (in order with the
         // channel's other member events); ours already saw them while Redis
         // was away. After a Redis restart nothing is announced at all.
-        let relay = if announce && channel != ONLINE {
-            inner.keys.relay()
+        let topic = if announce && channel != ONLINE {
+            inner.keys.topic(app.id(), &channel)
         } else {
             String::new()
         };
@@ -420,7 +420,7 @@ async fn rebuild_presence(
             no_hooks()
         };
         let announcement = Announce {
-            relay: &relay,
+            topic: &topic,
             origin: &inner.keys.node,
             app: app.id(),
             channel: &channel,
@@ -450,7 +450,7 @@ async fn rebuild_presence(
                     inner.relay(
                         app,
                         super::relay::Command::Watchlist {
-                            user_id: user,
+                            user_id: &user,
                             online,
                         },
                     );

@@ -1,63 +1,182 @@
-//! The cross-node relay: one Redis pub/sub channel per cluster, one
-//! subscription per node. Each message names its origin node so that a node
-//! never delivers its own publications twice.
+//! The cross-node relay: how nodes hear each other's publications.
+//!
+//! Routing follows interest: a channel's events go to a Redis pub/sub topic
+//! of its own (`Keys::topic`), which a node subscribes to only while it
+//! serves the channel (see `interest`), so a node's relay work grows with
+//! what it serves, not with the cluster. What concerns the whole app
+//! (terminating a user, `#server-to-user-*` events, watchlists, count
+//! changes, a node's echo) goes through one shared control channel
+//! (`Keys::relay`).
+//!
+//! A message is a small text header and the frame bytes exactly as clients
+//! get them, so the receiving node sends a slice of what Redis gave it and
+//! never parses or re-encodes the frame:
+//!
+//! ```text
+//! <kind>\n<origin node>\n<app id>\n<channel>\n<except socket>\n<number>\n<body>
+//! ```
+//!
+//! | kind | number | body |
+//! |------|--------|------|
+//! | `P` publish, `C` publish to a cache channel | when it was sent (Unix ms) | the frame |
+//! | `M` member event, `R` one re-sent after a rebuild (the origin's own sockets had it) | its version | the frame |
+//! | `T` terminate a user | | the user id |
+//! | `W` watchlist | 1 online, 0 offline | the user id |
+//! | `N` subscriber counts changed | | channel names, one per line |
+//! | `E` echo (a node checking that its subscription hears) | | |
+//!
+//! Member events are written by the Lua scripts (`scripts::ANNOUNCE`) in
+//! the same format. Empty fields stay empty; no field but the body may hold
+//! a newline (app ids and channel names cannot, see `config` and
+//! `protocol::channel`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::{PushInfo, PushKind};
-use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use bytestring::ByteString;
 
+use super::interest::{Interest, Offer, CHUNK};
 use crate::hub::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::METRICS;
 use crate::protocol::SocketId;
 
-/// What a relayed message asks the other nodes to do.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Command {
-    /// Deliver `frame` to the channel's local subscribers except `except`.
+/// What a message sent by a node asks the other nodes to do. (Member events
+/// are only ever sent by the scripts.)
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Deliver `frame` to the channel's local subscribers except `except`;
+    /// with `cached`, keep it as the cache channel's last event first.
     Publish {
-        channel: String,
-        frame: String,
-        except: Option<String>,
-    },
-    /// Keep `frame` as the cache channel's last event, then deliver it.
-    PublishCached {
-        channel: String,
-        frame: String,
-        except: Option<String>,
+        channel: &'a str,
+        frame: &'a str,
+        except: Option<SocketId>,
+        cached: bool,
     },
     /// Close the user's signed-in sockets.
-    TerminateUser { user_id: String },
+    TerminateUser { user_id: &'a str },
     /// A user came online (first signed-in socket anywhere) or went offline.
-    Watchlist { user_id: String, online: bool },
-    /// A presence member event as Redis decided it, numbered: published by
-    /// the scripts themselves (`scripts::ANNOUNCE`), so every node, the
-    /// deciding one included, delivers them in this order.
-    Member {
-        channel: String,
-        frame: String,
-        version: u64,
-        except: Option<String>,
-        /// The origin's own sockets already saw it (a rebuild after an
-        /// outage): the origin only takes note of the version.
-        #[serde(default)]
-        skip_origin: bool,
-    },
+    Watchlist { user_id: &'a str, online: bool },
     /// A node's message to itself: proves its relay subscription still
-    /// hears the channel (see [`RelayHealth`]).
+    /// hears (see [`RelayHealth`]).
     Echo,
     /// The origin's subscriber counts of these channels changed (and are
     /// written in Redis already): each node recomputes the totals and
     /// tells its own subscribers.
-    CountsChanged { channels: Vec<String> },
+    CountsChanged { channels: &'a [String] },
+}
+
+impl Command<'_> {
+    /// The message from `origin` about `app`.
+    pub fn encode(&self, origin: &str, app: &str) -> Vec<u8> {
+        let (kind, channel, except, number, body): (u8, &str, Option<SocketId>, String, &[u8]) =
+            match self {
+                Command::Publish {
+                    channel,
+                    frame,
+                    except,
+                    cached,
+                } => (
+                    if *cached { b'C' } else { b'P' },
+                    channel,
+                    *except,
+                    crate::support::clock::unix_millis().to_string(),
+                    frame.as_bytes(),
+                ),
+                Command::TerminateUser { user_id } => {
+                    (b'T', "", None, String::new(), user_id.as_bytes())
+                }
+                Command::Watchlist { user_id, online } => (
+                    b'W',
+                    "",
+                    None,
+                    if *online { "1" } else { "0" }.to_owned(),
+                    user_id.as_bytes(),
+                ),
+                Command::Echo => (b'E', "", None, String::new(), b""),
+                Command::CountsChanged { channels } => {
+                    let body = channels.join("\n");
+                    return header(b'N', origin, app, "", None, "", body.len())
+                        .into_iter()
+                        .chain(body.into_bytes())
+                        .collect();
+                }
+            };
+        let mut message = header(kind, origin, app, channel, except, &number, body.len());
+        message.extend_from_slice(body);
+        message
+    }
+}
+
+/// A message's header, with room for a body of `body` bytes.
+fn header(
+    kind: u8,
+    origin: &str,
+    app: &str,
+    channel: &str,
+    except: Option<SocketId>,
+    number: &str,
+    body: usize,
+) -> Vec<u8> {
+    let except = except.map(|s| s.to_string()).unwrap_or_default();
+    let mut message = Vec::with_capacity(
+        8 + origin.len() + app.len() + channel.len() + except.len() + number.len() + body,
+    );
+    message.push(kind);
+    for field in [origin, app, channel, &except, number] {
+        message.push(b'\n');
+        message.extend_from_slice(field.as_bytes());
+    }
+    message.push(b'\n');
+    message
+}
+
+/// A received message, its body still the bytes Redis delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    pub kind: u8,
+    pub origin: String,
+    pub app: String,
+    pub channel: String,
+    pub except: Option<SocketId>,
+    pub number: Option<u64>,
+    pub body: Bytes,
+}
+
+impl Message {
+    /// Reads a message; `None` when it is not one.
+    pub fn decode(payload: Bytes) -> Option<Message> {
+        let mut fields: [&[u8]; 6] = [b""; 6];
+        let mut rest: &[u8] = &payload;
+        for field in &mut fields {
+            let end = rest.iter().position(|b| *b == b'\n')?;
+            *field = &rest[..end];
+            rest = &rest[end + 1..];
+        }
+        let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+        let [kind, origin, app, channel, except, number] = fields;
+        let &[kind] = kind else { return None };
+        let body_at = payload.len() - rest.len();
+        Some(Message {
+            kind,
+            origin: text(origin)?,
+            app: text(app)?,
+            channel: text(channel)?,
+            except: std::str::from_utf8(except).ok()?.parse().ok(),
+            number: std::str::from_utf8(number).ok()?.parse().ok(),
+            body: payload.slice(body_at..),
+        })
+    }
+
+    fn body_text(&self) -> Option<ByteString> {
+        ByteString::try_from(self.body.clone()).ok()
+    }
 }
 
 /// What a relayed message asks of the adapter beyond the hub.
@@ -119,115 +238,92 @@ impl RelayHealth {
     }
 }
 
-/// One relayed message.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Envelope {
-    pub origin: String,
-    pub app: String,
-    /// When the origin published it (Unix ms), for the relay latency
-    /// metric; absent in what the Lua scripts publish.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent_ms: Option<u64>,
-    #[serde(flatten)]
-    pub command: Command,
-}
-
-impl Envelope {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-}
-
 /// Applies a message from another node to the local hub, and says what
 /// else it asks for.
 /// Frames go out through `fanout`: this task decides who gets what, in
 /// relay order, and the fan-out threads send.
-pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: &[u8]) -> Applied {
-    let envelope: Envelope = match serde_json::from_slice(payload) {
-        Ok(e) => e,
-        Err(e) => {
-            warn!("ignoring malformed relay message: {e}");
-            return Applied::Done;
-        }
+pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied {
+    let Some(message) = Message::decode(payload) else {
+        warn!("ignoring malformed relay message");
+        return Applied::Done;
     };
-    match &envelope.command {
-        Command::Echo if envelope.origin == node => return Applied::OwnEcho,
-        Command::Echo => return Applied::Done,
-        Command::CountsChanged { channels } if envelope.origin != node => {
-            let app = &envelope.app;
+    let ours = message.origin == node;
+    match message.kind {
+        b'E' if ours => return Applied::OwnEcho,
+        b'E' => return Applied::Done,
+        b'N' if ours => return Applied::Done,
+        b'N' => {
+            // Only channels served here: nobody else would hear the count.
+            let Some(app) = hub.by_id(&message.app) else {
+                return Applied::Done;
+            };
+            let channels = String::from_utf8_lossy(&message.body);
             return Applied::CountsChanged(
-                channels.iter().map(|c| format!("{app}\n{c}")).collect(),
+                channels
+                    .split('\n')
+                    .filter(|c| app.local_subscribers(c) > 0)
+                    .map(|c| format!("{}\n{c}", message.app))
+                    .collect(),
             );
         }
-        Command::CountsChanged { .. } => return Applied::Done,
         _ => {}
     }
-    let Some(app) = hub.by_id(&envelope.app) else {
+    let Some(app) = hub.by_id(&message.app) else {
         return Applied::Done;
     };
-    // A publication may have added to a polling history, which Redis holds
-    // by now: wake long-polls, including for our own publications.
-    if let Command::Publish { channel, .. } | Command::PublishCached { channel, .. } =
-        &envelope.command
-    {
-        app.notify_pollers(channel);
-    }
-    let except = |e: &Option<String>| e.as_deref().and_then(|s| s.parse::<SocketId>().ok());
-    if let Command::Member {
-        channel,
-        frame,
-        version,
-        except: ex,
-        skip_origin,
-    } = &envelope.command
-    {
-        // Member events come through here on every node, the deciding one
-        // included: that is what keeps them in decision order.
-        let deliver = !(*skip_origin && envelope.origin == node);
-        let frame: ByteString = frame.as_str().into();
-        fanout.deliver(frame.clone(), |visit| {
-            app.member_event_recipients(channel, *version, &frame, except(ex), deliver, visit)
-        });
-        return Applied::Done;
-    }
-    if envelope.origin == node {
-        return Applied::Done;
-    }
-    if let Some(sent) = envelope.sent_ms {
-        let now = crate::support::clock::unix_millis();
-        METRICS
-            .relay_latency
-            .observe(now.saturating_sub(sent) as f64 / 1000.0);
-    }
-    match envelope.command {
-        Command::Publish {
-            channel,
-            frame,
-            except: ex,
-        } => {
-            let delivered = fanout.deliver(frame.into(), |visit| {
-                app.recipients(&channel, except(&ex), visit)
+    let channel = message.channel.as_str();
+    match message.kind {
+        b'M' | b'R' => {
+            // Member events come through here on every node, the deciding
+            // one included: that is what keeps them in decision order.
+            let Some(frame) = message.body_text() else {
+                return Applied::Done;
+            };
+            let deliver = !(message.kind == b'R' && ours);
+            let version = message.number.unwrap_or_default();
+            fanout.deliver(frame.clone(), |visit| {
+                app.member_event_recipients(
+                    channel,
+                    version,
+                    &frame,
+                    message.except,
+                    deliver,
+                    visit,
+                )
+            });
+        }
+        b'P' | b'C' => {
+            // A publication may have added to a polling history, which
+            // Redis holds by now: wake long-polls, our own included.
+            app.notify_pollers(channel);
+            if ours {
+                return Applied::Done;
+            }
+            if let Some(sent) = message.number {
+                let now = crate::support::clock::unix_millis();
+                METRICS
+                    .relay_latency
+                    .observe(now.saturating_sub(sent) as f64 / 1000.0);
+            }
+            let Some(frame) = message.body_text() else {
+                return Applied::Done;
+            };
+            if message.kind == b'C' {
+                app.store_cached(channel, frame.clone());
+            }
+            let delivered = fanout.deliver(frame, |visit| {
+                app.recipients(channel, message.except, visit)
             });
             app.metrics.deliveries.inc_by(delivered as u64);
         }
-        Command::PublishCached {
-            channel,
-            frame,
-            except: ex,
-        } => {
-            let frame: ByteString = frame.into();
-            app.store_cached(&channel, frame.clone());
-            let delivered =
-                fanout.deliver(frame, |visit| app.recipients(&channel, except(&ex), visit));
-            app.metrics.deliveries.inc_by(delivered as u64);
+        b'T' if !ours => {
+            app.terminate_user(&String::from_utf8_lossy(&message.body));
         }
-        Command::TerminateUser { user_id } => {
-            app.terminate_user(&user_id);
+        b'W' if !ours => {
+            let online = message.number == Some(1);
+            app.notify_watchers(&String::from_utf8_lossy(&message.body), online);
         }
-        Command::Watchlist { user_id, online } => {
-            app.notify_watchers(&user_id, online);
-        }
-        Command::Member { .. } | Command::Echo | Command::CountsChanged { .. } => {}
+        _ => {}
     }
     Applied::Done
 }
@@ -278,24 +374,37 @@ impl Inbox {
     }
 }
 
-/// The payload of a pub/sub message push (`[channel, payload]`).
-fn payload(push: &PushInfo) -> Option<&[u8]> {
-    match push.data.get(1) {
-        Some(redis::Value::BulkString(bytes)) => Some(bytes),
+/// The channel and payload of a pub/sub message push
+/// (`[channel, payload]`).
+fn message_of(push: &PushInfo) -> Option<(&[u8], &[u8])> {
+    match push.data.as_slice() {
+        [redis::Value::BulkString(channel), redis::Value::BulkString(payload), ..] => {
+            Some((channel, payload))
+        }
         _ => None,
     }
 }
 
-/// Subscribes on a RESP3 connection whose pushes go into a channel bounded
-/// by [`INBOX_BYTES`] (redis-rs's own pub/sub type buffers without bound).
+/// The payload of a message push, taken out of it without copying.
+fn into_payload(push: PushInfo) -> Option<Bytes> {
+    match push.data.into_iter().nth(1) {
+        Some(redis::Value::BulkString(payload)) => Some(Bytes::from(payload)),
+        _ => None,
+    }
+}
+
+/// The connection a node hears the cluster on: subscribed to the control
+/// channel and the wanted topics here, to later ones by `interest`.
+pub type Subscriber = redis::aio::MultiplexedConnection;
+
+/// Connects on RESP3 with pushes going into a channel bounded by
+/// [`INBOX_BYTES`] (redis-rs's own pub/sub type buffers without bound) and
+/// subscribes to `control` and every wanted topic.
 async fn subscribe(
     client: &redis::Client,
-    channel: &str,
-) -> redis::RedisResult<(
-    redis::aio::MultiplexedConnection,
-    mpsc::UnboundedReceiver<PushInfo>,
-    Arc<Inbox>,
-)> {
+    control: &str,
+    interest: &Interest,
+) -> redis::RedisResult<(Offer, mpsc::UnboundedReceiver<PushInfo>, Arc<Inbox>)> {
     let info = client.get_connection_info().clone();
     let settings = info
         .redis_settings()
@@ -306,7 +415,7 @@ async fn subscribe(
     let (sender, receiver) = mpsc::unbounded_channel();
     let counted = inbox.clone();
     let push_sender = move |push: PushInfo| -> Result<(), ()> {
-        let size = payload(&push).map_or(0, <[u8]>::len);
+        let size = message_of(&push).map_or(0, |(_, payload)| payload.len());
         if push.kind == PushKind::Message && !counted.admit(size, INBOX_BYTES) {
             return Err(());
         }
@@ -316,26 +425,59 @@ async fn subscribe(
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    connection.subscribe(channel).await?;
-    Ok((connection, receiver, inbox))
+    connection.subscribe(control).await?;
+    let topics = interest.wanted();
+    for chunk in topics.chunks(CHUNK) {
+        connection.subscribe(chunk).await?;
+    }
+    let offer = Offer {
+        connection,
+        subscribed: Arc::new(topics.into_iter().collect()),
+    };
+    Ok((offer, receiver, inbox))
 }
 
-/// Subscribes to the relay channel and applies messages until the process
-/// ends, reconnecting with back-off whenever the subscription drops.
-pub async fn run(
-    client: redis::Client,
-    channel: String,
-    hub: Arc<Hub>,
-    fanout: Arc<Fanout>,
-    node: String,
-    health: Arc<RelayHealth>,
-    counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync>,
-) {
+/// What the relay task needs.
+pub struct Relay {
+    pub client: redis::Client,
+    /// The shared control channel.
+    pub control: String,
+    pub hub: Arc<Hub>,
+    pub fanout: Arc<Fanout>,
+    pub node: String,
+    pub health: Arc<RelayHealth>,
+    /// The topics to subscribe a new connection to.
+    pub interest: Arc<Interest>,
+    /// Where the current connection is offered to `interest`, which keeps
+    /// its topics following what this node serves.
+    pub offers: watch::Sender<Option<Offer>>,
+    pub counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync>,
+}
+
+/// Subscribes and applies messages until the process ends, reconnecting
+/// with back-off whenever the subscription drops.
+pub async fn run(relay: Arc<Relay>) {
+    let Relay {
+        client,
+        control,
+        hub,
+        fanout,
+        node,
+        health,
+        interest,
+        offers,
+        counts_changed,
+    } = &*relay;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match subscribe(&client, &channel).await {
-            Ok((connection, mut pushes, inbox)) => {
-                info!("cluster relay subscribed to {channel}");
+        match subscribe(client, control, interest).await {
+            Ok((offer, mut pushes, inbox)) => {
+                info!(
+                    topics = offer.subscribed.len(),
+                    "cluster relay subscribed to {control} and the channels served here"
+                );
+                let connection = offer.connection.clone();
+                offers.send_replace(Some(offer));
                 health.subscribed.store(true, Ordering::Release);
                 // A fresh subscription counts as hearing until its first
                 // echo is due.
@@ -345,12 +487,19 @@ pub async fn run(
                     tokio::select! {
                         push = pushes.recv() => match push {
                             Some(push) if push.kind == PushKind::Message => {
-                                let Some(bytes) = payload(&push) else { continue };
+                                let Some((channel, bytes)) = message_of(&push) else { continue };
+                                let size = bytes.len();
+                                let route = if channel == control.as_bytes() {
+                                    &METRICS.relay_in_control
+                                } else {
+                                    &METRICS.relay_in_channel
+                                };
+                                route.messages.inc();
+                                route.bytes.inc_by(size as u64);
                                 fanout.room().await;
-                                inbox.taken(bytes.len());
-                                METRICS.relay_in.inc();
-                                METRICS.relay_in_bytes.inc_by(bytes.len() as u64);
-                                match apply(&hub, &fanout, &node, bytes) {
+                                inbox.taken(size);
+                                let Some(payload) = into_payload(push) else { continue };
+                                match apply(hub, fanout, node, payload) {
                                     Applied::OwnEcho => health.echoed(),
                                     Applied::CountsChanged(keys) => counts_changed(keys),
                                     Applied::Done => {}
@@ -366,6 +515,7 @@ pub async fn run(
                         }
                     }
                 }
+                offers.send_replace(None);
                 drop(connection);
                 health.subscribed.store(false, Ordering::Release);
                 warn!("cluster relay subscription lost; reconnecting");
@@ -393,18 +543,10 @@ mod tests {
         assert!(!health.alive(Duration::from_secs(3)));
         // Our own echo is recognised; another node's is not ours.
         let hub = Hub::new([]);
-        let echo = |origin: &str| {
-            Envelope {
-                origin: origin.into(),
-                app: String::new(),
-                sent_ms: None,
-                command: Command::Echo,
-            }
-            .encode()
-        };
+        let echo = |origin: &str| Bytes::from(Command::Echo.encode(origin, ""));
         let fanout = Fanout::new(1).expect("thread");
-        assert_eq!(apply(&hub, &fanout, "me", &echo("me")), Applied::OwnEcho);
-        assert_eq!(apply(&hub, &fanout, "me", &echo("other")), Applied::Done);
+        assert_eq!(apply(&hub, &fanout, "me", echo("me")), Applied::OwnEcho);
+        assert_eq!(apply(&hub, &fanout, "me", echo("other")), Applied::Done);
     }
 
     #[test]
@@ -419,18 +561,47 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_round_trip() {
-        let e = Envelope {
-            origin: "n1".into(),
-            app: "app".into(),
-            sent_ms: Some(1_700_000_000_000),
-            command: Command::Publish {
-                channel: "c".into(),
-                frame: "{\"event\":\"e\"}".into(),
-                except: Some("1.2".into()),
-            },
-        };
-        let decoded: Envelope = serde_json::from_slice(&e.encode()).expect("decodes");
-        assert_eq!(decoded, e);
+    fn a_publication_carries_the_frame_bytes_as_they_are() {
+        let frame = "{\"event\":\"e\",\"channel\":\"c\",\"data\":\"a\\nb\"}";
+        let encoded = Command::Publish {
+            channel: "c",
+            frame,
+            except: Some(SocketId::new(1, 2)),
+            cached: true,
+        }
+        .encode("n1", "app");
+        let frame_at = encoded.len() - frame.len();
+        assert_eq!(&encoded[frame_at..], frame.as_bytes());
+        let message = Message::decode(Bytes::from(encoded)).expect("decodes");
+        assert_eq!(message.kind, b'C');
+        assert_eq!(message.origin, "n1");
+        assert_eq!(message.app, "app");
+        assert_eq!(message.channel, "c");
+        assert_eq!(message.except, Some(SocketId::new(1, 2)));
+        assert!(message.number.is_some_and(|ms| ms > 1_700_000_000_000));
+        assert_eq!(&message.body[..], frame.as_bytes());
+    }
+
+    #[test]
+    fn control_messages_round_trip_and_garbage_is_refused() {
+        let channels = ["a".to_owned(), "b".to_owned()];
+        let counts = Command::CountsChanged {
+            channels: &channels,
+        }
+        .encode("n1", "app");
+        let message = Message::decode(Bytes::from(counts)).expect("decodes");
+        assert_eq!((message.kind, &message.body[..]), (b'N', &b"a\nb"[..]));
+        assert_eq!(message.except, None);
+        assert_eq!(message.number, None);
+        let online = Command::Watchlist {
+            user_id: "u\n1",
+            online: true,
+        }
+        .encode("n1", "app");
+        let message = Message::decode(Bytes::from(online)).expect("decodes");
+        assert_eq!((message.number, &message.body[..]), (Some(1), &b"u\n1"[..]));
+        for garbage in [&b""[..], b"P\nn1\napp", b"PP\na\nb\nc\n\n\nbody"] {
+            assert_eq!(Message::decode(Bytes::from_static(garbage)), None);
+        }
     }
 }

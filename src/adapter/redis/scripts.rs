@@ -16,18 +16,19 @@ use super::keys::{Keys, PresenceKeys};
 use crate::hub::history::{Read, StoredEvent};
 
 /// Shared by the scripts below: each membership change takes the next
-/// version and, unless `relay` is '', is published from inside the script,
-/// so the relay carries member events in exactly the order Redis decided
-/// them, to every node (the deciding one included).
+/// version and, unless `topic` is '', is published from inside the script
+/// to the channel's topic (in the relay's format, see `relay`), so member
+/// events reach every node serving the channel (the deciding one included)
+/// in exactly the order Redis decided them.
 const ANNOUNCE: &str = r#"
-local function announce(version_key, relay, origin, app, channel, except, event, data, skip_origin)
+local function announce(version_key, topic, origin, app, channel, except, event, data, skip_origin)
   local version = redis.call('INCR', version_key)
-  if relay ~= '' then
+  if topic ~= '' then
     local frame = cjson.encode({event = event, channel = channel, data = data})
-    redis.call('PUBLISH', relay, cjson.encode({
-      origin = origin, app = app, kind = 'member', channel = channel,
-      frame = frame, except = except, version = version,
-      skip_origin = skip_origin == true}))
+    local kind = 'M'
+    if skip_origin == true then kind = 'R' end
+    redis.call('PUBLISH', topic, kind .. '\n' .. origin .. '\n' .. app .. '\n' .. channel
+      .. '\n' .. except .. '\n' .. version .. '\n' .. frame)
   end
   return version
 end
@@ -147,12 +148,12 @@ return #due
 "#;
 
 /// KEYS users, info, node, nodeset, version; ARGV user, user_info, max,
-/// nodeset member, relay, origin, app, channel, joining socket, hooks. Returns
+/// nodeset member, topic, origin, app, channel, joining socket, hooks. Returns
 /// {1 if the user is new | 0 | -1 when full, roster, version of the roster}.
 const JOIN: &str = r#"
 local users, info, node, nodeset, version_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local user, user_info, max, member = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local relay, origin, app, channel, socket = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local topic, origin, app, channel, socket = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 if redis.call('HEXISTS', users, user) == 0 and redis.call('HLEN', users) >= max then
   return {-1, {}, 0}
 end
@@ -162,7 +163,7 @@ local added, version = 0, nil
 if redis.call('HINCRBY', users, user, 1) == 1 then
   redis.call('HSET', info, user, user_info)
   added = 1
-  version = announce(version_key, relay, origin, app, channel, socket,
+  version = announce(version_key, topic, origin, app, channel, socket,
     'pusher_internal:member_added', added_data(user, user_info))
   member_arrived(hooks_at(10), channel, user)
 else
@@ -171,18 +172,18 @@ end
 return {added, redis.call('HGETALL', info), version}
 "#;
 
-/// KEYS users, info, node, version; ARGV user, relay, origin, app, channel,
+/// KEYS users, info, node, version; ARGV user, topic, origin, app, channel,
 /// hooks. Returns 1 when the user left the channel.
 const LEAVE: &str = r#"
 local users, info, node, version_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local user, relay, origin, app, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local user, topic, origin, app, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local mine = tonumber(redis.call('HGET', node, user) or '0')
 if mine <= 0 then return 0 end
 if mine == 1 then redis.call('HDEL', node, user) else redis.call('HINCRBY', node, user, -1) end
 if redis.call('HINCRBY', users, user, -1) <= 0 then
   redis.call('HDEL', users, user)
   redis.call('HDEL', info, user)
-  announce(version_key, relay, origin, app, channel, '',
+  announce(version_key, topic, origin, app, channel, '',
     'pusher_internal:member_removed', removed_data(user))
   member_departed(hooks_at(6), channel, user)
   return 1
@@ -191,12 +192,12 @@ return 0
 "#;
 
 /// Replaces one node's share of a channel. KEYS users, info, node, version;
-/// ARGV relay, origin, app, channel, skip origin ('1': the origin's own
+/// ARGV topic, origin, app, channel, skip origin ('1': the origin's own
 /// sockets already saw these changes), hooks, then triples (user, sockets,
 /// user_info). Returns {added users, removed users}.
 const REPLACE: &str = r#"
 local users, info, node, version_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local relay, origin, app, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local topic, origin, app, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local skip = ARGV[5] == '1'
 local h = hooks_at(6)
 local old = {}
@@ -213,14 +214,14 @@ local function apply(user, delta, user_info)
     redis.call('HDEL', info, user)
     if before > 0 then
       table.insert(removed, user)
-      announce(version_key, relay, origin, app, channel, '',
+      announce(version_key, topic, origin, app, channel, '',
         'pusher_internal:member_removed', removed_data(user), skip)
       member_departed(h, channel, user)
     end
   elseif before <= 0 then
     redis.call('HSET', info, user, user_info)
     table.insert(added, user)
-    announce(version_key, relay, origin, app, channel, '',
+    announce(version_key, topic, origin, app, channel, '',
       'pusher_internal:member_added', added_data(user, user_info), skip)
     member_arrived(h, channel, user)
   end
@@ -302,10 +303,11 @@ pub enum Joined {
 }
 
 /// Where a script announces the member events it decides, and as whom.
-/// `relay` empty: decide silently (the online pseudo-channel, a rebuild
+/// `topic` empty: decide silently (the online pseudo-channel, a rebuild
 /// after a Redis restart).
 pub struct Announce<'a> {
-    pub relay: &'a str,
+    /// The channel's relay topic (`Keys::topic`).
+    pub topic: &'a str,
     pub origin: &'a str,
     pub app: &'a str,
     pub channel: &'a str,
@@ -391,7 +393,7 @@ impl Scripts {
             .arg(user_info)
             .arg(max_members)
             .arg(set_member)
-            .arg(announce.relay)
+            .arg(announce.topic)
             .arg(announce.origin)
             .arg(announce.app)
             .arg(announce.channel)
@@ -427,7 +429,7 @@ impl Scripts {
             .key(&keys.node)
             .key(&keys.version)
             .arg(user)
-            .arg(announce.relay)
+            .arg(announce.topic)
             .arg(announce.origin)
             .arg(announce.app)
             .arg(announce.channel);
@@ -450,7 +452,7 @@ impl Scripts {
             .key(&keys.info)
             .key(&keys.node)
             .key(&keys.version)
-            .arg(announce.relay)
+            .arg(announce.topic)
             .arg(announce.origin)
             .arg(announce.app)
             .arg(announce.channel)

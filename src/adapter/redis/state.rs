@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::relay::{Command, Envelope};
+use super::relay::Command;
 use super::Inner;
 use crate::protocol::ChannelType;
 
@@ -94,13 +94,11 @@ pub async fn writer(inner: Arc<Inner>) {
         // After the counts, in the same pipeline: the other nodes read them
         // only once they are written.
         for (app, channels) in announced {
-            let envelope = Envelope {
-                origin: inner.keys.node.clone(),
-                app: app.to_owned(),
-                sent_ms: None,
-                command: Command::CountsChanged { channels },
-            };
-            pipe.publish(inner.keys.relay(), envelope.encode()).ignore();
+            let message = Command::CountsChanged {
+                channels: &channels,
+            }
+            .encode(&inner.keys.node, app);
+            pipe.publish(inner.keys.control(), message).ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut inner.redis.clone()).await {
             // The heartbeat rewrites the whole share once Redis answers.

@@ -22,9 +22,12 @@ const BATCH: usize = 256;
 /// One write.
 #[derive(Debug)]
 pub enum Write {
+    /// A relay message, to a channel's topic or (`control`) to the
+    /// shared control channel.
     Publish {
         channel: String,
         payload: Vec<u8>,
+        control: bool,
     },
     /// Append to a history stream, trimmed to about `max_len` entries and
     /// expiring `ttl` seconds after the last append.
@@ -97,9 +100,18 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
         for write in batch.drain(..) {
             match write {
                 Write::Flush(done) => flushed.push(done),
-                Write::Publish { channel, payload } => {
-                    METRICS.relay_out.inc();
-                    METRICS.relay_out_bytes.inc_by(payload.len() as u64);
+                Write::Publish {
+                    channel,
+                    payload,
+                    control,
+                } => {
+                    let route = if control {
+                        &METRICS.relay_out_control
+                    } else {
+                        &METRICS.relay_out_channel
+                    };
+                    route.messages.inc();
+                    route.bytes.inc_by(payload.len() as u64);
                     pipe.publish(channel, payload).ignore();
                 }
                 Write::Cache { key, frame, ttl } => {

@@ -1,0 +1,379 @@
+//! Which channel topics this node listens to: those of the channels it
+//! serves, so that a node hears a channel's events only while it has a
+//! subscriber (or a long-poll) on it.
+//!
+//! * A subscribe that makes the channel new here waits, before
+//!   `subscription_succeeded` is sent, until Redis has confirmed the topic's
+//!   SUBSCRIBE: everything published after the client's success reaches it.
+//! * A topic nobody here uses any more is dropped only after `linger`, so
+//!   clients that leave and come back do not make Redis work each time.
+//! * After a reconnect, the relay subscribes the whole set on the new
+//!   connection before it reads a message or reports itself ready.
+//!
+//! The set of wanted topics is the truth; one task makes the subscription
+//! follow it, topic by topic, whatever order the changes come in. A change
+//! only marks its topic for that task, so a topic dropped and wanted again
+//! before the task looks ends up subscribed, never the other way round.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use tracing::warn;
+
+use super::relay::{RelayHealth, Subscriber};
+
+/// A new relay connection, and the topics it was subscribed to when it
+/// was made.
+#[derive(Clone)]
+pub struct Offer {
+    pub connection: Subscriber,
+    pub subscribed: Arc<HashSet<String>>,
+}
+use crate::hub::Hub;
+
+/// How long a subscribe waits for Redis to confirm a new topic before it
+/// goes on without (Redis is then failing, and the reconnect that follows
+/// subscribes everything again).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Topics per SUBSCRIBE or UNSUBSCRIBE command.
+pub const CHUNK: usize = 512;
+
+/// This node's wanted topics.
+pub struct Interest {
+    state: Mutex<State>,
+    /// Wakes the task when `State::changed` has something.
+    wake: Notify,
+    linger: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    wanted: HashMap<String, Entry>,
+    /// Topics whose wanted-ness changed since the task last looked.
+    changed: Vec<String>,
+}
+
+struct Entry {
+    app: String,
+    channel: String,
+    /// True once the topic is subscribed (or there is no connection to
+    /// subscribe it on, and the next one will).
+    confirmed: watch::Sender<bool>,
+    /// Subscribes and polls in progress that rely on the topic.
+    users: usize,
+    /// When it was last wanted by someone arriving or staying.
+    touched: Instant,
+}
+
+/// Keeps a topic wanted while a subscribe or poll that needs it is on its
+/// way into the hub (so the sweep cannot drop it in between).
+pub struct Using {
+    interest: Arc<Interest>,
+    topic: String,
+    /// Whether the topic was not wanted before: this node was not hearing
+    /// the channel (its copy of a cache channel's event may be stale).
+    pub fresh: bool,
+}
+
+impl Drop for Using {
+    fn drop(&mut self) {
+        let mut state = self.interest.lock();
+        if let Some(entry) = state.wanted.get_mut(&self.topic) {
+            entry.users = entry.users.saturating_sub(1);
+            entry.touched = Instant::now();
+        }
+    }
+}
+
+impl Interest {
+    pub fn new(linger: Duration) -> Arc<Interest> {
+        Arc::new(Interest {
+            state: Mutex::default(),
+            wake: Notify::new(),
+            linger,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wants `topic` (the topic of `app`'s `channel`) and waits until it is
+    /// heard. Keep the returned guard until the subscriber or poller is in
+    /// the hub.
+    pub async fn want(self: &Arc<Self>, topic: String, app: &str, channel: &str) -> Using {
+        let (mut confirmed, fresh) = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            match state.wanted.get_mut(&topic) {
+                Some(entry) => {
+                    entry.users += 1;
+                    entry.touched = now;
+                    (entry.confirmed.subscribe(), false)
+                }
+                None => {
+                    let (confirmed, receiver) = watch::channel(false);
+                    state.wanted.insert(
+                        topic.clone(),
+                        Entry {
+                            app: app.to_owned(),
+                            channel: channel.to_owned(),
+                            confirmed,
+                            users: 1,
+                            touched: now,
+                        },
+                    );
+                    state.changed.push(topic.clone());
+                    (receiver, true)
+                }
+            }
+        };
+        if fresh {
+            self.wake.notify_one();
+        }
+        let using = Using {
+            interest: self.clone(),
+            topic,
+            fresh,
+        };
+        if !*confirmed.borrow_and_update()
+            && tokio::time::timeout(CONFIRM_TIMEOUT, confirmed.wait_for(|c| *c))
+                .await
+                .is_err()
+        {
+            warn!("Redis did not confirm a channel subscription in time; going on without");
+        }
+        using
+    }
+
+    /// Drops the topics nobody here has used for `linger`: `in_use` says
+    /// whether the hub still has subscribers or pollers on a channel.
+    pub fn sweep(&self, in_use: impl Fn(&str, &str) -> bool) -> usize {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let mut dropped = Vec::new();
+        state.wanted.retain(|topic, entry| {
+            if entry.users > 0 || in_use(&entry.app, &entry.channel) {
+                entry.touched = now;
+                return true;
+            }
+            if now.duration_since(entry.touched) < self.linger {
+                return true;
+            }
+            dropped.push(topic.clone());
+            false
+        });
+        let count = dropped.len();
+        state.changed.append(&mut dropped);
+        drop(state);
+        if count > 0 {
+            self.wake.notify_one();
+        }
+        count
+    }
+
+    /// How many topics this node wants.
+    pub fn len(&self) -> usize {
+        self.lock().wanted.len()
+    }
+
+    /// Every topic wanted now (what a new connection subscribes to).
+    pub fn wanted(&self) -> Vec<String> {
+        self.lock().wanted.keys().cloned().collect()
+    }
+
+    /// The topics to subscribe and unsubscribe so that Redis matches the
+    /// wanted set, given what is `subscribed`.
+    fn plan(&self, subscribed: &HashSet<String>) -> (Vec<String>, Vec<String>) {
+        let mut state = self.lock();
+        let changed = std::mem::take(&mut state.changed);
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for topic in changed {
+            let wanted = state.wanted.contains_key(&topic);
+            let heard = subscribed.contains(&topic);
+            if wanted && !heard && !add.contains(&topic) {
+                add.push(topic);
+            } else if !wanted && heard && !remove.contains(&topic) {
+                remove.push(topic);
+            } else if wanted {
+                // Wanted again before it was ever dropped: already heard.
+                if let Some(entry) = state.wanted.get(&topic) {
+                    entry.confirmed.send_replace(true);
+                }
+            }
+        }
+        (add, remove)
+    }
+
+    /// Tells those waiting for `topics` that they are heard.
+    fn confirm(&self, topics: &[String]) {
+        let state = self.lock();
+        for topic in topics {
+            if let Some(entry) = state.wanted.get(topic) {
+                entry.confirmed.send_replace(true);
+            }
+        }
+    }
+}
+
+/// Makes the subscriber connection's topics follow the wanted set, and
+/// sweeps unused topics every so often.
+pub async fn run(
+    interest: Arc<Interest>,
+    mut offers: watch::Receiver<Option<Offer>>,
+    hub: Arc<Hub>,
+    health: Arc<RelayHealth>,
+) {
+    let take = |offer: Option<Offer>| match offer {
+        Some(Offer {
+            connection,
+            subscribed,
+        }) => (Some(connection), (*subscribed).clone()),
+        None => (None, HashSet::new()),
+    };
+    let (mut connection, mut subscribed) = take(offers.borrow_and_update().clone());
+    let period = (interest.linger / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut sweep = tokio::time::interval(period);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (add, remove) = interest.plan(&subscribed);
+        match connection.as_mut() {
+            Some(redis) => {
+                let done = async {
+                    for chunk in add.chunks(CHUNK) {
+                        redis.subscribe(chunk).await?;
+                        subscribed.extend(chunk.iter().cloned());
+                        interest.confirm(chunk);
+                    }
+                    for chunk in remove.chunks(CHUNK) {
+                        redis.unsubscribe(chunk).await?;
+                        for topic in chunk {
+                            subscribed.remove(topic);
+                        }
+                    }
+                    redis::RedisResult::Ok(())
+                }
+                .await;
+                if let Err(e) = done {
+                    // The relay reconnects; the new connection gets the
+                    // whole set.
+                    warn!("cannot update the cluster relay's channels: {e}; reconnecting");
+                    interest.confirm(&add);
+                    health.force_reconnect();
+                }
+            }
+            // Nothing to subscribe on: the next connection takes the lot.
+            None => interest.confirm(&add),
+        }
+        tokio::select! {
+            () = interest.wake.notified() => {}
+            _ = sweep.tick() => {
+                interest.sweep(|app, channel| {
+                    hub.by_id(app).is_some_and(|app| app.serves(channel))
+                });
+            }
+            changed = offers.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                (connection, subscribed) = take(offers.borrow_and_update().clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(list: &[&str]) -> Vec<String> {
+        list.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_topic_is_subscribed_once_and_dropped_after_its_linger() {
+        let interest = Interest::new(Duration::ZERO);
+        let mut subscribed = HashSet::new();
+        // Nobody confirms yet: want() waits, so confirm from the plan.
+        let waiting = {
+            let interest = interest.clone();
+            tokio::spawn(async move { interest.want("t1".into(), "app", "c1").await.fresh })
+        };
+        let mut add = Vec::new();
+        for _ in 0..100 {
+            (add, _) = interest.plan(&subscribed);
+            if !add.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(add, topics(&["t1"]));
+        subscribed.extend(add.iter().cloned());
+        interest.confirm(&add);
+        assert!(waiting.await.expect("task"), "the first want is fresh");
+
+        // A second user of a heard topic does not wait and changes nothing.
+        let again = interest.want("t1".into(), "app", "c1").await;
+        assert!(!again.fresh);
+        assert_eq!(interest.plan(&subscribed), (vec![], vec![]));
+        // In use (a guard, or the hub says so): never dropped.
+        assert_eq!(interest.sweep(|_, _| false), 0);
+        drop(again);
+        assert_eq!(interest.sweep(|_, _| true), 0);
+        assert_eq!(interest.sweep(|_, _| false), 1);
+        assert_eq!(interest.plan(&subscribed), (vec![], topics(&["t1"])));
+    }
+
+    #[tokio::test]
+    async fn dropped_then_wanted_again_ends_subscribed() {
+        let interest = Interest::new(Duration::ZERO);
+        let subscribed: HashSet<String> = topics(&["t1"]).into_iter().collect();
+        // The task saw nothing yet: t1 is dropped, then wanted again.
+        {
+            let mut state = interest.lock();
+            state.changed.push("t1".into());
+        }
+        interest.confirm(&[]);
+        let wanting = {
+            let interest = interest.clone();
+            tokio::spawn(async move { interest.want("t1".into(), "app", "c1").await.fresh })
+        };
+        let mut plan = (vec![], vec![]);
+        for _ in 0..100 {
+            if interest.len() == 1 {
+                plan = interest.plan(&subscribed);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Still heard: nothing to do, and the waiter is released.
+        assert_eq!(plan, (vec![], vec![]));
+        assert!(wanting.await.expect("task"));
+        // A new connection subscribes everything wanted.
+        assert_eq!(interest.wanted(), topics(&["t1"]));
+    }
+
+    #[tokio::test]
+    async fn lingering_topics_survive_a_sweep() {
+        let interest = Interest::new(Duration::from_secs(60));
+        {
+            let mut state = interest.lock();
+            let (confirmed, _) = watch::channel(true);
+            state.wanted.insert(
+                "t".into(),
+                Entry {
+                    app: "a".into(),
+                    channel: "c".into(),
+                    confirmed,
+                    users: 0,
+                    touched: Instant::now(),
+                },
+            );
+        }
+        assert_eq!(interest.sweep(|_, _| false), 0, "within its linger");
+        assert_eq!(interest.len(), 1);
+    }
+}
