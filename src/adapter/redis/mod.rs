@@ -156,9 +156,9 @@ impl RedisAdapter {
         });
         let client_for_outbox = client.clone();
         let weak = Arc::downgrade(&inner);
-        let counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync> = Arc::new(move |keys| {
+        let counts_changed: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |key| {
             if let Some(inner) = weak.upgrade() {
-                inner.mark_counts_dirty(keys, false);
+                inner.mark_counts_dirty([key], false);
             }
         });
         let (offers, offered) = tokio::sync::watch::channel(None);

@@ -4,8 +4,8 @@
 //! of its own (`Keys::topic`), which a node subscribes to only while it
 //! serves the channel (see `interest`), so a node's relay work grows with
 //! what it serves, not with the cluster. What concerns the whole app
-//! (terminating a user, `#server-to-user-*` events, watchlists, count
-//! changes, a node's echo) goes through one shared control channel
+//! (terminating a user, `#server-to-user-*` events, watchlists, a node's
+//! echo) goes through one shared control channel
 //! (`Keys::relay`).
 //!
 //! A message is a small text header and the frame bytes exactly as clients
@@ -22,7 +22,7 @@
 //! | `M` member event, `R` one re-sent after a rebuild (the origin's own sockets had it) | its version | the frame |
 //! | `T` terminate a user | | the user id |
 //! | `W` watchlist | 1 online, 0 offline | the user id |
-//! | `N` subscriber counts changed | | channel names, one per line |
+//! | `N` the channel's subscriber count changed | | |
 //! | `E` echo (a node checking that its subscription hears) | | |
 //!
 //! Member events are written by the Lua scripts (`scripts::ANNOUNCE`) in
@@ -66,10 +66,10 @@ pub enum Command<'a> {
     /// A node's message to itself: proves its relay subscription still
     /// hears (see [`RelayHealth`]).
     Echo,
-    /// The origin's subscriber counts of these channels changed (and are
-    /// written in Redis already): each node recomputes the totals and
-    /// tells its own subscribers.
-    CountsChanged { channels: &'a [String] },
+    /// The origin's subscriber count of the channel changed (and is
+    /// written in Redis already): each node serving the channel recomputes
+    /// the total and tells its own subscribers.
+    CountChanged { channel: &'a str },
 }
 
 impl Command<'_> {
@@ -100,13 +100,7 @@ impl Command<'_> {
                     user_id.as_bytes(),
                 ),
                 Command::Echo => (b'E', "", None, String::new(), b""),
-                Command::CountsChanged { channels } => {
-                    let body = channels.join("\n");
-                    return header(b'N', origin, app, "", None, "", body.len())
-                        .into_iter()
-                        .chain(body.into_bytes())
-                        .collect();
-                }
+                Command::CountChanged { channel } => (b'N', channel, None, String::new(), b""),
             };
         let mut message = header(kind, origin, app, channel, except, &number, body.len());
         message.extend_from_slice(body);
@@ -185,8 +179,9 @@ pub enum Applied {
     Done,
     /// This node's own echo came back.
     OwnEcho,
-    /// Another node's counts changed: `app\nchannel` keys to recompute.
-    CountsChanged(Vec<String>),
+    /// Another node's count of a channel served here changed: the
+    /// `app\nchannel` key to recompute.
+    CountChanged(String),
 }
 
 /// Whether this node's relay subscription is up and still hearing: a
@@ -253,18 +248,14 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied 
         b'E' => return Applied::Done,
         b'N' if ours => return Applied::Done,
         b'N' => {
-            // Only channels served here: nobody else would hear the count.
-            let Some(app) = hub.by_id(&message.app) else {
-                return Applied::Done;
+            // Only while subscribers here would hear the count.
+            let served = hub
+                .by_id(&message.app)
+                .is_some_and(|app| app.local_subscribers(&message.channel) > 0);
+            return match served {
+                true => Applied::CountChanged(format!("{}\n{}", message.app, message.channel)),
+                false => Applied::Done,
             };
-            let channels = String::from_utf8_lossy(&message.body);
-            return Applied::CountsChanged(
-                channels
-                    .split('\n')
-                    .filter(|c| app.local_subscribers(c) > 0)
-                    .map(|c| format!("{}\n{c}", message.app))
-                    .collect(),
-            );
         }
         _ => {}
     }
@@ -451,7 +442,7 @@ pub struct Relay {
     /// Where the current connection is offered to `interest`, which keeps
     /// its topics following what this node serves.
     pub offers: watch::Sender<Option<Offer>>,
-    pub counts_changed: Arc<dyn Fn(Vec<String>) + Send + Sync>,
+    pub counts_changed: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 /// Subscribes and applies messages until the process ends, reconnecting
@@ -501,7 +492,7 @@ pub async fn run(relay: Arc<Relay>) {
                                 let Some(payload) = into_payload(push) else { continue };
                                 match apply(hub, fanout, node, payload) {
                                     Applied::OwnEcho => health.echoed(),
-                                    Applied::CountsChanged(keys) => counts_changed(keys),
+                                    Applied::CountChanged(key) => counts_changed(key),
                                     Applied::Done => {}
                                 }
                             }
@@ -584,13 +575,10 @@ mod tests {
 
     #[test]
     fn control_messages_round_trip_and_garbage_is_refused() {
-        let channels = ["a".to_owned(), "b".to_owned()];
-        let counts = Command::CountsChanged {
-            channels: &channels,
-        }
-        .encode("n1", "app");
+        let counts = Command::CountChanged { channel: "a" }.encode("n1", "app");
         let message = Message::decode(Bytes::from(counts)).expect("decodes");
-        assert_eq!((message.kind, &message.body[..]), (b'N', &b"a\nb"[..]));
+        assert_eq!((message.kind, message.channel.as_str()), (b'N', "a"));
+        assert!(message.body.is_empty());
         assert_eq!(message.except, None);
         assert_eq!(message.number, None);
         let online = Command::Watchlist {

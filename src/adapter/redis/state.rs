@@ -7,17 +7,19 @@
 //! whole share (`node::rebuild`) instead of leaving a count wrong.
 //!
 //! When an app sends `subscription_count`, the same pipeline then tells the
-//! other nodes which channels changed; each recomputes the cluster-wide
-//! total and tells its own subscribers, so no node ever relays a count that
-//! a later subscriber could receive out of date.
+//! nodes serving each changed channel (on the channel's topic); each
+//! recomputes the cluster-wide total and tells its own subscribers, so no
+//! node ever relays a count that a later subscriber could receive out of
+//! date.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 use super::relay::Command;
 use super::Inner;
+use crate::metrics::METRICS;
 use crate::protocol::ChannelType;
 
 /// A count of this node that changed.
@@ -64,7 +66,7 @@ pub async fn writer(inner: Arc<Inner>) {
         // totals, which decide the occupancy webhooks.
         pipe.load_script(&inner.scripts.count).ignore();
         // Channels whose counts other nodes announce, per app.
-        let mut announced: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut announced: Vec<(&str, &str)> = Vec::new();
         for entry in &dirty {
             match entry {
                 Dirty::Subscriptions { app, channel } => {
@@ -73,7 +75,7 @@ pub async fn writer(inner: Arc<Inner>) {
                     if hub.is_some_and(|a| a.app().subscription_count)
                         && !ChannelType::of(channel).is_presence()
                     {
-                        announced.entry(app).or_default().push(channel.clone());
+                        announced.push((app, channel));
                     }
                     inner.scripts.set_count(
                         &mut pipe,
@@ -93,12 +95,12 @@ pub async fn writer(inner: Arc<Inner>) {
         }
         // After the counts, in the same pipeline: the other nodes read them
         // only once they are written.
-        for (app, channels) in announced {
-            let message = Command::CountsChanged {
-                channels: &channels,
-            }
-            .encode(&inner.keys.node, app);
-            pipe.publish(inner.keys.control(), message).ignore();
+        for (app, channel) in announced {
+            let message = Command::CountChanged { channel }.encode(&inner.keys.node, app);
+            METRICS.relay_out_channel.messages.inc();
+            METRICS.relay_out_channel.bytes.inc_by(message.len() as u64);
+            pipe.publish(inner.keys.topic(app, channel), message)
+                .ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut inner.redis.clone()).await {
             // The heartbeat rewrites the whole share once Redis answers.
