@@ -929,3 +929,27 @@ async fn relayed_events_keep_their_order_across_wide_and_narrow_channels() {
         }
     }
 }
+
+#[actix_rt::test]
+async fn a_members_second_socket_on_a_new_node_is_not_shown_the_roster_again() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    // Debug logs say when B's heartbeat compared its presence versions.
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n",
+        redis.url()
+    );
+    let b = Server::launch(Some(&config), &[("HERALD_LOG", "info,herald=debug")]);
+    b.wait_ready().await;
+    let mut first = Client::connect(&a).await;
+    first.join("presence-twice", "1", json!(null)).await;
+    // The same user on B, where the channel is new: no member event, so
+    // nothing was ever delivered on B, yet its roster is current.
+    let mut second = Client::connect(&b).await;
+    let ok = second.join("presence-twice", "1", json!(null)).await;
+    assert_eq!(ok["data"]["presence"]["count"], 1);
+    // Convergence acts at the second check that finds Redis ahead; wait
+    // for three, then nothing may have been sent.
+    b.logged("presence versions checked", 3).await;
+    second.expect_nothing_pending().await;
+}

@@ -85,10 +85,15 @@ impl MemberOrder {
     }
 
     /// Whether this node missed member events: Redis's version is ahead of
-    /// what was delivered here at two checks in a row with nothing
-    /// arriving in between (one check could just race events in flight).
+    /// what every local subscriber has seen at two checks in a row with
+    /// nothing arriving in between (one check could just race events in
+    /// flight). A subscriber has seen the events up to its roster's version
+    /// or the last one delivered here, whichever is newer: a user's second
+    /// socket joining on a node where the channel is new changes nothing
+    /// (no event), and is no sign of missed ones.
     pub fn missed_events(&mut self, redis_version: u64) -> bool {
-        if redis_version <= self.applied {
+        let oldest_roster = self.snapshots.values().min().copied().unwrap_or(0);
+        if redis_version <= self.applied.max(oldest_roster) {
             self.lagging_at = None;
             return false;
         }
@@ -130,6 +135,23 @@ mod tests {
         assert!(!order.wants(a, 3));
         assert!(order.wants(a, 4));
         assert!(order.wants(b, 1));
+    }
+
+    #[test]
+    fn subscribers_whose_rosters_are_current_missed_nothing() {
+        let mut order = MemberOrder::default();
+        let (a, b) = (SocketId::new(1, 1), SocketId::new(2, 2));
+        // Shown the roster as of 7; no event delivered here yet.
+        order.joined(a, 7);
+        assert!(!order.missed_events(7));
+        assert!(!order.missed_events(7));
+        // Another subscriber with an older roster, and Redis moved on.
+        order.joined(b, 5);
+        assert!(
+            !order.missed_events(7),
+            "one check may race events in flight"
+        );
+        assert!(order.missed_events(7), "b's events 6 and 7 never came");
     }
 
     #[test]

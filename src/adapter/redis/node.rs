@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::streams::{StreamClaimOptions, StreamPendingCountReply, StreamPendingReply};
 use redis::AsyncCommands;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::keys::Keys;
 use super::scripts::{no_hooks, Announce, Hooks};
@@ -139,6 +139,11 @@ async fn converge(inner: &Inner) -> redis::RedisResult<()> {
             });
             info!(channel = %channel, "presence roster shown again after missed member events");
         }
+        debug!(
+            app = app.id(),
+            channels = channels.len(),
+            "presence versions checked"
+        );
     }
     Ok(())
 }
