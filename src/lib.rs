@@ -14,6 +14,7 @@ pub mod fallback;
 pub mod http_error;
 pub mod hub;
 pub mod laravel;
+pub mod listener;
 pub mod metrics;
 pub mod polling;
 pub mod protocol;

@@ -16,11 +16,10 @@ use crate::metrics::METRICS;
 use crate::protocol::Close;
 use crate::reload::{Reload, Reloader};
 use crate::state::State;
-use crate::support::peer::PeerSocket;
 use crate::support::per_address::PerAddress;
 use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
-use crate::{api, console, fallback, laravel, ws};
+use crate::{api, console, fallback, laravel};
 
 /// How long sessions get to say goodbye and leave their channels on shutdown.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
@@ -71,7 +70,9 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     }
     let http_sessions = web::Data::new(HttpSessions::new(&config.server));
     let sessions = http_sessions.clone();
-    let server = HttpServer::new(move || {
+    let address = (state.server.host.as_str(), state.server.port);
+    let tls = certificates.as_ref().map(|c| c.server_config());
+    let (server, addr) = crate::listener::bind(address, state.clone(), tls, move || {
         let mut app = App::new()
             .app_data(data.clone())
             .app_data(sessions.clone())
@@ -80,32 +81,15 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
             app = app.app_data(token.clone()).configure(console::routes);
         }
         app.default_service(web::to(not_found))
-    })
-    .disable_signals()
-    // Remembers each accepted socket, so that a finished WebSocket session
-    // can end it even when the client stopped reading (support::peer).
-    .on_connect(PeerSocket::on_connect)
-    // Frames are small and latency matters more than packet count: without
-    // this, a second small frame waits for the client's delayed ACK.
-    .tcp_nodelay(true)
-    .shutdown_timeout(state.server.shutdown_timeout);
-    let address = (state.server.host.as_str(), state.server.port);
-    let server = match &certificates {
-        Some(certificates) => server.bind_rustls_0_23(address, certificates.server_config())?,
-        None => server.bind(address)?,
-    };
+    })?;
 
     let scheme = if certificates.is_some() {
         "https"
     } else {
         "http"
     };
-    for addr in server.addrs() {
-        info!(
-            "Herald listening on {addr} ({scheme}; WebSocket /app/{{key}}, HTTP API /apps/{{id}})"
-        );
-    }
-    log_app_settings(&config, server.addrs().first().map(|a| a.port()), scheme);
+    info!("Herald listening on {addr} ({scheme}; WebSocket /app/{{key}}, HTTP API /apps/{{id}})");
+    log_app_settings(&config, Some(addr.port()), scheme);
     let reloader = Reloader::new(
         reload,
         config.clone(),
@@ -116,7 +100,6 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     tokio::spawn(reload_on_hangup(reloader));
 
     let metrics = serve_metrics(&config, &state);
-    let server = server.run();
     let handle = server.handle();
     tokio::spawn(sweep(state.clone(), http_sessions.clone()));
     tokio::spawn(async move {
@@ -183,7 +166,7 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
 /// Every route of the server.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/up", web::get().to(up))
-        .route("/app/{key}", web::get().to(ws::upgrade))
+        .route("/app/{key}", web::get().to(not_a_handshake))
         .configure(api::routes)
         .configure(fallback::routes);
 }
@@ -197,6 +180,13 @@ async fn up(state: web::Data<State>) -> HttpResponse {
         "degraded"
     };
     HttpResponse::Ok().json(serde_json::json!({ "status": status }))
+}
+
+/// `GET /app/{key}` without the upgrade headers (handshakes never get here:
+/// see `listener`).
+async fn not_a_handshake() -> HttpResponse {
+    HttpResponse::BadRequest()
+        .json(serde_json::json!({ "error": "Expected a WebSocket handshake" }))
 }
 
 async fn not_found() -> HttpResponse {

@@ -46,6 +46,10 @@ async fn every_event_type_arrives_with_pushers_fields() {
     a.expect("pusher:cache_miss").await;
     a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "my-channel"}}))
         .await;
+    // A's frames are handled in order: once its ping is answered, its
+    // unsubscribe was handled, before B leaves (two clients' actions have
+    // no order of their own).
+    a.expect_nothing_pending().await;
     drop(b);
 
     let (events, _) = hooks

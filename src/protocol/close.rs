@@ -85,4 +85,6 @@ impl Close {
     pub const TOO_LARGE: Close = Close::silent(1009, "Message too large");
     /// Bytes that are not a valid WebSocket stream (1002).
     pub const PROTOCOL_ERROR: Close = Close::silent(1002, "WebSocket protocol error");
+    /// A text message that is not UTF-8 (1007).
+    pub const INVALID_TEXT: Close = Close::silent(1007, "Text message is not UTF-8");
 }

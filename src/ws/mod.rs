@@ -1,76 +1,113 @@
-//! WebSocket connections at `/app/{key}`: the upgrade, then one task per
-//! admitted connection running [`socket::run`] over a protocol
-//! [`Session`](crate::session::Session).
+//! WebSocket connections at `/app/{key}`.
+//!
+//! actix-http hands every HTTP/1 request that asks for an upgrade, with its
+//! socket, to [`upgrade`]: it checks the handshake, admits the connection
+//! and runs it on the same task ([`socket::run`]), reading and writing the
+//! socket itself. So a connection is one task and no buffer while idle,
+//! instead of actix-http's dispatcher (two 8 KiB buffers), actix-ws's
+//! channel and a session task beside them.
 
-pub mod frame_guard;
+pub mod io;
+pub mod reader;
 mod socket;
 
-use crate::support::peer::PeerSocket;
+use actix_codec::{Encoder, Framed};
+use actix_http::body::BodySize;
+use actix_http::{h1, Request, Response, StatusCode};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 
-use std::pin::Pin;
-
-use actix_web::dev::Payload;
-use actix_web::error::PayloadError;
-use actix_web::web::Bytes;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason};
-use futures_util::Stream;
-
+pub use self::io::{Io, TlsStream};
+use self::socket::Socket;
 use crate::metrics::Transport;
 use crate::protocol::{messages, Close};
 use crate::session;
 use crate::state::State;
 
-/// Handles `GET /app/{key}`: upgrades, then either runs a session or sends
-/// the refusal as a `pusher:error` plus a close frame with the same code
-/// (pusher-js acts on the code of either).
-pub async fn upgrade(
-    req: HttpRequest,
-    body: web::Payload,
-    key: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let admitted = session::admit(
-        &state.hub,
-        &state.session_context(),
-        &key,
-        req.query_string(),
-        Transport::WebSocket,
-    );
-    // Frame sizes are checked on the raw bytes, before actix buffers a frame.
-    let max = match &admitted {
-        Ok(session) => session.app.app().max_message_bytes,
-        Err(_) => REFUSED_MAX_MESSAGE,
-    };
-    let guard: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
-        Box::pin(frame_guard::Guarded::new(body.into_inner(), max));
-    let mut guarded = Payload::Stream { payload: guard };
-    let body = web::Payload::from_request(&req, &mut guarded).await?;
-    let (response, ws, stream) = actix_ws::handle(&req, body)?;
-    let peer = req.conn_data::<PeerSocket>().map(PeerSocket::handle);
-    match admitted {
-        Ok(session) => {
-            actix_web::rt::spawn(socket::run(session, ws, stream, peer));
-        }
-        Err(refusal) => {
-            actix_web::rt::spawn(async move {
-                socket::say_goodbye(ws, Some(refusal)).await;
-                drop(stream);
-                socket::release(peer).await;
-            });
-        }
-    }
-    Ok(response)
-}
-
 /// What a refused connection may still send while it is told goodbye.
 const REFUSED_MAX_MESSAGE: usize = 1024;
 
-/// A close frame with a Pusher code.
-pub(crate) fn close_reason(close: Close) -> CloseReason {
-    CloseReason {
-        code: CloseCode::Other(close.code),
-        description: Some(close.reason.to_owned()),
+/// Serves an upgrade request: `GET /app/{key}` becomes a WebSocket
+/// connection (refused ones hear why as a `pusher:error` plus a close frame
+/// with the same code, which pusher-js acts on); anything else is answered
+/// and the connection closed.
+pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Codec>) {
+    // The dispatcher's write buffer (8 KiB) goes now; its read buffer holds
+    // whatever the client sent after the handshake.
+    let actix_codec::FramedParts {
+        mut io,
+        mut codec,
+        read_buf: read,
+        ..
+    } = framed.into_parts();
+    let Some(key) = app_key(req.path()) else {
+        let body = r#"{"error":"Not found"}"#;
+        return answer(&mut io, &mut codec, StatusCode::NOT_FOUND, body).await;
+    };
+    let accepted = match actix_http::ws::handshake(req.head()) {
+        Ok(mut accepted) => accepted.finish().drop_body(),
+        Err(refused) => {
+            let status = Response::from(refused).status();
+            let body = r#"{"error":"Expected a WebSocket handshake"}"#;
+            return answer(&mut io, &mut codec, status, body).await;
+        }
+    };
+    let mut head = BytesMut::new();
+    if codec
+        .encode(h1::Message::Item((accepted, BodySize::None)), &mut head)
+        .is_err()
+        || io.write_all(&head).await.is_err()
+    {
+        return;
+    }
+    let admitted = session::admit(
+        &state.hub,
+        &state.session_context(),
+        key,
+        req.uri().query().unwrap_or(""),
+        Transport::WebSocket,
+    );
+    // Nothing of the request is needed any more: a connection lives long.
+    drop((head, codec, req, state));
+    match admitted {
+        Ok(session) => {
+            let max = session.app.app().max_message_bytes;
+            socket::run(session, Socket::new(io, read, max)).await;
+        }
+        Err(refusal) => {
+            let mut socket = Socket::new(io, read, REFUSED_MAX_MESSAGE);
+            let said = socket::say_goodbye(&mut socket, Some(refusal)).await;
+            socket::hang_up(socket, said).await;
+        }
+    }
+}
+
+/// The key in `/app/{key}`.
+fn app_key(path: &str) -> Option<&str> {
+    path.strip_prefix("/app/")
+        .filter(|key| !key.is_empty() && !key.contains('/'))
+}
+
+/// Answers a request that is no WebSocket handshake with a JSON error, and
+/// closes the connection.
+async fn answer<T: Io>(io: &mut T, codec: &mut h1::Codec, status: StatusCode, body: &str) {
+    let mut response = Response::with_body(status, ());
+    response.headers_mut().insert(
+        actix_http::header::CONTENT_TYPE,
+        actix_http::header::HeaderValue::from_static("application/json"),
+    );
+    response
+        .head_mut()
+        .set_connection_type(actix_http::ConnectionType::Close);
+    let mut out = BytesMut::new();
+    let size = BodySize::Sized(body.len() as u64);
+    if codec
+        .encode(h1::Message::Item((response, size)), &mut out)
+        .is_ok()
+    {
+        out.extend_from_slice(body.as_bytes());
+        let _ = io.write_all(&out).await;
+        let _ = io.shutdown().await;
     }
 }
 
@@ -79,4 +116,17 @@ fn error_frame(close: Close) -> Option<bytestring::ByteString> {
     close
         .send_error
         .then(|| messages::error(Some(close.code), close.reason, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::app_key;
+
+    #[test]
+    fn only_app_paths_are_websockets() {
+        assert_eq!(app_key("/app/key"), Some("key"));
+        for path in ["/app/", "/app/key/extra", "/apps/1/events", "/"] {
+            assert_eq!(app_key(path), None, "{path}");
+        }
+    }
 }

@@ -1,7 +1,12 @@
-//! The WebSocket side of a connection: one task that reads frames into the
-//! protocol session, writes the connection's queue to the socket, and
+//! The WebSocket side of a connection: one task that owns the socket, reads
+//! frames into the protocol session, writes the connection's queue, and
 //! watches one timer for activity (and, when the app requires it, the
 //! sign-in deadline).
+//!
+//! The task is the one actix-http runs the connection on (it hands the
+//! socket over at the upgrade), so a connection costs one task, and its
+//! buffers exist only while there is something in them: an idle connection
+//! holds neither a read nor a write buffer.
 //!
 //! Every write races the connection's close request: a client that stops
 //! reading blocks writes, and must not keep its session (or its socket)
@@ -9,13 +14,26 @@
 
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, MessageStream};
+use actix_codec::Encoder;
+use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
-use super::{close_reason, error_frame};
+use super::io::Io;
+use super::reader::{Incoming, Reader};
 use crate::protocol::{messages, Close};
 use crate::session::Session;
-use crate::support::peer::SocketHandle;
+
+/// A WebSocket connection's socket and what is half-read or half-written.
+pub(super) struct Socket<T> {
+    io: T,
+    reader: Reader,
+    /// Frames encoded and not yet written (empty and unallocated when
+    /// idle).
+    write: BytesMut,
+    codec: Codec,
+}
 
 /// The activity clock: when the client was last heard from and whether the
 /// server is waiting for an answer to its ping.
@@ -24,19 +42,38 @@ struct Liveness {
     ping_sent: Option<Instant>,
 }
 
-/// Runs the connection until either side closes it, then makes sure the
-/// TCP connection ends too.
-pub(super) async fn run(
-    mut session: Session,
-    mut ws: actix_ws::Session,
-    stream: MessageStream,
-    peer: Option<SocketHandle>,
-) {
-    let max = session.app.app().max_message_bytes;
-    let mut stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
+impl<T: Io> Socket<T> {
+    /// A socket whose handshake is done; `read` holds whatever the client
+    /// sent after it.
+    pub(super) fn new(io: T, read: BytesMut, max_message: usize) -> Self {
+        Socket {
+            io,
+            reader: Reader::new(read, max_message),
+            write: BytesMut::new(),
+            codec: Codec::new(),
+        }
+    }
+
+    /// Encodes a frame for the next write.
+    fn queue(&mut self, message: Message) {
+        // Encoding into a growable buffer cannot fail.
+        let _ = self.codec.encode(message, &mut self.write);
+    }
+
+    /// Writes everything queued; the buffer is released once it is out.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        self.io.write_all(&self.write).await?;
+        self.write = BytesMut::new();
+        Ok(())
+    }
+}
+
+/// Runs the connection until either side closes it, then ends the TCP
+/// connection too.
+pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
     let server = session.ctx.server.clone();
     let activity = Duration::from_secs(server.activity_timeout);
     let pong_wait = Duration::from_secs(server.pong_timeout);
@@ -57,6 +94,33 @@ pub(super) async fn run(
     let mut batch = Vec::new();
 
     let close = 'session: loop {
+        // What the client sent already (after the handshake, or several
+        // frames in one read) is handled before waiting for more.
+        let incoming = match socket.reader.next_message() {
+            Ok(incoming) => incoming,
+            Err(close) => break Some(close),
+        };
+        if let Some(message) = incoming {
+            alive.last_seen = Instant::now();
+            alive.ping_sent = None;
+            if let Err(close) = session.count_inbound() {
+                break Some(close);
+            }
+            match message {
+                Incoming::Text(text) => session.handle_text(&text).await,
+                Incoming::Ping(bytes) => {
+                    socket.queue(Message::Pong(bytes));
+                    tokio::select! {
+                        biased;
+                        request = &mut close_requested => break Some(request),
+                        written = socket.flush() => if written.is_err() { break None },
+                    }
+                }
+                Incoming::Close => break None,
+                Incoming::Ignored => {}
+            }
+            continue;
+        }
         tokio::select! {
             biased;
             request = &mut close_requested => break Some(request),
@@ -66,38 +130,20 @@ pub(super) async fn run(
                 }
                 session.app.metrics.sent(&batch);
                 for frame in batch.drain(..) {
-                    tokio::select! {
-                        biased;
-                        sent = ws.text(frame) => if sent.is_err() { break 'session None },
-                        request = &mut close_requested => break 'session Some(request),
-                    }
+                    socket.queue(Message::Text(frame));
+                }
+                tokio::select! {
+                    biased;
+                    request = &mut close_requested => break 'session Some(request),
+                    written = socket.flush() => if written.is_err() { break 'session None },
                 }
             }
-            message = stream.recv() => {
-                let message = match message {
-                    None => break None,
-                    Some(Err(e)) => break protocol_violation(&e),
-                    Some(Ok(m)) => m,
-                };
-                alive.last_seen = Instant::now();
-                alive.ping_sent = None;
-                if let Err(close) = session.count_inbound() {
-                    break Some(close);
-                }
-                match message {
-                    AggregatedMessage::Text(text) => session.handle_text(&text).await,
-                    AggregatedMessage::Ping(bytes) => {
-                        tokio::select! {
-                            biased;
-                            sent = ws.pong(&bytes) => if sent.is_err() { break None },
-                            request = &mut close_requested => break Some(request),
-                        }
-                    }
-                    AggregatedMessage::Close(_) => break None,
-                    // Pusher carries no protocol in binary frames.
-                    AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_) => {}
-                }
-            }
+            read = socket.io.read_some(&mut socket.reader.buffer) => match read {
+                // The client went away without a close frame: no protocol
+                // error, nothing to say.
+                Ok(0) | Err(_) => break None,
+                Ok(_) => {}
+            },
             () = &mut timer => {
                 let now = Instant::now();
                 if let Some(deadline) = signin_deadline {
@@ -125,63 +171,64 @@ pub(super) async fn run(
         }
     };
 
-    say_goodbye(ws, close).await;
-    drop(stream);
+    let said = say_goodbye(&mut socket, close).await;
     session.leave_everything(close).await;
-    release(peer).await;
+    hang_up(socket, said).await;
 }
 
-/// How long actix gets to flush the goodbye and shut the TCP connection
-/// after the session ended, before Herald resets it.
-const RELEASE_GRACE: Duration = Duration::from_secs(2);
-
-/// Ends the TCP connection of a finished session (see `peer`).
-pub(super) async fn release(peer: Option<SocketHandle>) {
-    if let Some(peer) = peer {
-        peer.release(RELEASE_GRACE).await;
-    }
-}
-
-/// How long the final error and close frames may take to be written.
+/// How long the final error and close frames, and the TCP shutdown, may
+/// take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long the client then has to close its side.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Sends the closing `pusher:error` (when asked) and the close frame,
-/// within [`CLOSE_GRACE`]: a client that does not read gets its TCP
-/// connection dropped instead.
-pub(super) async fn say_goodbye(ws: actix_ws::Session, close: Option<Close>) {
-    let _ = tokio::time::timeout(CLOSE_GRACE, write_goodbye(ws, close)).await;
-}
-
-async fn write_goodbye(mut ws: actix_ws::Session, close: Option<Close>) {
+/// Sends the closing `pusher:error` (when asked) and the close frame, and
+/// shuts our side of the TCP connection, within [`CLOSE_GRACE`]; says
+/// whether that was done.
+pub(super) async fn say_goodbye<T: Io>(socket: &mut Socket<T>, close: Option<Close>) -> bool {
     match close {
         Some(close) => {
-            if let Some(frame) = error_frame(close) {
-                let _ = ws.text(frame).await;
+            if let Some(frame) = super::error_frame(close) {
+                socket.queue(Message::Text(frame));
             }
-            let _ = ws.close(Some(close_reason(close))).await;
+            socket.queue(Message::Close(Some(close_reason(close))));
         }
-        None => {
-            let _ = ws.close(None).await;
-        }
+        None => socket.queue(Message::Close(None)),
+    }
+    let sent = tokio::time::timeout(CLOSE_GRACE, async {
+        socket.flush().await?;
+        socket.io.shutdown().await
+    })
+    .await;
+    matches!(sent, Ok(Ok(())))
+}
+
+/// Ends the TCP connection after the goodbye. What the client still sends
+/// is read and dropped until it closes its side too (closing a socket with
+/// unread bytes would reset it and lose the close frame on the client's
+/// side); a client that has not within [`DRAIN_GRACE`], or that did not
+/// take the goodbye, has its connection reset, so no kernel buffers stay
+/// behind for one that stopped reading.
+pub(super) async fn hang_up<T: Io>(mut socket: Socket<T>, said_goodbye: bool) {
+    let closed = said_goodbye
+        && tokio::time::timeout(DRAIN_GRACE, drain(&mut socket.io))
+            .await
+            .is_ok();
+    if !closed {
+        let _ = socket2::SockRef::from(socket.io.tcp()).set_linger(Some(Duration::ZERO));
     }
 }
 
-/// A frame the codec (or the frame guard before it) refused: too large, or
-/// not valid WebSocket; `None` when the connection itself broke (the client
-/// went away without a close frame), which is no protocol error.
-fn protocol_violation(error: &actix_ws::ProtocolError) -> Option<Close> {
-    use actix_web::error::PayloadError;
-    match error {
-        actix_ws::ProtocolError::Overflow => Some(Close::TOO_LARGE),
-        actix_ws::ProtocolError::Io(io)
-            if io
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<PayloadError>())
-                .is_some_and(|e| matches!(e, PayloadError::Overflow)) =>
-        {
-            Some(Close::TOO_LARGE)
-        }
-        actix_ws::ProtocolError::Io(_) => None,
-        _ => Some(Close::PROTOCOL_ERROR),
+/// Reads until the client closes its side (or the connection fails).
+async fn drain<T: Io>(io: &mut T) {
+    let mut scratch = [0u8; 1024];
+    while let Ok(1..) = io.read(&mut scratch).await {}
+}
+
+/// A close frame with a Pusher code.
+fn close_reason(close: Close) -> CloseReason {
+    CloseReason {
+        code: CloseCode::Other(close.code),
+        description: Some(close.reason.to_owned()),
     }
 }

@@ -1,0 +1,28 @@
+//! The WebSocket reader: any bytes from a client, arriving cut into any
+//! chunks, give messages or a close, never a panic, and never a message
+//! above the limit.
+#![no_main]
+
+use bytes::BytesMut;
+use herald::ws::reader::{Incoming, Reader};
+use libfuzzer_sys::fuzz_target;
+
+const MAX: usize = 1024;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, stream)) = data.split_first() else {
+        return;
+    };
+    let mut reader = Reader::new(BytesMut::new(), MAX);
+    for chunk in stream.chunks(usize::from(cut).max(1)) {
+        reader.buffer.extend_from_slice(chunk);
+        loop {
+            match reader.next_message() {
+                Ok(Some(Incoming::Text(text))) => assert!(text.len() <= MAX),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+});
