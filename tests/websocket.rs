@@ -453,3 +453,53 @@ async fn a_client_that_stops_reading_is_disconnected_without_hurting_others() {
     healthy.expect_nothing_pending().await;
     drop(stalled);
 }
+
+/// One raw HTTP/1.1 exchange: the response's status line and body.
+fn raw_exchange(server: &Server, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+#[actix_rt::test]
+async fn requests_that_are_no_websocket_handshake_get_a_json_error() {
+    let server = Server::start();
+    // Another kind of upgrade (curl --http2 asks for h2c): served as the
+    // plain HTTP/1.1 request it also is.
+    let (status, body) = raw_exchange(
+        &server,
+        "GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+    );
+    assert!(status.contains(" 200"), "{status}");
+    assert!(body.contains("status"), "{body}");
+    // A WebSocket handshake to another path: a reason, not a hang.
+    let (status, body) = raw_exchange(
+        &server,
+        "GET /apps/app-id HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert!(status.contains(" 404"), "{status}");
+    assert!(body.contains("/app/{key} only"), "{body}");
+    // The WebSocket path without a handshake.
+    let (status, body) = raw_exchange(
+        &server,
+        "GET /app/app-key HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status.contains(" 400"), "{status}");
+    assert!(body.contains("WebSocket handshake"), "{body}");
+    // An upgrade to the WebSocket path that is not a valid handshake.
+    let (status, body) = raw_exchange(
+        &server,
+        "GET /app/app-key HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert!(status.contains(" 400"), "{status}");
+    assert!(body.contains("WebSocket handshake"), "{body}");
+}

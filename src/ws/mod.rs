@@ -41,7 +41,9 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
         ..
     } = framed.into_parts();
     let Some(key) = app_key(req.path()) else {
-        let body = r#"{"error":"Not found"}"#;
+        // (actix-http hands over WebSocket upgrades to any path; other
+        // upgrades, such as h2c, are served as plain HTTP/1.1 requests.)
+        let body = r#"{"error":"WebSocket connections are served at /app/{key} only"}"#;
         return answer(&mut io, &mut codec, StatusCode::NOT_FOUND, body).await;
     };
     let accepted = match actix_http::ws::handshake(req.head()) {
