@@ -121,6 +121,9 @@ impl Reloader {
             .map(|app| (app.id().to_owned(), app))
             .collect();
         let mut next = Vec::new();
+        // Apps whose key changed: closed once the new key is served, so a
+        // client told 4003 can connect with the new key at once.
+        let mut rekeyed = Vec::new();
         for config in apps {
             let app = match current.remove(&config.id) {
                 Some(app) if app.app().key == config.key => {
@@ -139,9 +142,7 @@ impl Reloader {
                 }
                 old => {
                     // A new key is a new app: the old key's sockets go.
-                    if let Some(old) = old {
-                        old.close_all(Close::APP_DISABLED);
-                    }
+                    rekeyed.extend(old);
                     let app = Arc::new(AppHub::new(Arc::new(config.clone())));
                     self.webhooks.attach(&app);
                     info!(app = %config.id, "reload: app added");
@@ -151,6 +152,9 @@ impl Reloader {
             next.push(app);
         }
         hub.replace_apps(next);
+        for old in rekeyed {
+            old.close_all(Close::APP_DISABLED);
+        }
         // Apps that left: their sockets go.
         for (id, app) in current {
             app.close_all(Close::APP_DISABLED);

@@ -229,6 +229,49 @@ async fn a_slow_consumer_is_closed_and_its_tcp_connection_released() {
 }
 
 #[actix_rt::test]
+async fn a_client_that_stopped_reading_is_released_even_when_nothing_more_comes() {
+    // A queue that never overflows: only the stalled write can tell.
+    let server = Server::launch(
+        None,
+        &[
+            ("HERALD_SERVER__ACTIVITY_TIMEOUT", "1"),
+            ("HERALD_SERVER__PONG_TIMEOUT", "1"),
+            ("HERALD_SERVER__CONNECTION_QUEUE", "100000"),
+        ],
+    );
+    let mut socket = RawSocket::open(&server, "/app/app-key?protocol=7");
+    socket.read_until(|r| find(r, b"connection_established").is_some());
+    socket
+        .stream
+        .write_all(&subscribe_frame("stalled"))
+        .expect("subscribe");
+    socket.read_until(|r| find(r, b"subscription_succeeded").is_some());
+    // Stop reading; publish more than the kernel's buffers hold, then
+    // nothing.
+    let data = "x".repeat(9 * 1024);
+    let batch: Vec<serde_json::Value> = (0..10)
+        .map(|_| serde_json::json!({"name": "big", "channel": "stalled", "data": data}))
+        .collect();
+    let body = serde_json::json!({ "batch": batch }).to_string();
+    for _ in 0..300 {
+        let r = common::api(
+            &server,
+            "POST",
+            "/apps/app-id/batch_events",
+            "",
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(server_holds(&server, &socket), "released too early to tell");
+    assert!(
+        released_within(&server, &socket, Duration::from_secs(10)).await,
+        "the server still holds a client that stopped reading"
+    );
+}
+
+#[actix_rt::test]
 async fn subscriptions_per_connection_are_capped() {
     let server = Server::with_config(
         "[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nmax_channels_per_connection = 10\n",

@@ -77,6 +77,8 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
     let server = session.ctx.server.clone();
     let activity = Duration::from_secs(server.activity_timeout);
     let pong_wait = Duration::from_secs(server.pong_timeout);
+    // A client whose socket takes nothing for this long stopped reading.
+    let stall = activity + pong_wait;
     let signin_deadline = session.signin_deadline();
     let conn = session.conn.clone();
     let mut alive = Liveness {
@@ -110,10 +112,10 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
                 Incoming::Text(text) => session.handle_text(&text).await,
                 Incoming::Ping(bytes) => {
                     socket.queue(Message::Pong(bytes));
-                    tokio::select! {
-                        biased;
-                        request = &mut close_requested => break Some(request),
-                        written = socket.flush() => if written.is_err() { break None },
+                    if let Err(close) =
+                        write_out(&mut socket, close_requested.as_mut(), stall).await
+                    {
+                        break close;
                     }
                 }
                 Incoming::Close => break None,
@@ -132,10 +134,8 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
                 for frame in batch.drain(..) {
                     socket.queue(Message::Text(frame));
                 }
-                tokio::select! {
-                    biased;
-                    request = &mut close_requested => break 'session Some(request),
-                    written = socket.flush() => if written.is_err() { break 'session None },
+                if let Err(close) = write_out(&mut socket, close_requested.as_mut(), stall).await {
+                    break 'session close;
                 }
             }
             read = socket.io.read_some(&mut socket.reader.buffer) => match read {
@@ -174,6 +174,24 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
     let said = say_goodbye(&mut socket, close).await;
     session.leave_everything(close).await;
     hang_up(socket, said).await;
+}
+
+/// Writes what is queued, unless the connection is asked to close first, or
+/// the client's socket takes nothing for `stall` (a client that stopped
+/// reading while nothing more is published would otherwise hold its task
+/// forever). The error is how the connection ends.
+async fn write_out<T: Io>(
+    socket: &mut Socket<T>,
+    close_requested: std::pin::Pin<&mut impl std::future::Future<Output = Close>>,
+    stall: Duration,
+) -> Result<(), Option<Close>> {
+    tokio::select! {
+        biased;
+        request = close_requested => Err(Some(request)),
+        written = socket.flush() => written.map_err(|_| None),
+        // Not registered with the timer unless the write has to wait.
+        () = tokio::time::sleep(stall) => Err(Some(Close::TOO_SLOW)),
+    }
 }
 
 /// How long the final error and close frames, and the TCP shutdown, may
