@@ -192,32 +192,36 @@ fn subscribe_frame(channel: &str) -> Vec<u8> {
     frame
 }
 
-#[actix_rt::test]
-async fn a_slow_consumer_is_closed_and_its_tcp_connection_released() {
-    let server = Server::start();
-    let mut socket = RawSocket::open(&server, "/app/app-key?protocol=7");
+/// A raw WebSocket subscribed to `channel`, which then stops reading.
+fn subscribed_socket(server: &Server, channel: &str) -> RawSocket {
+    let mut socket = RawSocket::open(server, "/app/app-key?protocol=7");
     socket.read_until(|r| find(r, b"connection_established").is_some());
     socket
         .stream
-        .write_all(&subscribe_frame("flood"))
+        .write_all(&subscribe_frame(channel))
         .expect("subscribe");
     socket.read_until(|r| find(r, b"subscription_succeeded").is_some());
-    // Stop reading; publish until the server gives up on the client.
+    socket
+}
+
+/// Publishes 90 KiB to `channel` (ten 9 KiB events in one batch request).
+async fn publish_90_kib(server: &Server, channel: &str) {
     let data = "x".repeat(9 * 1024);
     let batch: Vec<serde_json::Value> = (0..10)
-        .map(|_| serde_json::json!({"name": "big", "channel": "flood", "data": data}))
+        .map(|_| serde_json::json!({"name": "big", "channel": channel, "data": data}))
         .collect();
     let body = serde_json::json!({ "batch": batch }).to_string();
+    let r = common::api(server, "POST", "/apps/app-id/batch_events", "", Some(&body)).await;
+    assert_eq!(r.status, 200);
+}
+
+#[actix_rt::test]
+async fn a_slow_consumer_is_closed_and_its_tcp_connection_released() {
+    let server = Server::start();
+    let socket = subscribed_socket(&server, "flood");
+    // Publish until the server gives up on the client.
     for _ in 0..400 {
-        let r = common::api(
-            &server,
-            "POST",
-            "/apps/app-id/batch_events",
-            "",
-            Some(&body),
-        )
-        .await;
-        assert_eq!(r.status, 200);
+        publish_90_kib(&server, "flood").await;
         if !server_holds(&server, &socket) {
             break;
         }
@@ -239,30 +243,10 @@ async fn a_client_that_stopped_reading_is_released_even_when_nothing_more_comes(
             ("HERALD_SERVER__CONNECTION_QUEUE", "100000"),
         ],
     );
-    let mut socket = RawSocket::open(&server, "/app/app-key?protocol=7");
-    socket.read_until(|r| find(r, b"connection_established").is_some());
-    socket
-        .stream
-        .write_all(&subscribe_frame("stalled"))
-        .expect("subscribe");
-    socket.read_until(|r| find(r, b"subscription_succeeded").is_some());
-    // Stop reading; publish more than the kernel's buffers hold, then
-    // nothing.
-    let data = "x".repeat(9 * 1024);
-    let batch: Vec<serde_json::Value> = (0..10)
-        .map(|_| serde_json::json!({"name": "big", "channel": "stalled", "data": data}))
-        .collect();
-    let body = serde_json::json!({ "batch": batch }).to_string();
+    let socket = subscribed_socket(&server, "stalled");
+    // More than the kernel's buffers hold, then nothing.
     for _ in 0..300 {
-        let r = common::api(
-            &server,
-            "POST",
-            "/apps/app-id/batch_events",
-            "",
-            Some(&body),
-        )
-        .await;
-        assert_eq!(r.status, 200);
+        publish_90_kib(&server, "stalled").await;
     }
     assert!(server_holds(&server, &socket), "released too early to tell");
     assert!(
