@@ -38,7 +38,14 @@ impl Io for TcpStream {
             self.readable().await?;
             buf.reserve(READ_CHUNK);
             match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness stays set until a read finds nothing, so
+                    // this is the usual way back to waiting: without the
+                    // buffer.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
                 read => return read,
             }
         }
