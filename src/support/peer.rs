@@ -1,33 +1,22 @@
-//! The TCP socket under a request, seen from the tasks that serve it: a
-//! WebSocket session that ends makes sure its socket ends too, and a held
-//! HTTP fallback response notices at once when its client went away.
+//! The TCP socket under an HTTP request, seen from the task that serves
+//! it: a held HTTP fallback response notices at once when its client went
+//! away, without writing. (A WebSocket connection owns its socket after the
+//! upgrade and ends it itself, see `ws::socket`.)
 //!
-//! actix-http's connection task owns the socket. A client that stops reading
-//! leaves that task waiting forever to flush its write buffer, holding the
-//! socket (and megabytes of kernel buffers) outside any quota. So when a
-//! session has ended and the connection task has not finished within a
-//! grace period, Herald resets the socket (`SO_LINGER` 0, then `shutdown`):
-//! the connection task wakes with an error and drops it, and the kernel
-//! frees its buffers at once.
-//!
-//! Why touching the raw descriptor is sound: the connection task, the
-//! upgrade handler and the session task all run on one actix worker thread.
-//! The descriptor is used only while `alive`, which lives in the
-//! connection's data and is dropped together with the socket, can still be
-//! upgraded; nothing on this thread can close the socket in between.
+//! Why touching the raw descriptor is sound: the connection task and the
+//! handlers it runs are on one actix worker thread. The descriptor is used
+//! only while `alive`, which lives in the connection's data and is dropped
+//! together with the socket, can still be upgraded; nothing on this thread
+//! can close the socket in between.
 
 use std::any::Any;
-use std::net::Shutdown;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use actix_web::dev::Extensions;
 use socket2::SockRef;
-use tokio::time::Instant;
 
-/// How often a finished session checks whether its socket is gone.
-const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// How often a held response checks whether its client closed.
 const PEER_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -69,24 +58,6 @@ pub struct SocketHandle {
 }
 
 impl SocketHandle {
-    /// Whether actix still holds the socket.
-    fn is_open(&self) -> bool {
-        self.alive.strong_count() > 0
-    }
-
-    /// Waits up to `grace` for actix to finish with the socket (the close
-    /// frame flushed and the TCP connection shut), then resets it if it is
-    /// still held.
-    pub async fn release(self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while self.is_open() && Instant::now() < deadline {
-            tokio::time::sleep(CHECK_EVERY).await;
-        }
-        if self.is_open() {
-            self.reset();
-        }
-    }
-
     /// Resolves once the peer closed its side of the connection (or actix
     /// let go of the socket). Checked every second with a non-consuming
     /// peek, so a held response notices a closed tab without writing.
@@ -97,25 +68,13 @@ impl SocketHandle {
             let Some(_alive) = self.alive.upgrade() else {
                 return;
             };
-            // SAFETY: as in `reset`.
+            // SAFETY: the connection task still owns the descriptor (alive
+            // is held), and it cannot be closed before this use ends.
             let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
             // The socket is non-blocking: no data is WouldBlock, EOF is 0.
             if let Ok(0) = SockRef::from(&fd).peek(&mut byte) {
                 return;
             }
         }
-    }
-
-    fn reset(&self) {
-        // Checked again right before use: see the module comment.
-        let Some(_alive) = self.alive.upgrade() else {
-            return;
-        };
-        // SAFETY: the connection task still owns the descriptor (alive is
-        // held), and it cannot be closed before this function returns.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let socket = SockRef::from(&fd);
-        let _ = socket.set_linger(Some(Duration::ZERO));
-        let _ = socket.shutdown(Shutdown::Both);
     }
 }

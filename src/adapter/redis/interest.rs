@@ -189,14 +189,15 @@ impl Interest {
     /// wanted set, given what is `subscribed`.
     fn plan(&self, subscribed: &HashSet<String>) -> (Vec<String>, Vec<String>) {
         let mut state = self.lock();
-        let changed = std::mem::take(&mut state.changed);
+        // A topic may have changed several times since the last look.
+        let changed: HashSet<String> = std::mem::take(&mut state.changed).into_iter().collect();
         let (mut add, mut remove) = (Vec::new(), Vec::new());
         for topic in changed {
             let wanted = state.wanted.contains_key(&topic);
             let heard = subscribed.contains(&topic);
-            if wanted && !heard && !add.contains(&topic) {
+            if wanted && !heard {
                 add.push(topic);
-            } else if !wanted && heard && !remove.contains(&topic) {
+            } else if !wanted && heard {
                 remove.push(topic);
             } else if wanted {
                 // Wanted again before it was ever dropped: already heard.

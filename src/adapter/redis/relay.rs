@@ -131,29 +131,30 @@ fn header(
     message
 }
 
-/// A received message, its body still the bytes Redis delivered.
+/// A received message: its header fields borrowed from, and its body a
+/// slice of, the bytes Redis delivered (nothing is copied per message).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Message {
+pub struct Message<'a> {
     pub kind: u8,
-    pub origin: String,
-    pub app: String,
-    pub channel: String,
+    pub origin: &'a str,
+    pub app: &'a str,
+    pub channel: &'a str,
     pub except: Option<SocketId>,
     pub number: Option<u64>,
     pub body: Bytes,
 }
 
-impl Message {
+impl<'a> Message<'a> {
     /// Reads a message; `None` when it is not one.
-    pub fn decode(payload: Bytes) -> Option<Message> {
+    pub fn decode(payload: &'a Bytes) -> Option<Message<'a>> {
         let mut fields: [&[u8]; 6] = [b""; 6];
-        let mut rest: &[u8] = &payload;
+        let mut rest: &'a [u8] = payload;
         for field in &mut fields {
             let end = rest.iter().position(|b| *b == b'\n')?;
             *field = &rest[..end];
             rest = &rest[end + 1..];
         }
-        let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+        let text = |bytes: &'a [u8]| std::str::from_utf8(bytes).ok();
         let [kind, origin, app, channel, except, number] = fields;
         let &[kind] = kind else { return None };
         let body_at = payload.len() - rest.len();
@@ -238,7 +239,7 @@ impl RelayHealth {
 /// Frames go out through `fanout`: this task decides who gets what, in
 /// relay order, and the fan-out threads send.
 pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied {
-    let Some(message) = Message::decode(payload) else {
+    let Some(message) = Message::decode(&payload) else {
         warn!("ignoring malformed relay message");
         return Applied::Done;
     };
@@ -250,8 +251,8 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied 
         b'N' => {
             // Only while subscribers here would hear the count.
             let served = hub
-                .by_id(&message.app)
-                .is_some_and(|app| app.local_subscribers(&message.channel) > 0);
+                .by_id(message.app)
+                .is_some_and(|app| app.local_subscribers(message.channel) > 0);
             return match served {
                 true => Applied::CountChanged(format!("{}\n{}", message.app, message.channel)),
                 false => Applied::Done,
@@ -259,10 +260,10 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied 
         }
         _ => {}
     }
-    let Some(app) = hub.by_id(&message.app) else {
+    let Some(app) = hub.by_id(message.app) else {
         return Applied::Done;
     };
-    let channel = message.channel.as_str();
+    let channel = message.channel;
     match message.kind {
         b'M' | b'R' => {
             // Member events come through here on every node, the deciding
@@ -563,7 +564,8 @@ mod tests {
         .encode("n1", "app");
         let frame_at = encoded.len() - frame.len();
         assert_eq!(&encoded[frame_at..], frame.as_bytes());
-        let message = Message::decode(Bytes::from(encoded)).expect("decodes");
+        let encoded = Bytes::from(encoded);
+        let message = Message::decode(&encoded).expect("decodes");
         assert_eq!(message.kind, b'C');
         assert_eq!(message.origin, "n1");
         assert_eq!(message.app, "app");
@@ -576,8 +578,9 @@ mod tests {
     #[test]
     fn control_messages_round_trip_and_garbage_is_refused() {
         let counts = Command::CountChanged { channel: "a" }.encode("n1", "app");
-        let message = Message::decode(Bytes::from(counts)).expect("decodes");
-        assert_eq!((message.kind, message.channel.as_str()), (b'N', "a"));
+        let counts = Bytes::from(counts);
+        let message = Message::decode(&counts).expect("decodes");
+        assert_eq!((message.kind, message.channel), (b'N', "a"));
         assert!(message.body.is_empty());
         assert_eq!(message.except, None);
         assert_eq!(message.number, None);
@@ -586,10 +589,11 @@ mod tests {
             online: true,
         }
         .encode("n1", "app");
-        let message = Message::decode(Bytes::from(online)).expect("decodes");
+        let online = Bytes::from(online);
+        let message = Message::decode(&online).expect("decodes");
         assert_eq!((message.number, &message.body[..]), (Some(1), &b"u\n1"[..]));
         for garbage in [&b""[..], b"P\nn1\napp", b"PP\na\nb\nc\n\n\nbody"] {
-            assert_eq!(Message::decode(Bytes::from_static(garbage)), None);
+            assert_eq!(Message::decode(&Bytes::from_static(garbage)), None);
         }
     }
 }
