@@ -73,62 +73,56 @@ pub enum Command<'a> {
 }
 
 impl Command<'_> {
-    /// The message from `origin` about `app`.
+    /// The message from `origin` about `app`: one allocation, sized for it.
     pub fn encode(&self, origin: &str, app: &str) -> Vec<u8> {
-        let (kind, channel, except, number, body): (u8, &str, Option<SocketId>, String, &[u8]) =
-            match self {
-                Command::Publish {
-                    channel,
-                    frame,
-                    except,
-                    cached,
-                } => (
-                    if *cached { b'C' } else { b'P' },
-                    channel,
-                    *except,
-                    crate::support::clock::unix_millis().to_string(),
-                    frame.as_bytes(),
-                ),
-                Command::TerminateUser { user_id } => {
-                    (b'T', "", None, String::new(), user_id.as_bytes())
-                }
-                Command::Watchlist { user_id, online } => (
-                    b'W',
-                    "",
-                    None,
-                    if *online { "1" } else { "0" }.to_owned(),
-                    user_id.as_bytes(),
-                ),
-                Command::Echo => (b'E', "", None, String::new(), b""),
-                Command::CountChanged { channel } => (b'N', channel, None, String::new(), b""),
-            };
-        let mut message = header(kind, origin, app, channel, except, &number, body.len());
+        let (kind, channel, except, number, body): (
+            u8,
+            &str,
+            Option<SocketId>,
+            Option<u64>,
+            &[u8],
+        ) = match self {
+            Command::Publish {
+                channel,
+                frame,
+                except,
+                cached,
+            } => (
+                if *cached { b'C' } else { b'P' },
+                channel,
+                *except,
+                Some(crate::support::clock::unix_millis()),
+                frame.as_bytes(),
+            ),
+            Command::TerminateUser { user_id } => (b'T', "", None, None, user_id.as_bytes()),
+            Command::Watchlist { user_id, online } => {
+                (b'W', "", None, Some(u64::from(*online)), user_id.as_bytes())
+            }
+            Command::Echo => (b'E', "", None, None, b""),
+            Command::CountChanged { channel } => (b'N', channel, None, None, b""),
+        };
+        use std::io::Write;
+        // Two numbers of at most 20 digits each and six separators.
+        let mut message =
+            Vec::with_capacity(48 + origin.len() + app.len() + channel.len() + body.len());
+        message.push(kind);
+        for field in [origin, app, channel] {
+            message.push(b'\n');
+            message.extend_from_slice(field.as_bytes());
+        }
+        message.push(b'\n');
+        // Writing to a Vec cannot fail.
+        if let Some(socket) = except {
+            let _ = write!(message, "{socket}");
+        }
+        message.push(b'\n');
+        if let Some(number) = number {
+            let _ = write!(message, "{number}");
+        }
+        message.push(b'\n');
         message.extend_from_slice(body);
         message
     }
-}
-
-/// A message's header, with room for a body of `body` bytes.
-fn header(
-    kind: u8,
-    origin: &str,
-    app: &str,
-    channel: &str,
-    except: Option<SocketId>,
-    number: &str,
-    body: usize,
-) -> Vec<u8> {
-    let except = except.map(|s| s.to_string()).unwrap_or_default();
-    let mut message = Vec::with_capacity(
-        8 + origin.len() + app.len() + channel.len() + except.len() + number.len() + body,
-    );
-    message.push(kind);
-    for field in [origin, app, channel, &except, number] {
-        message.push(b'\n');
-        message.extend_from_slice(field.as_bytes());
-    }
-    message.push(b'\n');
-    message
 }
 
 /// A received message: its header fields borrowed from, and its body a
