@@ -1,23 +1,19 @@
 //! Cluster mode against a real `redis-server` started by the test: two or
 //! three Herald nodes must look like one server, including when a node is
 //! killed or Redis restarts.
+//!
+//! The suite of what a cluster must do (delivery, exclusion, presence,
+//! queries, counts, node death) runs twice: on one `redis-server` and on a
+//! Redis Cluster of three masters (`on_redis` and `on_redis_cluster` of
+//! each test's module); what only one Redis can do (restart it, kill its
+//! clients) runs on one.
 
 mod common;
 
-use common::redis_server::RedisServer;
+use common::redis_cluster::RedisCluster;
+use common::redis_server::{cluster_node as node, Backend, RedisServer};
 use common::{api, trigger, Client, Server};
 use serde_json::json;
-
-/// A node of the cluster on `redis`, with short liveness timings.
-async fn node(redis: &RedisServer) -> Server {
-    let config = format!(
-        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n",
-        redis.url()
-    );
-    let server = Server::launch(Some(&config), &[]);
-    server.wait_ready().await;
-    server
-}
 
 async fn user_ids(server: &Server, channel: &str) -> Vec<String> {
     let r = common::get(
@@ -39,11 +35,9 @@ async fn user_ids(server: &Server, channel: &str) -> Vec<String> {
     ids
 }
 
-#[actix_rt::test]
-async fn events_cross_nodes_exactly_once_with_exclusion() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
+async fn events_cross_nodes_exactly_once_with_exclusion(redis: &impl Backend) {
+    let a = node(redis).await;
+    let b = node(redis).await;
     let mut on_a = Client::connect(&a).await;
     let mut on_b = Client::connect(&b).await;
     let mut excluded = Client::connect(&b).await;
@@ -79,11 +73,9 @@ async fn events_cross_nodes_exactly_once_with_exclusion() {
     on_b.expect_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn presence_is_cluster_wide_with_exact_member_events() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
+async fn presence_is_cluster_wide_with_exact_member_events(redis: &impl Backend) {
+    let a = node(redis).await;
+    let b = node(redis).await;
 
     let mut ada = Client::connect(&a).await;
     ada.join("presence-room", "1", json!({"name": "Ada"})).await;
@@ -117,9 +109,7 @@ async fn presence_is_cluster_wide_with_exact_member_events() {
     assert_eq!(user_ids(&a, "presence-room").await, ["2"]);
 }
 
-#[actix_rt::test]
-async fn presence_member_limit_counts_every_node() {
-    let redis = RedisServer::start();
+async fn presence_member_limit_counts_every_node(redis: &impl Backend) {
     let config = |url: String| {
         format!(
             "[cluster]\ndriver = \"redis\"\nurl = \"{url}\"\nnode_timeout = 3\n\
@@ -138,11 +128,9 @@ async fn presence_member_limit_counts_every_node() {
     assert_eq!(err["data"]["type"], "LimitReached");
 }
 
-#[actix_rt::test]
-async fn channel_queries_count_every_node() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
+async fn channel_queries_count_every_node(redis: &impl Backend) {
+    let a = node(redis).await;
+    let b = node(redis).await;
     let mut c1 = Client::connect(&a).await;
     let mut c2 = Client::connect(&b).await;
     let mut c3 = Client::connect(&b).await;
@@ -190,11 +178,9 @@ async fn channel_queries_count_every_node() {
     assert_eq!(user_ids(&b, "presence-q").await, ["1", "2"]);
 }
 
-#[actix_rt::test]
-async fn users_cache_and_termination_work_across_nodes() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
+async fn users_cache_and_termination_work_across_nodes(redis: &impl Backend) {
+    let a = node(redis).await;
+    let b = node(redis).await;
     let mut signed = Client::connect(&b).await;
     signed.signin(json!({"id": "42"})).await;
     let r = trigger(
@@ -223,11 +209,9 @@ async fn users_cache_and_termination_work_across_nodes() {
     assert_eq!(signed.expect_close().await.0, 4009);
 }
 
-#[actix_rt::test]
-async fn a_killed_nodes_members_are_removed_by_the_survivors() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let mut b = node(&redis).await;
+async fn a_killed_nodes_members_are_removed_by_the_survivors(redis: &impl Backend) {
+    let a = node(redis).await;
+    let mut b = node(redis).await;
     let mut stays = Client::connect(&a).await;
     stays.join("presence-k", "1", json!(null)).await;
     let mut doomed = Client::connect(&b).await;
@@ -245,11 +229,9 @@ async fn a_killed_nodes_members_are_removed_by_the_survivors() {
     stays.expect_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn graceful_shutdown_removes_the_nodes_state_at_once() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let mut b = node(&redis).await;
+async fn graceful_shutdown_removes_the_nodes_state_at_once(redis: &impl Backend) {
+    let a = node(redis).await;
+    let mut b = node(redis).await;
     let mut stays = Client::connect(&a).await;
     stays.join("presence-g", "1", json!(null)).await;
     let mut leaving = Client::connect(&b).await;
@@ -263,11 +245,7 @@ async fn graceful_shutdown_removes_the_nodes_state_at_once() {
     assert_eq!(b.wait_exit(), Some(0));
     assert_eq!(user_ids(&a, "presence-g").await, ["1"]);
     // Leaving was final: the departed node is not registered again.
-    let nodes = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "SCARD", "herald:nodes"])
-        .output()
-        .expect("redis-cli");
-    assert_eq!(String::from_utf8_lossy(&nodes.stdout).trim(), "1");
+    assert_eq!(redis.cli(&["SCARD", "{herald}:nodes"]), "1");
 }
 
 #[actix_rt::test]
@@ -343,9 +321,7 @@ async fn service_resumes_and_state_is_rebuilt_after_a_redis_restart() {
     assert_eq!(added["data"]["user_id"], "3");
 }
 
-#[actix_rt::test]
-async fn subscription_counts_span_the_cluster() {
-    let redis = RedisServer::start();
+async fn subscription_counts_span_the_cluster(redis: &impl Backend) {
     let config = format!(
         "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\n\
          [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nsubscription_count = true\n",
@@ -397,11 +373,9 @@ async fn subscription_counts_span_the_cluster() {
     on_a.expect_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn watchlists_see_users_on_every_node() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
+async fn watchlists_see_users_on_every_node(redis: &impl Backend) {
+    let a = node(redis).await;
+    let b = node(redis).await;
     let mut seven = Client::connect(&b).await;
     seven.signin(json!({"id": "7"})).await;
     let mut watcher = Client::connect(&a).await;
@@ -433,16 +407,14 @@ async fn watchlists_see_users_on_every_node() {
     watcher.expect_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn a_node_started_later_serves_cached_events() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
+async fn a_node_started_later_serves_cached_events(redis: &impl Backend) {
+    let a = node(redis).await;
     trigger(
         &a,
         json!({"name": "price", "channel": "cache-late", "data": "42"}),
     )
     .await;
-    let b = node(&redis).await;
+    let b = node(redis).await;
     common::eventually("the late node replays the cached event", || async {
         let mut client = Client::connect(&b).await;
         client.subscribe("cache-late").await;
@@ -531,12 +503,10 @@ async fn scenario(
     (empty, answers)
 }
 
-#[actix_rt::test]
-async fn a_cluster_answers_every_query_as_one_node_would() {
+async fn a_cluster_answers_every_query_as_one_node_would(redis: &impl Backend) {
     let single = Server::start();
     let one_node = scenario(&[&single]).await;
-    let redis = RedisServer::start();
-    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (a, b) = (node(redis).await, node(redis).await);
     let cluster = scenario(&[&a, &b]).await;
     assert_eq!(
         cluster.0, one_node.0,
@@ -584,11 +554,9 @@ async fn a_cluster_answers_every_query_as_one_node_would() {
     );
 }
 
-#[actix_rt::test]
-async fn a_subscribe_flood_loses_no_cross_node_event() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
+async fn a_subscribe_flood_loses_no_cross_node_event(redis: &impl Backend) {
+    let a = node(redis).await;
+    let b = node(redis).await;
     let mut receiver = Client::connect(&b).await;
     receiver.subscribe("steady").await;
 
@@ -930,10 +898,8 @@ async fn relayed_events_keep_their_order_across_wide_and_narrow_channels() {
     }
 }
 
-#[actix_rt::test]
-async fn a_members_second_socket_on_a_new_node_is_not_shown_the_roster_again() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
+async fn a_members_second_socket_on_a_new_node_is_not_shown_the_roster_again(redis: &impl Backend) {
+    let a = node(redis).await;
     // Debug logs say when B's heartbeat compared its presence versions.
     let config = format!(
         "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n",
@@ -953,3 +919,38 @@ async fn a_members_second_socket_on_a_new_node_is_not_shown_the_roster_again() {
     b.logged("presence versions checked", 3).await;
     second.expect_nothing_pending().await;
 }
+
+/// Each test of the suite, on one Redis and on a Redis Cluster.
+macro_rules! on_redis_and_redis_cluster {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[actix_rt::test]
+            async fn on_redis() {
+                super::$name(&RedisServer::start()).await
+            }
+
+            #[actix_rt::test]
+            async fn on_redis_cluster() {
+                super::$name(&RedisCluster::start()).await
+            }
+        }
+    )*};
+}
+
+on_redis_and_redis_cluster!(
+    events_cross_nodes_exactly_once_with_exclusion,
+    presence_is_cluster_wide_with_exact_member_events,
+    presence_member_limit_counts_every_node,
+    channel_queries_count_every_node,
+    users_cache_and_termination_work_across_nodes,
+    a_killed_nodes_members_are_removed_by_the_survivors,
+    graceful_shutdown_removes_the_nodes_state_at_once,
+    subscription_counts_span_the_cluster,
+    watchlists_see_users_on_every_node,
+    a_node_started_later_serves_cached_events,
+    a_cluster_answers_every_query_as_one_node_would,
+    a_subscribe_flood_loses_no_cross_node_event,
+    a_members_second_socket_on_a_new_node_is_not_shown_the_roster_again,
+);

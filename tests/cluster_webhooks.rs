@@ -68,7 +68,7 @@ async fn all_acknowledged(redis: &RedisServer, url: &str) {
         let group = group.clone();
         async move {
             let summary: redis::Value = redis::cmd("XPENDING")
-                .arg("herald:app:app-id:webhooks")
+                .arg("{herald:app:app-id}:webhooks")
                 .arg(&group)
                 .query_async(&mut conn)
                 .await
@@ -271,7 +271,7 @@ async fn the_outbox_holds_only_what_some_url_takes() {
         .await
         .expect("redis connection");
     let length: usize = redis::cmd("XLEN")
-        .arg("herald:app:app-id:webhooks")
+        .arg("{herald:app:app-id}:webhooks")
         .query_async(&mut conn)
         .await
         .expect("XLEN");

@@ -597,8 +597,8 @@ async fn only_the_channels_named_in_history_channels_keep_a_history() {
         .await
         .expect("connect");
     let exists: (bool, bool) = redis::pipe()
-        .exists("herald:app:app-id:history:kept-1")
-        .exists("herald:app:app-id:history:other")
+        .exists("{herald:app:app-id:kept-1}:history")
+        .exists("{herald:app:app-id:other}:history")
         .query_async(&mut connection)
         .await
         .expect("exists");

@@ -100,7 +100,8 @@ pub enum ClusterDriver {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     pub driver: ClusterDriver,
-    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`.
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`, or the nodes of a
+    /// Redis Cluster: `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`.
     pub url: String,
     /// Prefix of every Redis key and pub/sub channel Herald uses.
     pub prefix: String,
@@ -599,9 +600,13 @@ impl Config {
         if c.driver == ClusterDriver::Redis {
             if !(c.url.starts_with("redis://")
                 || c.url.starts_with("rediss://")
-                || c.url.starts_with("unix://"))
+                || c.url.starts_with("unix://")
+                || c.url.starts_with("redis+cluster://"))
             {
-                return Err(invalid("cluster.url", "must be a redis:// URL"));
+                return Err(invalid(
+                    "cluster.url",
+                    "must be a redis:// URL (or redis+cluster:// for a Redis Cluster)",
+                ));
             }
             if c.prefix.is_empty() {
                 return Err(invalid("cluster.prefix", "must not be empty"));

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
@@ -24,6 +23,7 @@ use super::event::Event;
 use super::request::{batch_len, Request, MAX_EVENTS};
 use super::target::Target;
 use super::{AppQueue, Message};
+use crate::adapter::redis::connection::Redis;
 use crate::config::AppConfig;
 use crate::metrics::METRICS;
 
@@ -33,7 +33,10 @@ const BLOCK: Duration = Duration::from_secs(1);
 
 /// What cluster delivery needs from the Redis adapter.
 pub struct Outbox {
-    pub client: redis::Client,
+    /// Makes a connection of its own whose commands may take the given
+    /// time to answer.
+    #[allow(clippy::type_complexity)]
+    pub connect: Box<dyn Fn(Duration) -> Result<Redis, String> + Send + Sync>,
     /// This node's id: its consumer name in every group.
     pub node: String,
     /// The outbox stream of an app id.
@@ -47,7 +50,7 @@ pub(super) fn start_app(outbox: Arc<Outbox>, queue: AppQueue, http: awc::Client)
     let stream = (outbox.stream_of)(&app.id);
     let stop = Arc::new(tokio::sync::Notify::new());
     for target in targets {
-        let Some(own) = blocking_connection(&outbox.client) else {
+        let Some(own) = blocking_connection(&outbox) else {
             continue;
         };
         let consumer = Consumer {
@@ -66,7 +69,7 @@ pub(super) fn start_app(outbox: Arc<Outbox>, queue: AppQueue, http: awc::Client)
             }
         });
     }
-    let Some(redis) = blocking_connection(&outbox.client) else {
+    let Some(redis) = blocking_connection(&outbox) else {
         return;
     };
     actix_web::rt::spawn(async move {
@@ -80,11 +83,8 @@ pub(super) fn start_app(outbox: Arc<Outbox>, queue: AppQueue, http: awc::Client)
 
 /// A connection of its own for a consumer, whose reads block for up to
 /// [`BLOCK`] (connected lazily: Redis may be down at start).
-fn blocking_connection(client: &redis::Client) -> Option<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(BLOCK * 3))
-        .set_connection_timeout(Some(Duration::from_secs(2)));
-    match ConnectionManager::new_lazy_with_config(client.clone(), config) {
+fn blocking_connection(outbox: &Outbox) -> Option<Redis> {
+    match (outbox.connect)(BLOCK * 3) {
         Ok(redis) => Some(redis),
         Err(e) => {
             warn!("webhooks: cannot set up a Redis connection: {e}");
@@ -98,7 +98,7 @@ async fn write(
     app: Arc<AppConfig>,
     stream: String,
     mut events: mpsc::Receiver<Message>,
-    mut redis: ConnectionManager,
+    mut redis: Redis,
 ) {
     let mut failures: u64 = 0;
     while let Some(first) = events.recv().await {
@@ -149,7 +149,7 @@ struct Consumer {
     target: Arc<Target>,
     stream: String,
     node: String,
-    redis: ConnectionManager,
+    redis: Redis,
     http: awc::Client,
 }
 

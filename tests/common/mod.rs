@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod slow_proxy;
 pub mod webhook_receiver;

@@ -5,6 +5,29 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A Redis that Herald nodes can share: one server, or a Redis Cluster
+/// (`redis_cluster`).
+#[allow(dead_code)]
+pub trait Backend {
+    /// What `cluster.url` says to reach it.
+    fn url(&self) -> String;
+    /// Runs `redis-cli` against it (following redirections on a cluster);
+    /// its output, trimmed.
+    fn cli(&self, args: &[&str]) -> String;
+}
+
+/// A Herald node of a cluster on `redis`, with short liveness timings
+/// (a node is dead 3 s after its last heartbeat), ready.
+pub async fn cluster_node(redis: &impl Backend) -> super::Server {
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n",
+        redis.url()
+    );
+    let server = super::Server::launch(Some(&config), &[]);
+    server.wait_ready().await;
+    server
+}
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -57,6 +80,21 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Backend for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
 

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
-use super::relay::{RelayHealth, Subscriber};
+use super::connection::Subscriber;
+use super::relay::RelayHealth;
 
 /// A new relay connection, and the topics it was subscribed to when it
 /// was made.
@@ -54,6 +55,8 @@ struct State {
     wanted: HashMap<String, Entry>,
     /// Topics whose wanted-ness changed since the task last looked.
     changed: Vec<String>,
+    /// Topics Redis stopped sending (see [`Interest::lost`]).
+    lost: Vec<String>,
 }
 
 struct Entry {
@@ -175,6 +178,22 @@ impl Interest {
         count
     }
 
+    /// Redis dropped `topic` from the subscription (on a Redis Cluster,
+    /// when its slot moved to another shard): subscribe it again if it is
+    /// still wanted.
+    pub fn lost(&self, topic: &str) {
+        let mut state = self.lock();
+        state.lost.push(topic.to_owned());
+        state.changed.push(topic.to_owned());
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Takes the topics Redis dropped since the last look.
+    fn take_lost(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().lost)
+    }
+
     /// How many topics this node wants.
     pub fn len(&self) -> usize {
         self.lock().wanted.len()
@@ -240,6 +259,9 @@ pub async fn run(
     let mut sweep = tokio::time::interval(period);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        for topic in interest.take_lost() {
+            subscribed.remove(&topic);
+        }
         let (add, remove) = interest.plan(&subscribed);
         match connection.as_mut() {
             Some(redis) => {

@@ -3,9 +3,22 @@
 //! Per-node data lives under keys that name the node, so that a node can
 //! rewrite its own share after an outage and survivors can delete a dead
 //! node's share without touching anyone else's.
+//!
+//! Every name starts with a hash tag (`{...}`), which is what a Redis
+//! Cluster places by (on one Redis it is only part of the name):
+//! * `{prefix}`: the node registry and the shared control channel;
+//! * `{prefix:app:ID}`: an app's counts, presence, webhook outbox, and the
+//!   topics of its presence channels. The scripts that decide occupancy
+//!   and membership touch all of these at once, and publish member events
+//!   from inside, so they must share a slot;
+//! * `{prefix:app:ID:CHANNEL}`: the topic, polling history and cached
+//!   event of every other channel, so the relay and history load, which
+//!   grows with events rather than with joins and leaves, spreads over the
+//!   shards channel by channel.
 
 use super::scripts::Hooks;
 use crate::config::AppConfig;
+use crate::protocol::ChannelType;
 use crate::webhooks::KindSet;
 
 /// Key builder for one cluster (one prefix) and one node.
@@ -23,56 +36,71 @@ impl Keys {
         }
     }
 
+    /// The names of an app's shared state begin with this.
+    fn app(&self, app: &str) -> String {
+        format!("{{{}:app:{app}}}", self.prefix)
+    }
+
+    /// The names of one channel's events begin with this.
+    fn channel(&self, app: &str, channel: &str) -> String {
+        format!("{{{}:app:{app}:{channel}}}", self.prefix)
+    }
+
     /// The pub/sub channel every node subscribes to: what concerns a
     /// whole app rather than one channel (see `relay`).
     pub fn control(&self) -> String {
-        format!("{}:relay", self.prefix)
+        format!("{{{}}}:relay", self.prefix)
     }
 
     /// The pub/sub topic of one channel's events, heard only by the nodes
-    /// that serve the channel (see `interest`).
+    /// that serve the channel (see `interest`). A presence channel's is
+    /// in its app's slot: the scripts publish its member events.
     pub fn topic(&self, app: &str, channel: &str) -> String {
-        format!("{}:app:{app}:events:{channel}", self.prefix)
+        if ChannelType::of(channel).is_presence() {
+            format!("{}:events:{channel}", self.app(app))
+        } else {
+            format!("{}:events", self.channel(app, channel))
+        }
     }
 
     /// A random value set once per Redis lifetime (tells restarts apart).
     pub fn epoch(&self) -> String {
-        format!("{}:epoch", self.prefix)
+        format!("{{{}}}:epoch", self.prefix)
     }
 
     /// Set of node ids that have announced themselves.
     pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
+        format!("{{{}}}:nodes", self.prefix)
     }
 
     /// A node's heartbeat key (expires when the node stops beating).
     pub fn alive(&self, node: &str) -> String {
-        format!("{}:node:{node}:alive", self.prefix)
+        format!("{{{}}}:node:{node}:alive", self.prefix)
     }
 
     /// Lock taken by the survivor that cleans up a dead node.
     pub fn purge_lock(&self, node: &str) -> String {
-        format!("{}:node:{node}:purge", self.prefix)
+        format!("{{{}}}:node:{node}:purge", self.prefix)
     }
 
-    /// Set of `app\nchannel` presence channels a node has members in.
-    pub fn node_presence(&self, node: &str) -> String {
-        format!("{}:node:{node}:presence", self.prefix)
+    /// Set of an app's presence channels a node has members in.
+    pub fn node_presence(&self, app: &str, node: &str) -> String {
+        format!("{}:node:{node}:presence", self.app(app))
     }
 
     /// Hash channel -> subscriber count of one node.
     pub fn subscriptions(&self, app: &str, node: &str) -> String {
-        format!("{}:app:{app}:subs:{node}", self.prefix)
+        format!("{}:subs:{node}", self.app(app))
     }
 
     /// A cache channel's last event (for nodes that did not see it published).
     pub fn cached(&self, app: &str, channel: &str) -> String {
-        format!("{}:app:{app}:cache:{channel}", self.prefix)
+        format!("{}:cache", self.channel(app, channel))
     }
 
     /// The stream of a channel's recent events (polling history).
     pub fn history(&self, app: &str, channel: &str) -> String {
-        format!("{}:app:{app}:history:{channel}", self.prefix)
+        format!("{}:history", self.channel(app, channel))
     }
 
     /// The epoch of a history stream's current life (see `scripts::HISTORY`).
@@ -83,18 +111,18 @@ impl Keys {
     /// Hash channel -> subscribers on every node, kept by the count
     /// scripts so that occupancy changes are decided once, cluster-wide.
     pub fn occupancy(&self, app: &str) -> String {
-        format!("{}:app:{app}:occupancy", self.prefix)
+        format!("{}:occupancy", self.app(app))
     }
 
     /// The app's webhook outbox (a stream; one consumer group per URL).
     pub fn webhooks(&self, app: &str) -> String {
-        format!("{}:app:{app}:webhooks", self.prefix)
+        format!("{}:webhooks", self.app(app))
     }
 
     /// Departure webhooks held back for the debounce delay (sorted set
     /// event JSON -> due time in ms).
     pub fn webhooks_held(&self, app: &str) -> String {
-        format!("{}:app:{app}:webhooks:held", self.prefix)
+        format!("{}:webhooks:held", self.app(app))
     }
 
     /// Where the scripts put `app`'s webhooks.
@@ -116,29 +144,19 @@ impl Keys {
 
     /// Hash node -> connection count.
     pub fn connections(&self, app: &str) -> String {
-        format!("{}:app:{app}:conns", self.prefix)
+        format!("{}:conns", self.app(app))
     }
 
     /// The keys of one presence channel: user -> total sockets, user ->
     /// user_info, and user -> sockets on `node`.
     pub fn presence(&self, app: &str, channel: &str, node: &str) -> PresenceKeys {
-        let base = format!("{}:app:{app}:presence:{channel}", self.prefix);
+        let base = format!("{}:presence:{channel}", self.app(app));
         PresenceKeys {
             users: format!("{base}:users"),
             info: format!("{base}:info"),
             node: format!("{base}:node:{node}"),
             version: format!("{base}:version"),
         }
-    }
-
-    /// Member of a node's presence set.
-    pub fn presence_member(app: &str, channel: &str) -> String {
-        format!("{app}\n{channel}")
-    }
-
-    /// The inverse of [`Keys::presence_member`].
-    pub fn split_presence_member(member: &str) -> Option<(&str, &str)> {
-        member.split_once('\n')
     }
 }
 
@@ -150,4 +168,47 @@ pub struct PresenceKeys {
     pub node: String,
     /// Counts membership changes: the order every node delivers them in.
     pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::cluster_routing::Slot;
+
+    #[test]
+    fn what_a_script_touches_shares_a_slot() {
+        let keys = Keys::new("herald", "n1");
+        let slot = |key: &str| Slot::for_key(key);
+        // Presence and occupancy scripts: the app's slot, topic included.
+        let app = slot(&keys.occupancy("a"));
+        let presence = keys.presence("a", "presence-room", "n1");
+        for key in [
+            &presence.users,
+            &presence.info,
+            &presence.node,
+            &presence.version,
+            &keys.node_presence("a", "n1"),
+            &keys.subscriptions("a", "n2"),
+            &keys.webhooks("a"),
+            &keys.webhooks_held("a"),
+            &keys.connections("a"),
+            &keys.topic("a", "presence-room"),
+        ] {
+            assert_eq!(slot(key), app, "{key}");
+        }
+        // A channel's events: its own slot, history and cache with it.
+        let history = keys.history("a", "orders");
+        let events = slot(&keys.topic("a", "orders"));
+        for key in [
+            &history,
+            &Keys::history_epoch(&history),
+            &keys.cached("a", "orders"),
+        ] {
+            assert_eq!(slot(key), events, "{key}");
+        }
+        assert_ne!(events, app, "spread apart from the app's state");
+        // The node registry shares one slot.
+        assert_eq!(slot(&keys.nodes()), slot(&keys.alive("n2")));
+        assert_eq!(slot(&keys.nodes()), slot(&keys.epoch()));
+    }
 }

@@ -13,6 +13,7 @@
 //!   that lost Redis serves its local clients alone and rewrites its share
 //!   when Redis is back (see `node`).
 
+pub mod connection;
 mod interest;
 mod keys;
 mod node;
@@ -29,12 +30,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytestring::ByteString;
 use dashmap::DashMap;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::io::tcp::TcpSettings;
-use redis::{AsyncCommands, IntoConnectionInfo};
+use redis::AsyncCommands;
 use serde_json::value::RawValue;
 use tracing::warn;
 
+use self::connection::{Redis, Target};
 use self::interest::Interest;
 use self::keys::Keys;
 use self::relay::Command;
@@ -65,14 +65,14 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The adapter handle; cheap to share.
 pub struct RedisAdapter {
     inner: Arc<Inner>,
-    /// For the webhook outbox's own connection.
-    client: redis::Client,
+    /// For the webhook outbox's own connections.
+    target: Target,
 }
 
 struct Inner {
     keys: Keys,
     hub: Arc<Hub>,
-    redis: ConnectionManager,
+    redis: Redis,
     writer: Writer,
     scripts: Scripts,
     config: ClusterConfig,
@@ -115,21 +115,8 @@ impl RedisAdapter {
     /// Connects lazily (the node starts even while Redis is down) and starts
     /// the relay subscriber, the writer and the heartbeat.
     pub fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<RedisAdapter, String> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("invalid cluster.url: {e}"))?
-            // Relay frames are small and latency-bound: no Nagle delay.
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(|e| format!("invalid cluster.url: {e}"))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
+        let target = Target::parse(&config.url)?;
+        let redis = target.connect(REDIS_TIMEOUT)?;
         let node = format!("{:016x}", rand::random::<u64>());
         let keys = Keys::new(&config.prefix, &node);
         let inner = Arc::new(Inner {
@@ -137,7 +124,7 @@ impl RedisAdapter {
             keys: keys.clone(),
             hub: hub.clone(),
             redis,
-            scripts: Scripts::default(),
+            scripts: Scripts::new(target.is_cluster()),
             config: config.clone(),
             healthy: AtomicBool::new(false),
             relay: Arc::default(),
@@ -154,7 +141,6 @@ impl RedisAdapter {
                     .map_err(|e| format!("cannot start the relay threads: {e}"))?,
             ),
         });
-        let client_for_outbox = client.clone();
         let weak = Arc::downgrade(&inner);
         let counts_changed: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |key| {
             if let Some(inner) = weak.upgrade() {
@@ -163,7 +149,7 @@ impl RedisAdapter {
         });
         let (offers, offered) = tokio::sync::watch::channel(None);
         let relay = Arc::new(relay::Relay {
-            client,
+            target: target.clone(),
             control: inner.keys.control(),
             hub: hub.clone(),
             fanout: inner.fanout.clone(),
@@ -190,17 +176,17 @@ impl RedisAdapter {
         let beating = inner.clone();
         let heartbeat = supervise("heartbeat", move || node::heartbeat(beating.clone()));
         let _ = inner.heartbeat.set(heartbeat);
-        Ok(RedisAdapter {
-            inner,
-            client: client_for_outbox,
-        })
+        Ok(RedisAdapter { inner, target })
     }
 
     /// What the webhook service needs to deliver from this cluster's
     /// outbox.
     pub fn webhook_outbox(&self) -> crate::webhooks::Outbox {
         crate::webhooks::Outbox {
-            client: self.client.clone(),
+            connect: {
+                let target = self.target.clone();
+                Box::new(move |timeout| target.connect(timeout))
+            },
             node: self.inner.keys.node.clone(),
             stream_of: {
                 let keys = self.inner.keys.clone();
@@ -398,8 +384,8 @@ impl Inner {
             .join(
                 &mut self.redis.clone(),
                 &keys,
-                &self.keys.node_presence(&self.keys.node),
-                &Keys::presence_member(app.id(), ONLINE),
+                &self.keys.node_presence(app.id(), &self.keys.node),
+                ONLINE,
                 user_id,
                 "null",
                 usize::MAX,
@@ -523,8 +509,8 @@ impl Inner {
             .join(
                 &mut redis,
                 &keys,
-                &self.keys.node_presence(&self.keys.node),
-                &Keys::presence_member(app.id(), channel),
+                &self.keys.node_presence(app.id(), &self.keys.node),
+                channel,
                 &member.user_id,
                 member.user_info.get(),
                 app.app().max_presence_members,

@@ -10,7 +10,6 @@ use redis::streams::{StreamClaimOptions, StreamPendingCountReply, StreamPendingR
 use redis::AsyncCommands;
 use tracing::{debug, info, warn};
 
-use super::keys::Keys;
 use super::scripts::{no_hooks, Announce, Hooks};
 use super::{Inner, ONLINE};
 use crate::hub::AppHub;
@@ -270,51 +269,58 @@ async fn take_over(
 /// for users who were only there. Returns how many members left.
 async fn purge(inner: &Inner, node: &str) -> redis::RedisResult<usize> {
     let mut redis = inner.redis.clone();
-    let channels: Vec<String> = redis.smembers(inner.keys.node_presence(node)).await?;
     let mut removed_total = 0;
-    for member in &channels {
-        let Some((app_id, channel)) = Keys::split_presence_member(member) else {
-            continue;
-        };
-        let keys = inner.keys.presence(app_id, channel, node);
-        // Departures on real channels are published by the script, in
-        // order with every other member event of the channel.
-        let topic = if channel == ONLINE {
-            String::new()
-        } else {
-            inner.keys.topic(app_id, channel)
-        };
-        let announce = Announce {
-            topic: &topic,
-            origin: &inner.keys.node,
-            app: app_id,
-            channel,
-            hooks: inner.hooks(app_id, channel),
-        };
-        let (_, removed) = inner
-            .scripts
-            .replace(&mut redis, &keys, &[], &announce, false)
+    for app in inner.hub.apps() {
+        let app_id = app.id();
+        let channels: Vec<String> = redis
+            .smembers(inner.keys.node_presence(app_id, node))
             .await?;
-        removed_total += removed.len();
-        if let (Some(app), true) = (inner.hub.by_id(app_id), channel == ONLINE) {
-            for user in removed {
-                inner.announce_online(&app, &user, false);
+        for channel in &channels {
+            let keys = inner.keys.presence(app_id, channel, node);
+            // Departures on real channels are published by the script, in
+            // order with every other member event of the channel.
+            let topic = if channel == ONLINE {
+                String::new()
+            } else {
+                inner.keys.topic(app_id, channel)
+            };
+            let announce = Announce {
+                topic: &topic,
+                origin: &inner.keys.node,
+                app: app_id,
+                channel,
+                hooks: inner.hooks(app_id, channel),
+            };
+            let (_, removed) = inner
+                .scripts
+                .replace(&mut redis, &keys, &[], &announce, false)
+                .await?;
+            removed_total += removed.len();
+            if channel == ONLINE {
+                for user in removed {
+                    inner.announce_online(&app, &user, false);
+                }
             }
         }
+        // Its subscribers leave the cluster-wide counts (occupancy webhooks).
+        let hooks = inner.hooks(app_id, "");
+        write_counts(inner, app_id, node, &[], &hooks).await?;
+        // One slot per app (see `keys`): one pipeline each.
+        redis::pipe()
+            .hdel(inner.keys.connections(app_id), node)
+            .ignore()
+            .del(inner.keys.node_presence(app_id, node))
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await?;
     }
-    // Its subscribers leave the cluster-wide counts (occupancy webhooks).
-    for app in inner.hub.apps() {
-        let hooks = inner.hooks(app.id(), "");
-        write_counts(inner, app.id(), node, &[], &hooks).await?;
-    }
-    let mut pipe = redis::pipe();
-    for app in inner.hub.apps() {
-        pipe.hdel(inner.keys.connections(app.id()), node).ignore();
-    }
-    pipe.del(inner.keys.node_presence(node)).ignore();
-    pipe.del(inner.keys.alive(node)).ignore();
-    pipe.srem(inner.keys.nodes(), node).ignore();
-    pipe.query_async::<()>(&mut redis).await?;
+    redis::pipe()
+        .del(inner.keys.alive(node))
+        .ignore()
+        .srem(inner.keys.nodes(), node)
+        .ignore()
+        .query_async::<()>(&mut redis)
+        .await?;
     Ok(removed_total)
 }
 
@@ -345,9 +351,11 @@ async fn write_counts(
 async fn rebuild(inner: &Inner, announce: bool) -> redis::RedisResult<()> {
     let mut redis = inner.redis.clone();
     let node = &inner.keys.node;
-    let stored: Vec<String> = redis.smembers(inner.keys.node_presence(node)).await?;
     for app in inner.hub.apps() {
         let app_id = app.id();
+        let stored: Vec<String> = redis
+            .smembers(inner.keys.node_presence(app_id, node))
+            .await?;
         let counts: Vec<(String, usize)> = app
             .channels(None)
             .into_iter()
@@ -391,11 +399,9 @@ async fn rebuild_presence(
             .collect(),
     ));
     let mut channels: Vec<String> = local.iter().map(|(c, _)| c.clone()).collect();
-    for member in stored {
-        if let Some((app_id, channel)) = Keys::split_presence_member(member) {
-            if app_id == app.id() && !channels.iter().any(|c| c == channel) {
-                channels.push(channel.to_owned());
-            }
+    for channel in stored {
+        if !channels.contains(channel) {
+            channels.push(channel.clone());
         }
     }
     for channel in channels {
@@ -435,15 +441,11 @@ async fn rebuild_presence(
             .scripts
             .replace(&mut redis, &keys, &members, &announcement, true)
             .await?;
-        let set_member = Keys::presence_member(app.id(), &channel);
+        let node_presence = inner.keys.node_presence(app.id(), node);
         if members.is_empty() {
-            redis
-                .srem::<_, _, ()>(inner.keys.node_presence(node), &set_member)
-                .await?;
+            redis.srem::<_, _, ()>(node_presence, &channel).await?;
         } else {
-            redis
-                .sadd::<_, _, ()>(inner.keys.node_presence(node), &set_member)
-                .await?;
+            redis.sadd::<_, _, ()>(node_presence, &channel).await?;
         }
         if !announce {
             continue;

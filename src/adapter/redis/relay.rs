@@ -6,7 +6,8 @@
 //! what it serves, not with the cluster. What concerns the whole app
 //! (terminating a user, `#server-to-user-*` events, watchlists, a node's
 //! echo) goes through one shared control channel
-//! (`Keys::relay`).
+//! (`Keys::control`). On a Redis Cluster both are sharded pub/sub
+//! channels (see `connection`).
 //!
 //! A message is a small text header and the frame bytes exactly as clients
 //! get them, so the receiving node sends a slice of what Redis gave it and
@@ -41,6 +42,7 @@ use tracing::{info, warn};
 
 use bytestring::ByteString;
 
+use super::connection::Target;
 use super::interest::{Interest, Offer, CHUNK};
 use crate::hub::fanout::Fanout;
 use crate::hub::Hub;
@@ -379,39 +381,26 @@ fn into_payload(push: PushInfo) -> Option<Bytes> {
     }
 }
 
-/// The connection a node hears the cluster on: subscribed to the control
-/// channel and the wanted topics here, to later ones by `interest`.
-pub type Subscriber = redis::aio::MultiplexedConnection;
-
 /// Connects on RESP3 with pushes going into a channel bounded by
 /// [`INBOX_BYTES`] (redis-rs's own pub/sub type buffers without bound) and
 /// subscribes to `control` and every wanted topic.
 async fn subscribe(
-    client: &redis::Client,
+    target: &Target,
     control: &str,
     interest: &Interest,
 ) -> redis::RedisResult<(Offer, mpsc::UnboundedReceiver<PushInfo>, Arc<Inbox>)> {
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    let client = redis::Client::open(info.set_redis_settings(settings))?;
     let inbox = Arc::new(Inbox::default());
     let (sender, receiver) = mpsc::unbounded_channel();
     let counted = inbox.clone();
     let push_sender = move |push: PushInfo| -> Result<(), ()> {
         let size = message_of(&push).map_or(0, |(_, payload)| payload.len());
-        if push.kind == PushKind::Message && !counted.admit(size, INBOX_BYTES) {
+        if is_message(&push) && !counted.admit(size, INBOX_BYTES) {
             return Err(());
         }
         sender.send(push).map_err(|_| ())
     };
-    let config = redis::AsyncConnectionConfig::new().set_push_sender(push_sender);
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    connection.subscribe(control).await?;
+    let mut connection = target.subscriber(push_sender).await?;
+    connection.subscribe(&[control.to_owned()]).await?;
     let topics = interest.wanted();
     for chunk in topics.chunks(CHUNK) {
         connection.subscribe(chunk).await?;
@@ -423,9 +412,14 @@ async fn subscribe(
     Ok((offer, receiver, inbox))
 }
 
+/// A pub/sub message (sharded ones come from a Redis Cluster).
+fn is_message(push: &PushInfo) -> bool {
+    matches!(push.kind, PushKind::Message | PushKind::SMessage)
+}
+
 /// What the relay task needs.
 pub struct Relay {
-    pub client: redis::Client,
+    pub target: Target,
     /// The shared control channel.
     pub control: String,
     pub hub: Arc<Hub>,
@@ -444,7 +438,7 @@ pub struct Relay {
 /// with back-off whenever the subscription drops.
 pub async fn run(relay: Arc<Relay>) {
     let Relay {
-        client,
+        target,
         control,
         hub,
         fanout,
@@ -456,7 +450,7 @@ pub async fn run(relay: Arc<Relay>) {
     } = &*relay;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match subscribe(client, control, interest).await {
+        match subscribe(target, control, interest).await {
             Ok((offer, mut pushes, inbox)) => {
                 info!(
                     topics = offer.subscribed.len(),
@@ -472,7 +466,7 @@ pub async fn run(relay: Arc<Relay>) {
                 loop {
                     tokio::select! {
                         push = pushes.recv() => match push {
-                            Some(push) if push.kind == PushKind::Message => {
+                            Some(push) if is_message(&push) => {
                                 let Some((channel, bytes)) = message_of(&push) else { continue };
                                 let size = bytes.len();
                                 let route = if channel == control.as_bytes() {
@@ -491,7 +485,28 @@ pub async fn run(relay: Arc<Relay>) {
                                     Applied::Done => {}
                                 }
                             }
-                            Some(push) if push.kind == PushKind::Disconnection => break,
+                            // A Redis Cluster's connection reconnects to the
+                            // node that dropped and subscribes its topics
+                            // again itself; one Redis's is made anew.
+                            Some(push) if push.kind == PushKind::Disconnection => {
+                                if !target.is_cluster() {
+                                    break;
+                                }
+                            }
+                            // A sharded topic whose slot moved to another
+                            // shard is dropped by Redis (or this is the
+                            // confirmation of our own SUNSUBSCRIBE): the
+                            // interest task subscribes it again, where its
+                            // slot is now, if it is still wanted.
+                            Some(push) if push.kind == PushKind::SUnsubscribe => {
+                                if let Some(redis::Value::BulkString(topic)) = push.data.first() {
+                                    let topic = String::from_utf8_lossy(topic);
+                                    if topic == control.as_str() {
+                                        break;
+                                    }
+                                    interest.lost(&topic);
+                                }
+                            }
                             Some(_) => {}
                             None => break,
                         },

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
+use super::connection::{publish_command, Redis};
 use super::keys::{Keys, PresenceKeys};
 use crate::hub::history::{Read, StoredEvent};
 
@@ -27,7 +27,7 @@ local function announce(version_key, topic, origin, app, channel, except, event,
     local frame = cjson.encode({event = event, channel = channel, data = data})
     local kind = 'M'
     if skip_origin == true then kind = 'R' end
-    redis.call('PUBLISH', topic, kind .. '\n' .. origin .. '\n' .. app .. '\n' .. channel
+    redis.call('$PUBLISH', topic, kind .. '\n' .. origin .. '\n' .. app .. '\n' .. channel
       .. '\n' .. except .. '\n' .. version .. '\n' .. frame)
   end
   return version
@@ -355,12 +355,16 @@ pub struct Scripts {
     promote: Script,
 }
 
-impl Default for Scripts {
-    fn default() -> Self {
+impl Scripts {
+    /// The scripts for one Redis (`cluster` false) or a Redis Cluster,
+    /// where member events go out with `SPUBLISH` (to the channel's topic,
+    /// in the slot of the script's keys, see `keys`).
+    pub fn new(cluster: bool) -> Self {
+        let announce = ANNOUNCE.replace("$PUBLISH", publish_command(cluster));
         Scripts {
-            join: Script::new(&format!("{HOOKS}{ANNOUNCE}{JOIN}")),
-            leave: Script::new(&format!("{HOOKS}{ANNOUNCE}{LEAVE}")),
-            replace: Script::new(&format!("{HOOKS}{ANNOUNCE}{REPLACE}")),
+            join: Script::new(&format!("{HOOKS}{announce}{JOIN}")),
+            leave: Script::new(&format!("{HOOKS}{announce}{LEAVE}")),
+            replace: Script::new(&format!("{HOOKS}{announce}{REPLACE}")),
             history: Script::new(HISTORY),
             count: Script::new(&format!("{HOOKS}{COUNT}")),
             counts: Script::new(&format!("{HOOKS}{COUNTS}")),
@@ -373,7 +377,7 @@ impl Scripts {
     #[allow(clippy::too_many_arguments)]
     pub async fn join(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut Redis,
         keys: &PresenceKeys,
         node_set: &str,
         set_member: &str,
@@ -418,7 +422,7 @@ impl Scripts {
     /// Removes one socket of `user`; true when the user left the channel.
     pub async fn leave(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut Redis,
         keys: &PresenceKeys,
         user: &str,
         announce: &Announce<'_>,
@@ -441,7 +445,7 @@ impl Scripts {
     /// Sets a node's whole share of a channel; returns (added, removed) users.
     pub async fn replace(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut Redis,
         keys: &PresenceKeys,
         members: &[(String, u32, String)],
         announce: &Announce<'_>,
@@ -484,7 +488,7 @@ impl Scripts {
     /// Replaces this node's (or a dead node's) whole count hash.
     pub async fn replace_counts(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut Redis,
         node_counts: &str,
         totals: &str,
         counts: &[(String, usize)],
@@ -500,11 +504,7 @@ impl Scripts {
     }
 
     /// Moves due departures into the outbox; returns how many.
-    pub async fn promote(
-        &self,
-        redis: &mut ConnectionManager,
-        hooks: &Hooks,
-    ) -> RedisResult<usize> {
+    pub async fn promote(&self, redis: &mut Redis, hooks: &Hooks) -> RedisResult<usize> {
         self.promote
             .key(&hooks.held)
             .key(&hooks.stream)
@@ -516,7 +516,7 @@ impl Scripts {
     /// Reads a history stream; `min_id` drops older entries first.
     pub async fn history(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut Redis,
         key: &str,
         channel: &str,
         min_id: &str,

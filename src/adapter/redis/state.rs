@@ -6,7 +6,7 @@
 //! failed write marks the node unhealthy so that its heartbeat rewrites its
 //! whole share (`node::rebuild`) instead of leaving a count wrong.
 //!
-//! When an app sends `subscription_count`, the same pipeline then tells the
+//! When an app sends `subscription_count`, a second pipeline then tells the
 //! nodes serving each changed channel (on the channel's topic); each
 //! recomputes the cluster-wide total and tells its own subscribers, so no
 //! node ever relays a count that a later subscriber could receive out of
@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use super::connection::Batch;
 use super::relay::Command;
 use super::Inner;
 use crate::metrics::METRICS;
@@ -61,10 +62,10 @@ pub async fn writer(inner: Arc<Inner>) {
         if dirty.is_empty() {
             continue;
         }
-        let mut pipe = redis::pipe();
         // Counts are set by a script that also keeps the cluster-wide
-        // totals, which decide the occupancy webhooks.
-        pipe.load_script(&inner.scripts.count).ignore();
+        // totals, which decide the occupancy webhooks. (One pipeline per
+        // app's slot on a Redis Cluster, see `connection`.)
+        let mut pipe = Batch::new(&inner.redis).loading(&inner.scripts.count);
         // Channels whose counts other nodes announce, per app.
         let mut announced: Vec<(&str, &str)> = Vec::new();
         for entry in &dirty {
@@ -77,9 +78,10 @@ pub async fn writer(inner: Arc<Inner>) {
                     {
                         announced.push((app, channel));
                     }
+                    let node_counts = inner.keys.subscriptions(app, &inner.keys.node);
                     inner.scripts.set_count(
-                        &mut pipe,
-                        &inner.keys.subscriptions(app, &inner.keys.node),
+                        pipe.on(&node_counts),
+                        &node_counts,
                         &inner.keys.occupancy(app),
                         channel,
                         count,
@@ -89,21 +91,25 @@ pub async fn writer(inner: Arc<Inner>) {
                 Dirty::Connections { app } => {
                     let count = inner.hub.by_id(app).map_or(0, |a| a.connection_count());
                     let key = inner.keys.connections(app);
-                    pipe.hset(key, &inner.keys.node, count).ignore();
+                    pipe.on(&key).hset(&key, &inner.keys.node, count).ignore();
                 }
             }
         }
-        // After the counts, in the same pipeline: the other nodes read them
-        // only once they are written.
+        if let Err(e) = pipe.send(&inner.redis).await {
+            // The heartbeat rewrites the whole share once Redis answers.
+            inner.mark_unhealthy(&e);
+            continue;
+        }
+        // Only once the counts are written: the other nodes read them when
+        // they hear this.
+        let mut changes = Batch::new(&inner.redis);
         for (app, channel) in announced {
             let message = Command::CountChanged { channel }.encode(&inner.keys.node, app);
             METRICS.relay_out_channel.messages.inc();
             METRICS.relay_out_channel.bytes.inc_by(message.len() as u64);
-            pipe.publish(inner.keys.topic(app, channel), message)
-                .ignore();
+            changes.publish(&inner.keys.topic(app, channel), &message);
         }
-        if let Err(e) = pipe.query_async::<()>(&mut inner.redis.clone()).await {
-            // The heartbeat rewrites the whole share once Redis answers.
+        if let Err(e) = changes.send(&inner.redis).await {
             inner.mark_unhealthy(&e);
         }
     }

@@ -7,8 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
-
+use super::connection::{Batch, Redis};
 use super::keys::Keys;
 use crate::metrics::METRICS;
 use tokio::sync::mpsc;
@@ -57,7 +56,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task.
-    pub fn spawn(redis: ConnectionManager) -> Writer {
+    pub fn spawn(redis: Redis) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(redis, rx));
         Writer {
@@ -91,11 +90,12 @@ impl Writer {
     }
 }
 
-async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
+async fn run(redis: Redis, mut rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut failing = false;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut pipe = redis::pipe();
+        // One pipeline (per slot, on a Redis Cluster: see `connection`).
+        let mut pipe = Batch::new(&redis);
         let mut flushed = Vec::new();
         for write in batch.drain(..) {
             match write {
@@ -112,10 +112,10 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                     };
                     route.messages.inc();
                     route.bytes.inc_by(payload.len() as u64);
-                    pipe.publish(channel, payload).ignore();
+                    pipe.publish(&channel, &payload);
                 }
                 Write::Cache { key, frame, ttl } => {
-                    pipe.set_ex(key, frame, ttl).ignore();
+                    pipe.on(&key).set_ex(&key, frame, ttl).ignore();
                 }
                 Write::History {
                     key,
@@ -127,6 +127,7 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                     // A new epoch only when the stream starts (NX); both
                     // keys expire together.
                     let epoch_key = Keys::history_epoch(&key);
+                    let pipe = pipe.on(&key);
                     pipe.cmd("SET")
                         .arg(&epoch_key)
                         .arg(format!("{:08x}", rand::random::<u32>()))
@@ -148,7 +149,7 @@ async fn run(mut redis: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
                 }
             }
         }
-        match pipe.query_async::<()>(&mut redis).await {
+        match pipe.send(&redis).await {
             Ok(()) => failing = false,
             Err(e) => {
                 if !failing {

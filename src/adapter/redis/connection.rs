@@ -1,0 +1,408 @@
+//! Where the cluster's Redis is, and how a node talks to it: one Redis
+//! server (`redis://`) or a Redis Cluster (`redis+cluster://`), behind one
+//! connection type so that the rest of the adapter does not care which.
+//!
+//! On a Redis Cluster:
+//! * every key a script or a multi-key command touches shares one hash tag
+//!   (see `keys`), so it runs on one shard;
+//! * relay topics are sharded pub/sub channels (`SPUBLISH`/`SSUBSCRIBE`),
+//!   so the relay load spreads over the shards with the channels;
+//! * fire-and-forget writes are grouped per slot ([`Batch`]) and the
+//!   groups sent side by side, each keeping its own order (a channel's
+//!   publications, history and cache share a slot).
+//!
+//! redis-rs's cluster connection follows the topology (MOVED/ASK, a
+//! failover, a resharding) and subscribes the sharded topics again where
+//! their slots went; `relay` and `interest` handle the one case it does not
+//! (Redis dropping a topic whose slot moved away).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use redis::aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Script, Value};
+
+/// The URL scheme of a Redis Cluster: `redis+cluster://host:port,host:port`
+/// (any reachable nodes; the rest of the topology is discovered).
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// Where Redis is.
+#[derive(Clone)]
+pub enum Target {
+    Single(redis::Client),
+    /// The seed nodes of a Redis Cluster.
+    Cluster(Vec<redis::ConnectionInfo>),
+}
+
+/// Relay frames are small and latency-bound: no Nagle delay.
+fn tcp() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
+impl Target {
+    /// Reads `cluster.url`.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let invalid = |e: &dyn std::fmt::Display| format!("invalid cluster.url: {e}");
+        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
+            let info = url
+                .into_connection_info()
+                .map_err(|e| invalid(&e))?
+                .set_tcp_settings(tcp());
+            return redis::Client::open(info)
+                .map(Target::Single)
+                .map_err(|e| invalid(&e));
+        };
+        // Credentials (which may hold '@' or ',') end at the last '@'.
+        let (credentials, hosts) = match rest.rsplit_once('@') {
+            Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+            None => (String::new(), rest),
+        };
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.contains('/') || hosts.contains('?') {
+            return Err(invalid(
+                &"a Redis Cluster URL names nodes only (a cluster has no database number)",
+            ));
+        }
+        let seeds = hosts
+            .split(',')
+            .filter(|host| !host.is_empty())
+            .map(|host| {
+                format!("redis://{credentials}{host}")
+                    .into_connection_info()
+                    .map(|info| info.set_tcp_settings(tcp()))
+                    .map_err(|e| invalid(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if seeds.is_empty() {
+            return Err(invalid(&"no Redis Cluster node named"));
+        }
+        Ok(Target::Cluster(seeds))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+
+    fn cluster_client(
+        seeds: &[redis::ConnectionInfo],
+        response_timeout: Duration,
+    ) -> ClusterClientBuilder {
+        ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(response_timeout)
+            .retries(2)
+            .tcp_settings(tcp())
+    }
+
+    /// A connection for commands, made on first use (a node starts while
+    /// Redis is down) and remade after failures. A command waits at most
+    /// `response_timeout` for its answer.
+    pub fn connect(&self, response_timeout: Duration) -> Result<Redis, String> {
+        match self {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(response_timeout))
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(2));
+                ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    .map(Redis::Single)
+                    .map_err(|e| format!("cannot set up the Redis connection: {e}"))
+            }
+            Target::Cluster(seeds) => {
+                let client = Target::cluster_client(seeds, response_timeout)
+                    .build()
+                    .map_err(|e| format!("cannot set up the Redis Cluster connection: {e}"))?;
+                Ok(Redis::Cluster(LazyCluster(Arc::new(ClusterState {
+                    client,
+                    connection: tokio::sync::OnceCell::new(),
+                }))))
+            }
+        }
+    }
+
+    /// A RESP3 connection whose pub/sub messages (and, on a cluster, the
+    /// topology's disconnections) go to `pushes`.
+    pub async fn subscriber(&self, pushes: impl AsyncPushSender) -> RedisResult<Subscriber> {
+        match self {
+            Target::Single(client) => {
+                let info = client.get_connection_info().clone();
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(redis::ProtocolVersion::RESP3);
+                let client = redis::Client::open(info.set_redis_settings(settings))?;
+                let config = redis::AsyncConnectionConfig::new().set_push_sender(pushes);
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(Subscriber::Single(connection))
+            }
+            Target::Cluster(seeds) => {
+                let client = Target::cluster_client(seeds, Duration::from_secs(2))
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(pushes)
+                    .build()?;
+                Ok(Subscriber::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+}
+
+/// A cluster connection made on first use.
+#[derive(Clone)]
+pub struct LazyCluster(Arc<ClusterState>);
+
+struct ClusterState {
+    client: ClusterClient,
+    connection: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+impl LazyCluster {
+    async fn get(&self) -> RedisResult<ClusterConnection> {
+        self.0
+            .connection
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(
+                    Duration::from_secs(4),
+                    self.0.client.get_async_connection(),
+                )
+                .await
+                {
+                    Ok(connection) => connection,
+                    Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no Redis Cluster node answered",
+                    ))),
+                }
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// A command connection to a Redis server or a Redis Cluster; cheap to
+/// clone (clones share the connection).
+#[derive(Clone)]
+pub enum Redis {
+    Single(ConnectionManager),
+    Cluster(LazyCluster),
+}
+
+impl Redis {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Redis::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Redis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Redis::Single(connection) => connection.req_packed_command(cmd),
+            Redis::Cluster(cluster) => Box::pin(async move {
+                let mut connection = cluster.get().await?;
+                connection.req_packed_command(cmd).await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Redis::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Redis::Cluster(cluster) => Box::pin(async move {
+                let mut connection = cluster.get().await?;
+                connection
+                    .req_packed_commands(pipeline, offset, count)
+                    .await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Redis::Single(connection) => connection.get_db(),
+            Redis::Cluster(_) => 0,
+        }
+    }
+}
+
+/// The command that publishes to a relay topic: sharded on a cluster.
+pub fn publish_command(cluster: bool) -> &'static str {
+    if cluster {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    }
+}
+
+/// Writes whose answers nobody reads, sent as one pipeline to one Redis,
+/// or as one pipeline per slot to a cluster (in the order they were added
+/// within each slot).
+pub struct Batch {
+    cluster: bool,
+    /// A script every group loads first (its calls in the batch use
+    /// EVALSHA, which a pipeline cannot retry with the script's body).
+    script: Option<Script>,
+    groups: Vec<Pipeline>,
+    by_slot: HashMap<Slot, usize>,
+}
+
+impl Batch {
+    pub fn new(redis: &Redis) -> Batch {
+        Batch {
+            cluster: redis.is_cluster(),
+            script: None,
+            groups: Vec::new(),
+            by_slot: HashMap::new(),
+        }
+    }
+
+    /// Loads `script` before anything else in each pipeline.
+    pub fn loading(mut self, script: &Script) -> Batch {
+        self.script = Some(script.clone());
+        self
+    }
+
+    /// The pipeline for commands on `key` (every key of a command shares
+    /// its slot).
+    pub fn on(&mut self, key: &str) -> &mut Pipeline {
+        let slot = Slot::for_key(key);
+        let index = match (self.cluster, self.groups.is_empty()) {
+            (false, false) => 0,
+            (true, false) if self.by_slot.contains_key(&slot) => self.by_slot[&slot],
+            _ => {
+                let mut pipe = redis::pipe();
+                if let Some(script) = &self.script {
+                    pipe.load_script(script).ignore();
+                }
+                self.groups.push(pipe);
+                self.by_slot.insert(slot, self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[index]
+    }
+
+    /// Publishes `payload` to a relay topic.
+    pub fn publish(&mut self, topic: &str, payload: &[u8]) {
+        let command = publish_command(self.cluster);
+        self.on(topic).cmd(command).arg(topic).arg(payload).ignore();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Sends every group, side by side; the first error, if any.
+    pub async fn send(self, redis: &Redis) -> RedisResult<()> {
+        let sent = join_all(self.groups.iter().map(|pipe| {
+            let mut redis = redis.clone();
+            async move { pipe.query_async::<()>(&mut redis).await }
+        }))
+        .await;
+        sent.into_iter().collect()
+    }
+}
+
+/// The connection a node hears the cluster on (see `relay`).
+#[derive(Clone)]
+pub enum Subscriber {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Subscriber {
+    /// Subscribes `topics`; returns once Redis confirmed them all.
+    pub async fn subscribe(&mut self, topics: &[String]) -> RedisResult<()> {
+        match self {
+            Subscriber::Single(connection) => connection.subscribe(topics).await,
+            Subscriber::Cluster(connection) => {
+                // One SSUBSCRIBE per slot: its channels must share one.
+                let groups = by_slot(topics);
+                let done = join_all(groups.into_iter().map(|group| {
+                    let mut connection = connection.clone();
+                    async move { connection.ssubscribe(group).await }
+                }))
+                .await;
+                done.into_iter().collect()
+            }
+        }
+    }
+
+    pub async fn unsubscribe(&mut self, topics: &[String]) -> RedisResult<()> {
+        match self {
+            Subscriber::Single(connection) => connection.unsubscribe(topics).await,
+            Subscriber::Cluster(connection) => {
+                for group in by_slot(topics) {
+                    connection.sunsubscribe(group).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `topics` grouped by their slot.
+fn by_slot(topics: &[String]) -> Vec<Vec<&String>> {
+    let mut groups: HashMap<Slot, Vec<&String>> = HashMap::new();
+    for topic in topics {
+        groups.entry(Slot::for_key(topic)).or_default().push(topic);
+    }
+    groups.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_names_its_seed_nodes() {
+        let Ok(Target::Cluster(seeds)) =
+            Target::parse("redis+cluster://user:p@ss,w@10.0.0.1:7000,10.0.0.2:7001/")
+        else {
+            panic!("a cluster");
+        };
+        assert_eq!(seeds.len(), 2);
+        assert_eq!(seeds[1].addr().to_string(), "10.0.0.2:7001");
+        assert_eq!(seeds[0].redis_settings().password(), Some("p@ss,w"));
+        assert!(Target::parse("redis+cluster://h:1/0").is_err(), "no db");
+        assert!(Target::parse("redis+cluster://").is_err());
+        assert!(matches!(
+            Target::parse("redis://127.0.0.1:6379/0"),
+            Ok(Target::Single(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_batch_groups_by_slot_only_on_a_cluster() {
+        let single =
+            Target::parse("redis://127.0.0.1:1").and_then(|t| t.connect(Duration::from_secs(1)));
+        let Ok(single) = single else { panic!("lazy") };
+        let mut batch = Batch::new(&single);
+        batch.publish("{a}:x", b"1");
+        batch.publish("{b}:x", b"2");
+        assert_eq!(batch.groups.len(), 1);
+        assert_eq!(batch.groups[0].len(), 2);
+        let mut batch = Batch {
+            cluster: true,
+            ..Batch::new(&single)
+        }
+        .loading(&Script::new("return 1"));
+        batch.publish("{a}:x", b"1");
+        batch.publish("{b}:x", b"2");
+        batch.publish("{a}:y", b"3");
+        assert_eq!(batch.groups.len(), 2);
+        assert_eq!(batch.groups[0].len(), 3, "script load, then two");
+    }
+}

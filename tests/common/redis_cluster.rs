@@ -1,0 +1,249 @@
+//! A private Redis Cluster of three masters on free ports for cluster
+//! tests, made the way an operator makes one (`redis-server
+//! --cluster-enabled yes`, then `redis-cli --cluster create`), with the
+//! topology changes Herald must survive: a master restarting and a slot
+//! moving to another master.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::redis_server::Backend;
+
+struct Master {
+    port: u16,
+    child: Option<Child>,
+}
+
+pub struct RedisCluster {
+    dir: PathBuf,
+    masters: Vec<Master>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl RedisCluster {
+    /// Three masters owning all slots, answering `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "herald-redis-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let mut cluster = RedisCluster {
+            dir,
+            masters: (0..3)
+                .map(|_| Master {
+                    port: free_port(),
+                    child: None,
+                })
+                .collect(),
+        };
+        for i in 0..cluster.masters.len() {
+            cluster.launch(i);
+        }
+        let nodes: Vec<String> = cluster
+            .masters
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (apt-get install redis-tools)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn launch(&mut self, i: usize) {
+        let port = self.masters[i].port;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--cluster-node-timeout", "2000"])
+            .args(["--appendonly", "yes"])
+            .args(["--appendfilename", &format!("appendonly-{port}.aof")])
+            .args(["--appenddirname", &format!("aof-{port}")])
+            .args(["--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.masters[i].child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `redis-cli` against master `i`.
+    pub fn cli_at(&self, i: usize, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.masters[i].port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits until every master says the cluster is ok and agrees on who
+    /// owns every slot.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = (0..self.masters.len()).all(|i| {
+                self.cli_at(i, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            });
+            let slots: Vec<String> = (0..self.masters.len())
+                .map(|i| self.cli_at(i, &["CLUSTER", "SLOTS"]))
+                .collect();
+            if ok
+                && slots
+                    .windows(2)
+                    .all(|w| sorted_lines(&w[0]) == sorted_lines(&w[1]))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster did not settle"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The master that owns `key`'s slot.
+    pub fn owner_of(&self, key: &str) -> usize {
+        let slot = self.cli_at(0, &["CLUSTER", "KEYSLOT", key]);
+        let id = self.owner_id(&slot);
+        (0..self.masters.len())
+            .find(|i| self.cli_at(*i, &["CLUSTER", "MYID"]) == id)
+            .expect("an owner")
+    }
+
+    fn owner_id(&self, slot: &str) -> String {
+        let slot: u16 = slot.parse().expect("slot number");
+        for line in self.cli_at(0, &["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            for range in fields.iter().skip(8) {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(from), Ok(to)) = (from.parse::<u16>(), to.parse::<u16>()) {
+                    if (from..=to).contains(&slot) {
+                        return fields[0].to_owned();
+                    }
+                }
+            }
+        }
+        panic!("nobody owns slot {slot}");
+    }
+
+    /// Moves the slot of `key` (with its keys) from its master to master
+    /// `to`, as `redis-cli --cluster reshard` does it, slot by slot.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let from = self.owner_of(key);
+        assert_ne!(from, to, "already there");
+        let slot = self.cli_at(0, &["CLUSTER", "KEYSLOT", key]);
+        let from_id = self.cli_at(from, &["CLUSTER", "MYID"]);
+        let to_id = self.cli_at(to, &["CLUSTER", "MYID"]);
+        let to_port = self.masters[to].port.to_string();
+        assert_eq!(
+            self.cli_at(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+            "OK"
+        );
+        assert_eq!(
+            self.cli_at(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+            "OK"
+        );
+        loop {
+            let keys = self.cli_at(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            let migrated = self.cli_at(from, &args);
+            assert!(
+                migrated == "OK" || migrated == "NOKEY",
+                "MIGRATE: {migrated}"
+            );
+        }
+        for i in [to, from] {
+            assert_eq!(
+                self.cli_at(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+                "OK"
+            );
+        }
+        for i in (0..self.masters.len()).filter(|i| *i != to && *i != from) {
+            self.cli_at(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        self.wait_ok();
+    }
+
+    /// Stops master `i` cleanly (its data is in its append-only file) and
+    /// starts it again on the same port, as an operator's restart does.
+    pub fn restart_master(&mut self, i: usize) {
+        self.cli_at(i, &["SHUTDOWN"]);
+        if let Some(mut child) = self.masters[i].child.take() {
+            let _ = child.wait();
+        }
+        self.launch(i);
+        self.wait_ok();
+    }
+}
+
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    lines
+}
+
+impl Backend for RedisCluster {
+    fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .masters
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-c", "-p", &self.masters[0].port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for master in &mut self.masters {
+            if let Some(mut child) = master.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
