@@ -93,6 +93,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// `level`, with redis-rs's own messages limited to errors unless `level`
+/// names them: while a Redis Cluster node is away, redis-rs warns of every
+/// reconnect attempt, many a second, and Herald says what matters itself.
+fn quiet_redis(level: &str) -> String {
+    if level.contains("redis") {
+        level.to_owned()
+    } else {
+        format!("{level},redis=error")
+    }
+}
+
 /// Logs to stderr at `level` (the config's `log_level`), unless
 /// `HERALD_LOG` (or `RUST_LOG`) says otherwise; `HERALD_LOG_FORMAT=json`
 /// writes one JSON object per line instead of text. Returns what changes
@@ -108,9 +119,8 @@ fn init_tracing(level: &str) -> Result<Option<herald::reload::SetLogLevel>, Stri
     let fixed = from_env.is_some();
     let filter = match from_env {
         Some(filter) => filter,
-        None => {
-            EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))?
-        }
+        None => EnvFilter::try_new(quiet_redis(level))
+            .map_err(|e| format!("invalid log level {level:?}: {e}"))?,
     };
     let json = match std::env::var("HERALD_LOG_FORMAT").as_deref() {
         Ok("json") => true,
@@ -148,7 +158,7 @@ fn init_tracing(level: &str) -> Result<Option<herald::reload::SetLogLevel>, Stri
         return Ok(None);
     }
     Ok(Some(Box::new(move |level: &str| {
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        let filter = EnvFilter::try_new(quiet_redis(level)).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     })))
 }

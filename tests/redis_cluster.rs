@@ -1,5 +1,6 @@
 //! Herald on a Redis Cluster through topology changes: a slot moving to
-//! another master (a resharding) and a master restarting. The nodes must
+//! another master (a resharding), a master restarting, and a master
+//! crashing with its replica taking over. The nodes must
 //! keep serving without a restart of their own: relay, presence and
 //! queries work again once Redis has settled. (The rest of the cluster
 //! suite runs on a Redis Cluster too: see `cluster.rs`.)
@@ -9,13 +10,15 @@ mod common;
 use std::time::Duration;
 
 use common::redis_cluster::RedisCluster;
-use common::redis_server::cluster_node;
+use common::redis_server::{cluster_node, Backend};
 use common::{trigger, Client, Server};
 use serde_json::json;
 
-/// The relay topic of a channel and the slot of the app's shared state
-/// (see `src/adapter/redis/keys.rs`).
-const NEWS_TOPIC: &str = "{herald:app:app-id:news}:events";
+/// The relay topic of a public channel and a key in the slot of the app's
+/// shared state (see `src/adapter/redis/keys.rs`).
+fn topic(channel: &str) -> String {
+    format!("{{herald:app:app-id:{channel}}}:events")
+}
 const APP_STATE: &str = "{herald:app:app-id}:occupancy";
 
 /// Waits until `to` hears what `from` publishes on `channel` again (events
@@ -52,22 +55,21 @@ async fn heard_again(from: &Server, to: &mut Client, channel: &str) {
     }
 }
 
-/// Two nodes with a subscriber of `news` on B and a presence channel
-/// member on each.
+/// Two nodes with a subscriber of a public channel on B and a presence
+/// channel member on each.
 struct Scene {
     a: Server,
     b: Server,
+    channel: String,
     news: Client,
     ada: Client,
     bob: Client,
 }
 
 impl Scene {
-    async fn start(redis: &RedisCluster) -> Scene {
-        let a = cluster_node(redis).await;
-        let b = cluster_node(redis).await;
+    async fn start(a: Server, b: Server, channel: &str) -> Scene {
         let mut news = Client::connect(&b).await;
-        news.subscribe("news").await;
+        news.subscribe(channel).await;
         let mut ada = Client::connect(&a).await;
         ada.join("presence-room", "1", json!(null)).await;
         let mut bob = Client::connect(&b).await;
@@ -76,6 +78,7 @@ impl Scene {
         Scene {
             a,
             b,
+            channel: channel.to_owned(),
             news,
             ada,
             bob,
@@ -86,12 +89,13 @@ impl Scene {
     /// announced on both nodes, and the queries count everyone.
     async fn still_one_server(mut self) {
         let (a, b) = (&self.a, &self.b);
-        heard_again(a, &mut self.news, "news").await;
+        let channel = self.channel.as_str();
+        heard_again(a, &mut self.news, channel).await;
         heard_again(a, &mut self.bob, "presence-room").await;
         for i in 0..5 {
             let r = trigger(
                 a,
-                json!({"name": "n", "channel": "news", "data": i.to_string()}),
+                json!({"name": "n", "channel": channel, "data": i.to_string()}),
             )
             .await;
             assert_eq!(r.status, 200);
@@ -134,13 +138,14 @@ impl Scene {
 #[actix_rt::test]
 async fn a_resharding_is_followed_without_a_restart() {
     let redis = RedisCluster::start();
-    let scene = Scene::start(&redis).await;
+    let (a, b) = (cluster_node(&redis).await, cluster_node(&redis).await);
+    let scene = Scene::start(a, b, "news").await;
     // The channel's topic, then the app's state (presence, counts and the
     // presence channels' topics), each to another master.
-    for key in [NEWS_TOPIC, APP_STATE] {
-        let to = (redis.owner_of(key) + 1) % 3;
-        redis.move_slot_of(key, to);
-        assert_eq!(redis.owner_of(key), to);
+    for key in [topic("news"), APP_STATE.to_owned()] {
+        let to = (redis.owner_of(&key) + 1) % 3;
+        redis.move_slot_of(&key, to);
+        assert_eq!(redis.owner_of(&key), to);
     }
     scene.still_one_server().await;
 }
@@ -148,13 +153,43 @@ async fn a_resharding_is_followed_without_a_restart() {
 #[actix_rt::test]
 async fn a_master_restart_is_survived() {
     let mut redis = RedisCluster::start();
-    let scene = Scene::start(&redis).await;
+    let (a, b) = (cluster_node(&redis).await, cluster_node(&redis).await);
+    let scene = Scene::start(a, b, "news").await;
     // The masters holding the channel's topic and the app's state.
-    let mut restarted = vec![redis.owner_of(NEWS_TOPIC), redis.owner_of(APP_STATE)];
+    let mut restarted = vec![redis.owner_of(&topic("news")), redis.owner_of(APP_STATE)];
     restarted.dedup();
     for master in restarted {
         redis.restart_master(master);
     }
+    scene.a.wait_ready().await;
+    scene.b.wait_ready().await;
+    scene.still_one_server().await;
+}
+
+#[actix_rt::test]
+async fn a_failover_to_a_replica_is_survived() {
+    let mut redis = RedisCluster::start_with_replicas();
+    // Nodes are presumed dead 10 s after their last heartbeat: longer than
+    // the failover, as in production (30 s, and Redis's 15 s node timeout).
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 10\nheartbeat_interval = 1\n",
+        redis.url()
+    );
+    let (a, b) = (
+        Server::launch(Some(&config), &[]),
+        Server::launch(Some(&config), &[]),
+    );
+    a.wait_ready().await;
+    b.wait_ready().await;
+    // A public channel whose topic lives on the master of the app's state,
+    // so that one failover moves both.
+    let app_master = redis.owner_of(APP_STATE);
+    let channel = (0..)
+        .map(|n| format!("news-{n}"))
+        .find(|c| redis.owner_of(&topic(c)) == app_master)
+        .expect("a channel on that master");
+    let scene = Scene::start(a, b, &channel).await;
+    redis.fail_master_of(APP_STATE);
     scene.a.wait_ready().await;
     scene.b.wait_ready().await;
     scene.still_one_server().await;

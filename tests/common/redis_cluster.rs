@@ -1,8 +1,9 @@
-//! A private Redis Cluster of three masters on free ports for cluster
-//! tests, made the way an operator makes one (`redis-server
-//! --cluster-enabled yes`, then `redis-cli --cluster create`), with the
-//! topology changes Herald must survive: a master restarting and a slot
-//! moving to another master.
+//! A private Redis Cluster of three masters (and, for failover tests, a
+//! replica each) on free ports for cluster tests, made the way an operator
+//! makes one (`redis-server --cluster-enabled yes`, then `redis-cli
+//! --cluster create`), with the topology changes Herald must survive: a
+//! master restarting, a master dying and its replica taking over, and a
+//! slot moving to another master.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,14 +11,17 @@ use std::time::{Duration, Instant};
 
 use super::redis_server::Backend;
 
-struct Master {
+struct Instance {
     port: u16,
     child: Option<Child>,
 }
 
 pub struct RedisCluster {
     dir: PathBuf,
-    masters: Vec<Master>,
+    /// Masters first; replicas (if any) after.
+    masters: Vec<Instance>,
+    /// Each instance's cluster node id.
+    ids: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -30,6 +34,15 @@ fn free_port() -> u16 {
 impl RedisCluster {
     /// Three masters owning all slots, answering `cluster_state:ok`.
     pub fn start() -> RedisCluster {
+        RedisCluster::create(0)
+    }
+
+    /// Three masters with a replica each.
+    pub fn start_with_replicas() -> RedisCluster {
+        RedisCluster::create(1)
+    }
+
+    fn create(replicas: usize) -> RedisCluster {
         let dir = std::env::temp_dir().join(format!(
             "herald-redis-cluster-{}-{}",
             std::process::id(),
@@ -38,16 +51,20 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let mut cluster = RedisCluster {
             dir,
-            masters: (0..3)
-                .map(|_| Master {
+            masters: (0..3 * (1 + replicas))
+                .map(|_| Instance {
                     port: free_port(),
                     child: None,
                 })
                 .collect(),
+            ids: Vec::new(),
         };
         for i in 0..cluster.masters.len() {
             cluster.launch(i);
         }
+        cluster.ids = (0..cluster.masters.len())
+            .map(|i| cluster.cli_at(i, &["CLUSTER", "MYID"]))
+            .collect();
         let nodes: Vec<String> = cluster
             .masters
             .iter()
@@ -56,7 +73,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed (apt-get install redis-tools)");
         assert!(
@@ -65,6 +82,19 @@ impl RedisCluster {
             String::from_utf8_lossy(&created.stdout)
         );
         cluster.wait_ok();
+        // A replica that never synced cannot take over: wait until each
+        // has its master's data.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..cluster.masters.len() {
+            loop {
+                let info = cluster.cli_at(i, &["INFO", "REPLICATION"]);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
     }
 
@@ -103,16 +133,21 @@ impl RedisCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// Waits until every master says the cluster is ok and agrees on who
-    /// owns every slot.
+    fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.masters.len()).filter(|i| self.masters[*i].child.is_some())
+    }
+
+    /// Waits until every running instance says the cluster is ok and they
+    /// agree on who owns every slot.
     fn wait_ok(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = (0..self.masters.len()).all(|i| {
+            let ok = self.running().all(|i| {
                 self.cli_at(i, &["CLUSTER", "INFO"])
                     .contains("cluster_state:ok")
             });
-            let slots: Vec<String> = (0..self.masters.len())
+            let slots: Vec<String> = self
+                .running()
                 .map(|i| self.cli_at(i, &["CLUSTER", "SLOTS"]))
                 .collect();
             if ok
@@ -130,18 +165,29 @@ impl RedisCluster {
         }
     }
 
-    /// The master that owns `key`'s slot.
-    pub fn owner_of(&self, key: &str) -> usize {
-        let slot = self.cli_at(0, &["CLUSTER", "KEYSLOT", key]);
-        let id = self.owner_id(&slot);
-        (0..self.masters.len())
-            .find(|i| self.cli_at(*i, &["CLUSTER", "MYID"]) == id)
-            .expect("an owner")
+    /// Every running instance says the cluster is ok.
+    fn healthy(&self) -> bool {
+        self.running().all(|i| {
+            self.cli_at(i, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+        })
     }
 
-    fn owner_id(&self, slot: &str) -> String {
+    /// The master that owns `key`'s slot (as the first running instance
+    /// sees it).
+    pub fn owner_of(&self, key: &str) -> usize {
+        let asked = self.running().next().expect("a running instance");
+        let slot = self.cli_at(asked, &["CLUSTER", "KEYSLOT", key]);
+        let id = self.owner_id(asked, &slot);
+        self.ids
+            .iter()
+            .position(|known| *known == id)
+            .expect("a known node")
+    }
+
+    fn owner_id(&self, asked: usize, slot: &str) -> String {
         let slot: u16 = slot.parse().expect("slot number");
-        for line in self.cli_at(0, &["CLUSTER", "NODES"]).lines() {
+        for line in self.cli_at(asked, &["CLUSTER", "NODES"]).lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             for range in fields.iter().skip(8) {
                 let (from, to) = range.split_once('-').unwrap_or((range, range));
@@ -161,15 +207,14 @@ impl RedisCluster {
         let from = self.owner_of(key);
         assert_ne!(from, to, "already there");
         let slot = self.cli_at(0, &["CLUSTER", "KEYSLOT", key]);
-        let from_id = self.cli_at(from, &["CLUSTER", "MYID"]);
-        let to_id = self.cli_at(to, &["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (&self.ids[from], &self.ids[to]);
         let to_port = self.masters[to].port.to_string();
         assert_eq!(
-            self.cli_at(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+            self.cli_at(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", from_id]),
             "OK"
         );
         assert_eq!(
-            self.cli_at(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+            self.cli_at(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", to_id]),
             "OK"
         );
         loop {
@@ -188,12 +233,28 @@ impl RedisCluster {
         }
         for i in [to, from] {
             assert_eq!(
-                self.cli_at(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+                self.cli_at(i, &["CLUSTER", "SETSLOT", &slot, "NODE", to_id]),
                 "OK"
             );
         }
         for i in (0..self.masters.len()).filter(|i| *i != to && *i != from) {
-            self.cli_at(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            self.cli_at(i, &["CLUSTER", "SETSLOT", &slot, "NODE", to_id]);
+        }
+        self.wait_ok();
+    }
+
+    /// Kills the master of `key`'s slot (as a crash would) and waits until
+    /// its replica has taken over.
+    pub fn fail_master_of(&mut self, key: &str) {
+        let master = self.owner_of(key);
+        if let Some(mut child) = self.masters[master].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.owner_of(key) == master || !self.healthy() {
+            assert!(Instant::now() < deadline, "no replica took over");
+            std::thread::sleep(Duration::from_millis(100));
         }
         self.wait_ok();
     }
@@ -218,17 +279,20 @@ fn sorted_lines(text: &str) -> Vec<&str> {
 
 impl Backend for RedisCluster {
     fn url(&self) -> String {
+        // The first three, as an operator names a few seeds.
         let nodes: Vec<String> = self
             .masters
             .iter()
+            .take(3)
             .map(|m| format!("127.0.0.1:{}", m.port))
             .collect();
         format!("redis+cluster://{}", nodes.join(","))
     }
 
     fn cli(&self, args: &[&str]) -> String {
+        let asked = self.running().next().expect("a running instance");
         let out = Command::new("redis-cli")
-            .args(["-c", "-p", &self.masters[0].port.to_string()])
+            .args(["-c", "-p", &self.masters[asked].port.to_string()])
             .args(args)
             .output()
             .expect("redis-cli");

@@ -323,6 +323,10 @@ pub enum Subscriber {
 }
 
 impl Subscriber {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Subscriber::Cluster(_))
+    }
+
     /// Subscribes `topics`; returns once Redis confirmed them all.
     pub async fn subscribe(&mut self, topics: &[String]) -> RedisResult<()> {
         match self {

@@ -39,6 +39,10 @@ use crate::hub::Hub;
 /// subscribes everything again).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a Redis Cluster subscription that failed waits before it is
+/// tried again.
+const RETRY: Duration = Duration::from_millis(500);
+
 /// Topics per SUBSCRIBE or UNSUBSCRIBE command.
 pub const CHUNK: usize = 512;
 
@@ -189,6 +193,17 @@ impl Interest {
         self.wake.notify_one();
     }
 
+    /// Every wanted topic may have been dropped (a Redis Cluster node went
+    /// away): subscribe them all again.
+    pub fn lost_all(&self) {
+        let mut state = self.lock();
+        let topics: Vec<String> = state.wanted.keys().cloned().collect();
+        state.lost.extend(topics.iter().cloned());
+        state.changed.extend(topics);
+        drop(state);
+        self.wake.notify_one();
+    }
+
     /// Takes the topics Redis dropped since the last look.
     fn take_lost(&self) -> Vec<String> {
         std::mem::take(&mut self.lock().lost)
@@ -281,11 +296,22 @@ pub async fn run(
                 }
                 .await;
                 if let Err(e) = done {
-                    // The relay reconnects; the new connection gets the
-                    // whole set.
-                    warn!("cannot update the cluster relay's channels: {e}; reconnecting");
                     interest.confirm(&add);
-                    health.force_reconnect();
+                    if redis.is_cluster() {
+                        // A Redis Cluster connection heals itself (a
+                        // failed command makes it learn the topology):
+                        // the topics not confirmed are tried again soon.
+                        warn!("cannot update the cluster relay's channels: {e}; retrying");
+                        for topic in add.iter().filter(|t| !subscribed.contains(*t)) {
+                            interest.lost(topic);
+                        }
+                        tokio::time::sleep(RETRY).await;
+                    } else {
+                        // The relay reconnects; the new connection gets
+                        // the whole set.
+                        warn!("cannot update the cluster relay's channels: {e}; reconnecting");
+                        health.force_reconnect();
+                    }
                 }
             }
             // Nothing to subscribe on: the next connection takes the lot.

@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use bytestring::ByteString;
 
-use super::connection::Target;
+use super::connection::{Subscriber, Target};
 use super::interest::{Interest, Offer, CHUNK};
 use crate::hub::fanout::Fanout;
 use crate::hub::Hub;
@@ -417,6 +417,24 @@ fn is_message(push: &PushInfo) -> bool {
     matches!(push.kind, PushKind::Message | PushKind::SMessage)
 }
 
+/// Subscribes the control channel again on a Redis Cluster connection
+/// (see the relay loop), trying for as long as a failover may take; the
+/// echoes tell when it does not come back.
+fn resubscribe(mut connection: Subscriber, control: String) {
+    tokio::spawn(async move {
+        for _ in 0..60 {
+            if connection
+                .subscribe(std::slice::from_ref(&control))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
 /// What the relay task needs.
 pub struct Relay {
     pub target: Target,
@@ -485,13 +503,20 @@ pub async fn run(relay: Arc<Relay>) {
                                     Applied::Done => {}
                                 }
                             }
-                            // A Redis Cluster's connection reconnects to the
-                            // node that dropped and subscribes its topics
-                            // again itself; one Redis's is made anew.
+                            // One Redis's connection is made anew. A Redis
+                            // Cluster's reconnects to the node that dropped
+                            // and subscribes its topics again; but when that
+                            // node is gone for good (its replica took over),
+                            // only a command for one of its slots makes the
+                            // connection learn the new topology. So every
+                            // topic is subscribed again: a no-op where
+                            // nothing changed, the new owner where it did.
                             Some(push) if push.kind == PushKind::Disconnection => {
                                 if !target.is_cluster() {
                                     break;
                                 }
+                                interest.lost_all();
+                                resubscribe(connection.clone(), control.clone());
                             }
                             // A sharded topic whose slot moved to another
                             // shard is dropped by Redis (or this is the
