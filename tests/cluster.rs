@@ -8,9 +8,9 @@
 //! each test's module); what only one Redis can do (restart it, kill its
 //! clients) runs on one.
 
+#[macro_use]
 mod common;
 
-use common::redis_cluster::RedisCluster;
 use common::redis_server::{cluster_node as node, Backend, RedisServer};
 use common::{api, trigger, Client, Server};
 use serde_json::json;
@@ -918,25 +918,6 @@ async fn a_members_second_socket_on_a_new_node_is_not_shown_the_roster_again(red
     // for three, then nothing may have been sent.
     b.logged("presence versions checked", 3).await;
     second.expect_nothing_pending().await;
-}
-
-/// Each test of the suite, on one Redis and on a Redis Cluster.
-macro_rules! on_redis_and_redis_cluster {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-
-            #[actix_rt::test]
-            async fn on_redis() {
-                super::$name(&RedisServer::start()).await
-            }
-
-            #[actix_rt::test]
-            async fn on_redis_cluster() {
-                super::$name(&RedisCluster::start()).await
-            }
-        }
-    )*};
 }
 
 on_redis_and_redis_cluster!(

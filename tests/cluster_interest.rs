@@ -3,9 +3,11 @@
 //! subscribes, churn and a Redis restart. Nodes run on a private
 //! `redis-server`; relay traffic is read from each node's metrics.
 
+#[macro_use]
 mod common;
 
-use common::redis_server::RedisServer;
+use common::redis_cluster::RedisCluster;
+use common::redis_server::{Backend, RedisServer};
 use common::{eventually, free_port, scrape, trigger, Client, Server};
 use serde_json::json;
 use std::time::Duration;
@@ -51,16 +53,27 @@ async fn send(server: &Server, channel: &str, data: &str) {
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
 
-#[actix_rt::test]
-async fn a_node_hears_only_the_channels_it_serves() {
-    let redis = RedisServer::start();
+/// The relay topic of a public channel (see `src/adapter/redis/keys.rs`).
+fn topic(channel: &str) -> String {
+    format!("{{herald:app:app-id:{channel}}}:events")
+}
+
+async fn a_node_hears_only_the_channels_it_serves(redis: &impl Backend) {
     let (a, _) = node(&redis.url(), &[]).await;
     let (b, _) = node(&redis.url(), &[]).await;
     let (c, c_metrics) = node(&redis.url(), &[]).await;
     let mut on_b = Client::connect(&b).await;
     on_b.subscribe("stream").await;
+    // On a Redis Cluster, a channel whose topic is on the same shard as
+    // the stream's, so that the sentinel below is a barrier: one shard
+    // sends in order.
+    let shard = redis.shard_of(&topic("stream"));
+    let elsewhere = (0..)
+        .map(|n| format!("elsewhere-{n}"))
+        .find(|c| redis.shard_of(&topic(c)) == shard)
+        .expect("a channel on that shard");
     let mut on_c = Client::connect(&c).await;
-    on_c.subscribe("elsewhere").await;
+    on_c.subscribe(&elsewhere).await;
     let before = heard_on_topics(c_metrics).await;
 
     for i in 0..200 {
@@ -71,7 +84,7 @@ async fn a_node_hears_only_the_channels_it_serves() {
     }
     // The barrier: A publishes it after the stream, and C hears it on the
     // same subscription, so C has seen whatever it was going to see.
-    send(&a, "elsewhere", "sentinel").await;
+    send(&a, &elsewhere, "sentinel").await;
     assert_eq!(on_c.expect("e").await["raw_data"], "sentinel");
     assert_eq!(
         heard_on_topics(c_metrics).await - before,
@@ -84,13 +97,26 @@ async fn a_node_hears_only_the_channels_it_serves() {
 #[actix_rt::test]
 async fn the_first_subscriber_gets_everything_published_after_its_success() {
     let redis = RedisServer::start();
-    let (a, _) = node(&redis.url(), &[]).await;
     // B talks to Redis through 50 ms of latency each way: were B to confirm
     // a subscription before Redis has its topic subscribed, the event
     // published right after the confirmation would reach Redis first and
     // be lost.
     let slow = common::slow_proxy::start(redis.port, Duration::from_millis(50)).await;
-    let (b, _) = node(&format!("redis://127.0.0.1:{slow}"), &[]).await;
+    first_subscribers_miss_nothing(&redis.url(), &format!("redis://127.0.0.1:{slow}")).await;
+}
+
+/// The same on a Redis Cluster (without the latency: its nodes tell
+/// clients their own addresses, which a proxy would have to rewrite).
+#[actix_rt::test]
+async fn the_first_subscriber_gets_everything_on_a_redis_cluster_too() {
+    let redis = RedisCluster::start();
+    first_subscribers_miss_nothing(&redis.url(), &redis.url()).await;
+}
+
+/// Node A publishes through `a_url`, node B subscribes through `b_url`.
+async fn first_subscribers_miss_nothing(a_url: &str, b_url: &str) {
+    let (a, _) = node(a_url, &[]).await;
+    let (b, _) = node(b_url, &[]).await;
     let mut on_b = Client::connect(&b).await;
     for round in 0..30 {
         // A channel new to B: the subscribe makes B listen to it.
@@ -112,9 +138,7 @@ async fn the_first_subscriber_gets_everything_published_after_its_success() {
     }
 }
 
-#[actix_rt::test]
-async fn unsubscribe_and_resubscribe_churn_loses_nothing() {
-    let redis = RedisServer::start();
+async fn unsubscribe_and_resubscribe_churn_loses_nothing(redis: &impl Backend) {
     // No linger: every unsubscribe really leaves the topic.
     let fast = [("HERALD_CLUSTER__INTEREST_LINGER_MS", "0")];
     let (a, _) = node(&redis.url(), &fast).await;
@@ -174,3 +198,8 @@ async fn a_redis_restart_brings_every_interest_back() {
         assert_eq!(got["raw_data"], json!(i.to_string()));
     }
 }
+
+on_redis_and_redis_cluster!(
+    a_node_hears_only_the_channels_it_serves,
+    unsubscribe_and_resubscribe_churn_loses_nothing,
+);

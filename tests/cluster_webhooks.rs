@@ -2,19 +2,21 @@
 //! receiver: occupancy and membership follow the cluster-wide state, so
 //! they are reported once however many nodes see them; a dead node's
 //! departures are reported by a survivor; a webhook its node could not
-//! deliver before dying is delivered by another.
+//! deliver before dying is delivered by another. On one Redis and on a
+//! Redis Cluster.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::redis_server::RedisServer;
+use common::redis_server::{Backend, RedisServer};
 use common::webhook_receiver::{Answer, Receiver};
 use common::{Client, Server};
 use serde_json::{json, Value};
 
 /// A node on `redis` whose app sends webhooks to `url`.
-async fn node(redis: &RedisServer, url: &str, debounce: u64) -> Server {
+async fn node(redis: &impl Backend, url: &str, debounce: u64) -> Server {
     let server = Server::with_config(&format!(
         "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n\
          [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nwebhook_debounce = {debounce}\n\
@@ -56,25 +58,12 @@ async fn delivered_all(hooks: &mut Receiver, keys: &[&str]) -> Vec<Value> {
 }
 
 /// Waits until no webhook of the outbox is read but unacknowledged.
-async fn all_acknowledged(redis: &RedisServer, url: &str) {
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
+async fn all_acknowledged(redis: &impl Backend, url: &str) {
     let group = herald::webhooks::group_name(&herald::config::WebhookConfig::all_events(url));
-    common::eventually("every webhook is acknowledged", || {
-        let mut conn = conn.clone();
-        let group = group.clone();
-        async move {
-            let summary: redis::Value = redis::cmd("XPENDING")
-                .arg("{herald:app:app-id}:webhooks")
-                .arg(&group)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or(redis::Value::Nil);
-            matches!(summary, redis::Value::Array(ref parts) if parts.first() == Some(&redis::Value::Int(0)))
-        }
+    common::eventually("every webhook is acknowledged", || async {
+        // The summary's first line is the number of pending entries.
+        let summary = redis.cli(&["XPENDING", "{herald:app:app-id}:webhooks", &group]);
+        summary.lines().next() == Some("0")
     })
     .await;
 }
@@ -83,12 +72,10 @@ fn once(keys: &[&str]) -> BTreeMap<String, usize> {
     keys.iter().map(|k| (k.to_string(), 1)).collect()
 }
 
-#[actix_rt::test]
-async fn occupancy_and_membership_are_reported_once_per_cluster() {
-    let redis = RedisServer::start();
+async fn occupancy_and_membership_are_reported_once_per_cluster(redis: &impl Backend) {
     let mut hooks = Receiver::start().await;
-    let a = node(&redis, &hooks.url(), 0).await;
-    let b = node(&redis, &hooks.url(), 0).await;
+    let a = node(redis, &hooks.url(), 0).await;
+    let b = node(redis, &hooks.url(), 0).await;
     let mut on_a = Client::connect(&a).await;
     let mut on_b = Client::connect(&b).await;
     on_a.subscribe("shared").await;
@@ -122,12 +109,10 @@ async fn occupancy_and_membership_are_reported_once_per_cluster() {
     assert_eq!(tally(&events), expected, "{events:?}");
 }
 
-#[actix_rt::test]
-async fn a_reconnect_to_another_node_reports_nothing() {
-    let redis = RedisServer::start();
+async fn a_reconnect_to_another_node_reports_nothing(redis: &impl Backend) {
     let mut hooks = Receiver::start().await;
-    let a = node(&redis, &hooks.url(), 2).await;
-    let b = node(&redis, &hooks.url(), 2).await;
+    let a = node(redis, &hooks.url(), 2).await;
+    let b = node(redis, &hooks.url(), 2).await;
     let mut on_a = Client::connect(&a).await;
     on_a.join("presence-page", "7", json!(null)).await;
     let arrived = [
@@ -167,12 +152,10 @@ async fn a_reconnect_to_another_node_reports_nothing() {
     assert_eq!(tally(&events), expected, "{events:?}");
 }
 
-#[actix_rt::test]
-async fn a_killed_nodes_departures_are_reported_once() {
-    let redis = RedisServer::start();
+async fn a_killed_nodes_departures_are_reported_once(redis: &impl Backend) {
     let mut hooks = Receiver::start().await;
-    let mut a = node(&redis, &hooks.url(), 0).await;
-    let b = node(&redis, &hooks.url(), 0).await;
+    let mut a = node(redis, &hooks.url(), 0).await;
+    let b = node(redis, &hooks.url(), 0).await;
     let mut on_a = Client::connect(&a).await;
     let mut on_b = Client::connect(&b).await;
     on_a.join("presence-x", "u1", json!(null)).await;
@@ -189,7 +172,7 @@ async fn a_killed_nodes_departures_are_reported_once() {
     // Delivery is at least once: a node killed between the receiver's
     // answer and its acknowledgement leaves the webhook to be sent again.
     // This test is about the departures, so it waits for the acks.
-    all_acknowledged(&redis, &hooks.url()).await;
+    all_acknowledged(redis, &hooks.url()).await;
 
     a.kill();
     // The survivor notices after node_timeout and reports what it implies.
@@ -205,12 +188,10 @@ async fn a_killed_nodes_departures_are_reported_once() {
     assert_eq!(tally(&events), expected, "{events:?}");
 }
 
-#[actix_rt::test]
-async fn a_webhook_outlives_the_node_that_could_not_deliver_it() {
-    let redis = RedisServer::start();
+async fn a_webhook_outlives_the_node_that_could_not_deliver_it(redis: &impl Backend) {
     let mut hooks = Receiver::start().await;
     hooks.answer(&[], Answer::Status(503));
-    let mut a = node(&redis, &hooks.url(), 0).await;
+    let mut a = node(redis, &hooks.url(), 0).await;
     let mut on_a = Client::connect(&a).await;
     on_a.subscribe("survivor").await;
     // Node a has read it and is retrying.
@@ -221,7 +202,7 @@ async fn a_webhook_outlives_the_node_that_could_not_deliver_it() {
         vec![json!({"name": "channel_occupied", "channel": "survivor"})]
     );
 
-    let b = node(&redis, &hooks.url(), 0).await;
+    let b = node(redis, &hooks.url(), 0).await;
     a.kill();
     hooks.answer(&[], Answer::Status(200));
     // Node b takes it over once a stops beating, and delivers it once.
@@ -277,3 +258,10 @@ async fn the_outbox_holds_only_what_some_url_takes() {
         .expect("XLEN");
     assert_eq!(length, 1);
 }
+
+on_redis_and_redis_cluster!(
+    occupancy_and_membership_are_reported_once_per_cluster,
+    a_reconnect_to_another_node_reports_nothing,
+    a_killed_nodes_departures_are_reported_once,
+    a_webhook_outlives_the_node_that_could_not_deliver_it,
+);

@@ -6,6 +6,26 @@
 
 #![allow(dead_code)]
 
+/// Runs each named `async fn(&impl Backend)` of the calling test file as
+/// two tests, `NAME::on_redis` (one `redis-server`) and
+/// `NAME::on_redis_cluster` (a Redis Cluster of three masters).
+#[allow(unused_macros)]
+macro_rules! on_redis_and_redis_cluster {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[actix_rt::test]
+            async fn on_redis() {
+                super::$name(&crate::common::redis_server::RedisServer::start()).await
+            }
+
+            #[actix_rt::test]
+            async fn on_redis_cluster() {
+                super::$name(&crate::common::redis_cluster::RedisCluster::start()).await
+            }
+        }
+    )*};
+}
+
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod slow_proxy;

@@ -278,6 +278,10 @@ fn sorted_lines(text: &str) -> Vec<&str> {
 }
 
 impl Backend for RedisCluster {
+    fn shard_of(&self, key: &str) -> usize {
+        self.owner_of(key)
+    }
+
     fn url(&self) -> String {
         // The first three, as an operator names a few seeds.
         let nodes: Vec<String> = self

@@ -14,6 +14,10 @@ pub trait Backend {
     /// Runs `redis-cli` against it (following redirections on a cluster);
     /// its output, trimmed.
     fn cli(&self, args: &[&str]) -> String;
+    /// Which shard holds `key` (one Redis has one).
+    fn shard_of(&self, _key: &str) -> usize {
+        0
+    }
 }
 
 /// A Herald node of a cluster on `redis`, with short liveness timings
