@@ -5,15 +5,18 @@
 //! the latency of cross-node deliveries.
 //!
 //! `cargo bench --bench scale_out` (env: BENCH_NODES 4, BENCH_CHANNELS 1000,
-//! BENCH_RATE events/s 2000, BENCH_SECONDS 10; HERALD_BENCH_BIN runs
-//! another build of herald, e.g. an older one, for comparison).
+//! BENCH_RATE events/s 2000, BENCH_SECONDS 10; BENCH_REDIS=cluster runs the
+//! nodes on a Redis Cluster of three masters and reports each master's
+//! CPU; HERALD_BENCH_BIN runs another build of herald, e.g. an older one,
+//! for comparison).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
+use common::redis_cluster::RedisCluster;
+use common::redis_server::{Backend, RedisServer};
 use common::{cpu_time, env_or, free_port, scrape, Client, Server};
 use serde_json::json;
 
@@ -29,6 +32,14 @@ async fn relay_in(metrics: u16) -> f64 {
 
 #[actix_rt::main]
 async fn main() {
+    if std::env::var("BENCH_REDIS").as_deref() == Ok("cluster") {
+        run(&RedisCluster::start(), "a 3-master Redis Cluster").await
+    } else {
+        run(&RedisServer::start(), "one Redis").await
+    }
+}
+
+async fn run(redis: &impl Backend, redis_name: &str) {
     let nodes = env_or("BENCH_NODES", 4);
     let channels = env_or("BENCH_CHANNELS", 1000);
     let rate = env_or("BENCH_RATE", 2000);
@@ -36,10 +47,9 @@ async fn main() {
     let batch = 10; // events per batch_events request (the app's limit)
     let total = rate * seconds / batch * batch;
     println!(
-        "{nodes} nodes on one Redis, {channels} channels (node i serves channel c when c % {nodes} == i, one subscriber each), {rate} events/s for {seconds} s"
+        "{nodes} nodes on {redis_name}, {channels} channels (node i serves channel c when c % {nodes} == i, one subscriber each), {rate} events/s for {seconds} s"
     );
 
-    let redis = RedisServer::start();
     let config = format!("[cluster]\ndriver = \"redis\"\nurl = \"{}\"\n", redis.url());
     let mut servers = Vec::new();
     for _ in 0..nodes {
@@ -87,6 +97,7 @@ async fn main() {
         servers.iter().map(|(s, _)| cpu_time(s.pid())).sum()
     };
     let cpu_before = cpu(&servers);
+    let redis_before: Vec<Duration> = redis.pids().into_iter().map(cpu_time).collect();
     let start = Instant::now();
     let mut tick =
         actix_rt::time::interval(Duration::from_micros((1_000_000 * batch / rate) as u64));
@@ -117,6 +128,12 @@ async fn main() {
     }
     let elapsed = start.elapsed();
     let server_cpu = cpu(&servers) - cpu_before;
+    let redis_cpu: Vec<Duration> = redis
+        .pids()
+        .into_iter()
+        .zip(redis_before)
+        .map(|(pid, before)| cpu_time(pid).saturating_sub(before))
+        .collect();
     let deliveries = total;
 
     println!(
@@ -125,6 +142,13 @@ async fn main() {
         server_cpu.as_secs_f64() * 1e6 / deliveries as f64,
     );
     common::percentiles("cross-node deliveries", latencies);
+    for (i, cpu) in redis_cpu.iter().enumerate() {
+        println!(
+            "redis {i}: {:.2} s CPU ({:.1}% of one core)",
+            cpu.as_secs_f64(),
+            100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64()
+        );
+    }
     for (i, ((_, metrics), before)) in servers.iter().zip(before).enumerate() {
         let received = relay_in(*metrics).await - before;
         println!(

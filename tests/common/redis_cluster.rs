@@ -278,6 +278,13 @@ fn sorted_lines(text: &str) -> Vec<&str> {
 }
 
 impl Backend for RedisCluster {
+    fn pids(&self) -> Vec<u32> {
+        self.masters
+            .iter()
+            .filter_map(|m| m.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     fn shard_of(&self, key: &str) -> usize {
         self.owner_of(key)
     }

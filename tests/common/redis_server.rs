@@ -14,6 +14,8 @@ pub trait Backend {
     /// Runs `redis-cli` against it (following redirections on a cluster);
     /// its output, trimmed.
     fn cli(&self, args: &[&str]) -> String;
+    /// The process ids of its `redis-server`s.
+    fn pids(&self) -> Vec<u32>;
     /// Which shard holds `key` (one Redis has one).
     fn shard_of(&self, _key: &str) -> usize {
         0
@@ -88,6 +90,10 @@ impl RedisServer {
 }
 
 impl Backend for RedisServer {
+    fn pids(&self) -> Vec<u32> {
+        self.child.iter().map(Child::id).collect()
+    }
+
     fn url(&self) -> String {
         RedisServer::url(self)
     }
