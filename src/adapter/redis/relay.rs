@@ -419,19 +419,21 @@ fn is_message(push: &PushInfo) -> bool {
 
 /// Subscribes the control channel again on a Redis Cluster connection
 /// (see the relay loop), trying for as long as a failover may take; the
-/// echoes tell when it does not come back.
-fn resubscribe(mut connection: Subscriber, control: String) {
+/// echoes tell when it does not come back. One attempt at a time per
+/// connection (`busy`), however many nodes drop meanwhile.
+fn resubscribe(mut connection: Subscriber, control: String, busy: Arc<AtomicBool>) {
+    if busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
     tokio::spawn(async move {
         for _ in 0..60 {
-            if connection
-                .subscribe(std::slice::from_ref(&control))
-                .await
-                .is_ok()
-            {
-                return;
+            let topic = std::slice::from_ref(&control);
+            if connection.subscribe(topic).await.is_ok() {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        busy.store(false, Ordering::Release);
     });
 }
 
@@ -475,6 +477,7 @@ pub async fn run(relay: Arc<Relay>) {
                     "cluster relay subscribed to {control} and the channels served here"
                 );
                 let connection = offer.connection.clone();
+                let resubscribing = Arc::new(AtomicBool::new(false));
                 offers.send_replace(Some(offer));
                 health.subscribed.store(true, Ordering::Release);
                 // A fresh subscription counts as hearing until its first
@@ -516,7 +519,7 @@ pub async fn run(relay: Arc<Relay>) {
                                     break;
                                 }
                                 interest.lost_all();
-                                resubscribe(connection.clone(), control.clone());
+                                resubscribe(connection.clone(), control.clone(), resubscribing.clone());
                             }
                             // A sharded topic whose slot moved to another
                             // shard is dropped by Redis (or this is the
