@@ -920,6 +920,36 @@ async fn a_members_second_socket_on_a_new_node_is_not_shown_the_roster_again(red
     second.expect_nothing_pending().await;
 }
 
+/// Redis over TLS (`rediss://`), its certificate signed by a CA the nodes
+/// are told of (`tls_ca`): the cluster works as on plain Redis.
+#[actix_rt::test]
+async fn nodes_share_a_redis_over_tls() {
+    let redis = RedisServer::start_tls();
+    events_cross_nodes_exactly_once_with_exclusion(&redis).await;
+}
+
+/// The same on a Redis Cluster over TLS (`rediss+cluster://`).
+#[actix_rt::test]
+async fn nodes_share_a_redis_cluster_over_tls() {
+    let redis = common::redis_cluster::RedisCluster::start_tls();
+    events_cross_nodes_exactly_once_with_exclusion(&redis).await;
+    presence_is_cluster_wide_with_exact_member_events(&redis).await;
+}
+
+/// A node that does not trust Redis's certificate does not talk to it.
+#[actix_rt::test]
+async fn a_redis_certificate_nobody_vouches_for_is_refused() {
+    let redis = RedisServer::start_tls();
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n",
+        redis.url()
+    );
+    let server = Server::launch(Some(&config), &[]);
+    server.logged("UnknownIssuer", 1).await;
+    let up = common::get(&server, "/up", "").await;
+    assert_eq!(up.body["status"], "degraded", "{:?}", up.body);
+}
+
 on_redis_and_redis_cluster!(
     events_cross_nodes_exactly_once_with_exclusion,
     presence_is_cluster_wide_with_exact_member_events,

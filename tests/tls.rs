@@ -8,83 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use common::certificate::make_certificate;
 use common::{Client, Server, APP_ID, KEY, SECRET};
 use serde_json::json;
-
-/// A CA and a `localhost` / 127.0.0.1 certificate it signed, as PEM files
-/// in `dir` (`{name}-ca.pem`, `{name}-cert.pem`, `{name}-key.pem`).
-fn make_certificate(dir: &Path, name: &str) {
-    let file = |suffix: &str| {
-        dir.join(format!("{name}-{suffix}"))
-            .to_string_lossy()
-            .into_owned()
-    };
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl must be installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &file("ca-key.pem"),
-        "-out",
-        &file("ca.pem"),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN=Herald test CA {name}"),
-    ]);
-    run(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &file("key.pem"),
-        "-out",
-        &file("csr.pem"),
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        file("ext.cnf"),
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &file("csr.pem"),
-        "-CA",
-        &file("ca.pem"),
-        "-CAkey",
-        &file("ca-key.pem"),
-        "-CAcreateserial",
-        "-out",
-        &file("cert.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &file("ext.cnf"),
-    ]);
-}
 
 /// An HTTP client that trusts only the CA in `ca`.
 fn trusting(ca: &Path) -> awc::Client {

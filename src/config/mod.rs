@@ -101,8 +101,12 @@ pub enum ClusterDriver {
 pub struct ClusterConfig {
     pub driver: ClusterDriver,
     /// Redis URL, e.g. `redis://127.0.0.1:6379/0`, or the nodes of a
-    /// Redis Cluster: `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`.
+    /// Redis Cluster: `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`;
+    /// `rediss://` and `rediss+cluster://` connect over TLS.
     pub url: String,
+    /// PEM file of the certificate authorities that sign Redis's TLS
+    /// certificate (`rediss://`); unset: the system's trusted roots.
+    pub tls_ca: Option<String>,
     /// Prefix of every Redis key and pub/sub channel Herald uses.
     pub prefix: String,
     /// Seconds without a heartbeat after which a node is presumed dead and
@@ -125,6 +129,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             driver: ClusterDriver::Local,
             url: "redis://127.0.0.1:6379".into(),
+            tls_ca: None,
             prefix: "herald".into(),
             node_timeout: 30,
             heartbeat_interval: 1,
@@ -598,15 +603,23 @@ impl Config {
         }
         let c = &self.cluster;
         if c.driver == ClusterDriver::Redis {
-            if !(c.url.starts_with("redis://")
-                || c.url.starts_with("rediss://")
+            let tls = c.url.starts_with("rediss://") || c.url.starts_with("rediss+cluster://");
+            if !(tls
+                || c.url.starts_with("redis://")
                 || c.url.starts_with("unix://")
                 || c.url.starts_with("redis+cluster://"))
             {
                 return Err(invalid(
                     "cluster.url",
-                    "must be a redis:// URL (or redis+cluster:// for a Redis Cluster)",
+                    "must be a redis:// or rediss:// URL (redis+cluster:// or rediss+cluster:// for a Redis Cluster)",
                 ));
+            }
+            if let Some(path) = &c.tls_ca {
+                if !tls {
+                    return Err(invalid("cluster.tls_ca", "needs a rediss:// URL"));
+                }
+                std::fs::metadata(path)
+                    .map_err(|e| invalid("cluster.tls_ca", format!("cannot read {path:?}: {e}")))?;
             }
             if c.prefix.is_empty() {
                 return Err(invalid("cluster.prefix", "must not be empty"));

@@ -26,6 +26,7 @@ macro_rules! on_redis_and_redis_cluster {
     )*};
 }
 
+pub mod certificate;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod slow_proxy;

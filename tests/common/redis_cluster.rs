@@ -22,6 +22,8 @@ pub struct RedisCluster {
     masters: Vec<Instance>,
     /// Each instance's cluster node id.
     ids: Vec<String>,
+    /// Whether it speaks TLS only (certificates `redis-*.pem` in `dir`).
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -34,15 +36,21 @@ fn free_port() -> u16 {
 impl RedisCluster {
     /// Three masters owning all slots, answering `cluster_state:ok`.
     pub fn start() -> RedisCluster {
-        RedisCluster::create(0)
+        RedisCluster::create(0, false)
     }
 
     /// Three masters with a replica each.
     pub fn start_with_replicas() -> RedisCluster {
-        RedisCluster::create(1)
+        RedisCluster::create(1, false)
     }
 
-    fn create(replicas: usize) -> RedisCluster {
+    /// Three masters speaking TLS only (clients and the cluster bus), with
+    /// certificates for 127.0.0.1 signed by a CA made for the test.
+    pub fn start_tls() -> RedisCluster {
+        RedisCluster::create(0, true)
+    }
+
+    fn create(replicas: usize, tls: bool) -> RedisCluster {
         let dir = std::env::temp_dir().join(format!(
             "herald-redis-cluster-{}-{}",
             std::process::id(),
@@ -58,7 +66,11 @@ impl RedisCluster {
                 })
                 .collect(),
             ids: Vec::new(),
+            tls,
         };
+        if tls {
+            super::certificate::make_certificate(&cluster.dir, "redis");
+        }
         for i in 0..cluster.masters.len() {
             cluster.launch(i);
         }
@@ -70,17 +82,29 @@ impl RedisCluster {
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.port))
             .collect();
-        let created = Command::new("redis-cli")
+        let mut create = cluster
+            .redis_cli()
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
+            .stdout(Stdio::null())
+            .spawn()
             .expect("redis-cli must be installed (apt-get install redis-tools)");
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&created.stdout)
-        );
+        // It waits for the nodes to meet for as long as that takes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match create.try_wait().expect("redis-cli --cluster create") {
+                Some(status) => {
+                    assert!(status.success(), "redis-cli --cluster create failed");
+                    break;
+                }
+                None if Instant::now() > deadline => {
+                    let _ = create.kill();
+                    panic!("the Redis Cluster's nodes did not meet");
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
         cluster.wait_ok();
         // A replica that never synced cannot take over: wait until each
         // has its master's data.
@@ -100,8 +124,23 @@ impl RedisCluster {
 
     fn launch(&mut self, i: usize) {
         let port = self.masters[i].port;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("redis-cert.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("redis-key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.join("redis-ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .args(["--cluster-node-timeout", "2000"])
@@ -125,12 +164,25 @@ impl RedisCluster {
 
     /// Runs `redis-cli` against master `i`.
     pub fn cli_at(&self, i: usize, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let out = self
+            .redis_cli()
             .args(["-p", &self.masters[i].port.to_string()])
             .args(args)
             .output()
             .expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `redis-cli`, over TLS when the cluster speaks it.
+    fn redis_cli(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        if self.tls {
+            command
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(self.dir.join("redis-ca.pem"));
+        }
+        command
     }
 
     fn running(&self) -> impl Iterator<Item = usize> + '_ {
@@ -278,6 +330,16 @@ fn sorted_lines(text: &str) -> Vec<&str> {
 }
 
 impl Backend for RedisCluster {
+    fn cluster_keys(&self) -> String {
+        match self.tls {
+            true => format!(
+                "tls_ca = {:?}\n",
+                self.dir.join("redis-ca.pem").to_string_lossy()
+            ),
+            false => String::new(),
+        }
+    }
+
     fn pids(&self) -> Vec<u32> {
         self.masters
             .iter()
@@ -297,12 +359,14 @@ impl Backend for RedisCluster {
             .take(3)
             .map(|m| format!("127.0.0.1:{}", m.port))
             .collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}+cluster://{}", nodes.join(","))
     }
 
     fn cli(&self, args: &[&str]) -> String {
         let asked = self.running().next().expect("a running instance");
-        let out = Command::new("redis-cli")
+        let out = self
+            .redis_cli()
             .args(["-c", "-p", &self.masters[asked].port.to_string()])
             .args(args)
             .output()

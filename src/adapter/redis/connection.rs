@@ -1,6 +1,7 @@
 //! Where the cluster's Redis is, and how a node talks to it: one Redis
-//! server (`redis://`) or a Redis Cluster (`redis+cluster://`), behind one
-//! connection type so that the rest of the adapter does not care which.
+//! server (`redis://`) or a Redis Cluster (`redis+cluster://`), over TLS
+//! with `rediss`, behind one connection type so that the rest of the
+//! adapter does not care which.
 //!
 //! On a Redis Cluster:
 //! * every key a script or a multi-key command touches shares one hash tag
@@ -28,16 +29,32 @@ use redis::cluster_routing::Slot;
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Script, Value};
 
-/// The URL scheme of a Redis Cluster: `redis+cluster://host:port,host:port`
-/// (any reachable nodes; the rest of the topology is discovered).
-pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// The URL schemes of a Redis Cluster, `redis+cluster://host:port,host:port`
+/// (any reachable nodes; the rest of the topology is discovered), and the
+/// same over TLS.
+const CLUSTER_SCHEMES: [(&str, &str); 2] = [
+    ("redis+cluster://", "redis://"),
+    ("rediss+cluster://", "rediss://"),
+];
 
 /// Where Redis is.
 #[derive(Clone)]
 pub enum Target {
     Single(redis::Client),
-    /// The seed nodes of a Redis Cluster.
-    Cluster(Vec<redis::ConnectionInfo>),
+    /// The seed nodes of a Redis Cluster, and the authorities that sign
+    /// its TLS certificates (if not the system's).
+    Cluster {
+        seeds: Vec<redis::ConnectionInfo>,
+        tls_ca: Option<Vec<u8>>,
+    },
+}
+
+/// A TLS trust store of `ca` (PEM) instead of the system's roots.
+fn trusting(ca: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.to_vec()),
+    }
 }
 
 /// Relay frames are small and latency-bound: no Nagle delay.
@@ -46,17 +63,23 @@ fn tcp() -> TcpSettings {
 }
 
 impl Target {
-    /// Reads `cluster.url`.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    /// Reads `cluster.url`; `tls_ca` is the PEM of `cluster.tls_ca`.
+    pub fn parse(url: &str, tls_ca: Option<Vec<u8>>) -> Result<Target, String> {
         let invalid = |e: &dyn std::fmt::Display| format!("invalid cluster.url: {e}");
-        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
+        let cluster = CLUSTER_SCHEMES
+            .iter()
+            .find_map(|(scheme, node)| url.strip_prefix(scheme).map(|rest| (rest, node)));
+        let Some((rest, node_scheme)) = cluster else {
             let info = url
                 .into_connection_info()
                 .map_err(|e| invalid(&e))?
                 .set_tcp_settings(tcp());
-            return redis::Client::open(info)
-                .map(Target::Single)
-                .map_err(|e| invalid(&e));
+            return match &tls_ca {
+                Some(ca) => redis::Client::build_with_tls(info, trusting(ca))
+                    .map_err(|e| format!("invalid cluster.url or cluster.tls_ca: {e}")),
+                None => redis::Client::open(info).map_err(|e| invalid(&e)),
+            }
+            .map(Target::Single);
         };
         // Credentials (which may hold '@' or ',') end at the last '@'.
         let (credentials, hosts) = match rest.rsplit_once('@') {
@@ -73,7 +96,7 @@ impl Target {
             .split(',')
             .filter(|host| !host.is_empty())
             .map(|host| {
-                format!("redis://{credentials}{host}")
+                format!("{node_scheme}{credentials}{host}")
                     .into_connection_info()
                     .map(|info| info.set_tcp_settings(tcp()))
                     .map_err(|e| invalid(&e))
@@ -82,22 +105,27 @@ impl Target {
         if seeds.is_empty() {
             return Err(invalid(&"no Redis Cluster node named"));
         }
-        Ok(Target::Cluster(seeds))
+        Ok(Target::Cluster { seeds, tls_ca })
     }
 
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Target::Cluster(_))
+        matches!(self, Target::Cluster { .. })
     }
 
     fn cluster_client(
         seeds: &[redis::ConnectionInfo],
+        tls_ca: &Option<Vec<u8>>,
         response_timeout: Duration,
     ) -> ClusterClientBuilder {
-        ClusterClientBuilder::new(seeds.to_vec())
+        let builder = ClusterClientBuilder::new(seeds.to_vec())
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(response_timeout)
             .retries(2)
-            .tcp_settings(tcp())
+            .tcp_settings(tcp());
+        match tls_ca {
+            Some(ca) => builder.certs(trusting(ca)),
+            None => builder,
+        }
     }
 
     /// A connection for commands, made on first use (a node starts while
@@ -115,8 +143,8 @@ impl Target {
                     .map(Redis::Single)
                     .map_err(|e| format!("cannot set up the Redis connection: {e}"))
             }
-            Target::Cluster(seeds) => {
-                let client = Target::cluster_client(seeds, response_timeout)
+            Target::Cluster { seeds, tls_ca } => {
+                let client = Target::cluster_client(seeds, tls_ca, response_timeout)
                     .build()
                     .map_err(|e| format!("cannot set up the Redis Cluster connection: {e}"))?;
                 Ok(Redis::Cluster(LazyCluster(Arc::new(ClusterState {
@@ -144,8 +172,8 @@ impl Target {
                     .await?;
                 Ok(Subscriber::Single(connection))
             }
-            Target::Cluster(seeds) => {
-                let client = Target::cluster_client(seeds, Duration::from_secs(2))
+            Target::Cluster { seeds, tls_ca } => {
+                let client = Target::cluster_client(seeds, tls_ca, Duration::from_secs(2))
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(pushes)
                     .build()?;
@@ -372,26 +400,37 @@ mod tests {
 
     #[test]
     fn a_cluster_url_names_its_seed_nodes() {
-        let Ok(Target::Cluster(seeds)) =
-            Target::parse("redis+cluster://user:p@ss,w@10.0.0.1:7000,10.0.0.2:7001/")
-        else {
+        let Ok(Target::Cluster { seeds, .. }) = Target::parse(
+            "redis+cluster://user:p@ss,w@10.0.0.1:7000,10.0.0.2:7001/",
+            None,
+        ) else {
             panic!("a cluster");
         };
         assert_eq!(seeds.len(), 2);
         assert_eq!(seeds[1].addr().to_string(), "10.0.0.2:7001");
         assert_eq!(seeds[0].redis_settings().password(), Some("p@ss,w"));
-        assert!(Target::parse("redis+cluster://h:1/0").is_err(), "no db");
-        assert!(Target::parse("redis+cluster://").is_err());
+        assert!(
+            Target::parse("redis+cluster://h:1/0", None).is_err(),
+            "no db"
+        );
+        assert!(Target::parse("redis+cluster://", None).is_err());
         assert!(matches!(
-            Target::parse("redis://127.0.0.1:6379/0"),
+            Target::parse("redis://127.0.0.1:6379/0", None),
             Ok(Target::Single(_))
         ));
+        let Ok(Target::Cluster { seeds, .. }) = Target::parse("rediss+cluster://h:1,h:2", None)
+        else {
+            panic!("a cluster over TLS");
+        };
+        assert!(seeds
+            .iter()
+            .all(|seed| matches!(seed.addr(), redis::ConnectionAddr::TcpTls { .. })));
     }
 
     #[tokio::test]
     async fn a_batch_groups_by_slot_only_on_a_cluster() {
-        let single =
-            Target::parse("redis://127.0.0.1:1").and_then(|t| t.connect(Duration::from_secs(1)));
+        let single = Target::parse("redis://127.0.0.1:1", None)
+            .and_then(|t| t.connect(Duration::from_secs(1)));
         let Ok(single) = single else { panic!("lazy") };
         let mut batch = Batch::new(&single);
         batch.publish("{a}:x", b"1");

@@ -66,7 +66,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisAdapter {
     inner: Arc<Inner>,
     /// For the webhook outbox's own connections.
-    target: Target,
+    target: Arc<Target>,
 }
 
 struct Inner {
@@ -115,7 +115,14 @@ impl RedisAdapter {
     /// Connects lazily (the node starts even while Redis is down) and starts
     /// the relay subscriber, the writer and the heartbeat.
     pub fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<RedisAdapter, String> {
-        let target = Target::parse(&config.url)?;
+        let tls_ca = match &config.tls_ca {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read cluster.tls_ca {path:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        let target = Target::parse(&config.url, tls_ca)?;
         let redis = target.connect(REDIS_TIMEOUT)?;
         let node = format!("{:016x}", rand::random::<u64>());
         let keys = Keys::new(&config.prefix, &node);
@@ -176,7 +183,10 @@ impl RedisAdapter {
         let beating = inner.clone();
         let heartbeat = supervise("heartbeat", move || node::heartbeat(beating.clone()));
         let _ = inner.heartbeat.set(heartbeat);
-        Ok(RedisAdapter { inner, target })
+        Ok(RedisAdapter {
+            inner,
+            target: Arc::new(target),
+        })
     }
 
     /// What the webhook service needs to deliver from this cluster's
