@@ -12,10 +12,12 @@
 //!   groups sent side by side, each keeping its own order (a channel's
 //!   publications, history and cache share a slot).
 //!
-//! redis-rs's cluster connection follows the topology (MOVED/ASK, a
-//! failover, a resharding) and subscribes the sharded topics again where
-//! their slots went; `relay` and `interest` handle the one case it does not
-//! (Redis dropping a topic whose slot moved away).
+//! redis-rs's cluster connection follows MOVED/ASK redirections for
+//! commands and subscribes the sharded topics again on a node it
+//! reconnects to; `relay` and `interest` handle what it does not: Redis
+//! dropping the topics of a slot that moved away, and a master gone for
+//! good (its replica took over), which the subscriber connection only
+//! learns of by sending a command there.
 
 use std::collections::HashMap;
 use std::sync::Arc;

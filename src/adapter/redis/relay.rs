@@ -518,6 +518,7 @@ pub async fn run(relay: Arc<Relay>) {
                                 if !target.is_cluster() {
                                     break;
                                 }
+                                info!("a Redis Cluster node dropped the relay; subscribing every channel again");
                                 interest.lost_all();
                                 resubscribe(connection.clone(), control.clone(), resubscribing.clone());
                             }
