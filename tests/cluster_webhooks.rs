@@ -259,9 +259,41 @@ async fn the_outbox_holds_only_what_some_url_takes() {
     assert_eq!(length, 1);
 }
 
+/// `subscription_count` is reported by the node where the count changed,
+/// with the cluster-wide total, once per change.
+async fn subscription_counts_are_reported_with_the_cluster_total(redis: &impl Backend) {
+    let mut hooks = Receiver::start().await;
+    let config = format!(
+        "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n\
+         [[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n\
+         [[apps.webhooks]]\nurl = \"{}\"\nevent_types = [\"subscription_count\"]\n",
+        redis.url(),
+        hooks.url()
+    );
+    let (a, b) = (Server::with_config(&config), Server::with_config(&config));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let count = |n: usize| json!([{"name": "subscription_count", "channel": "counted", "subscription_count": n}]);
+    let mut on_a = Client::connect(&a).await;
+    on_a.subscribe("counted").await;
+    assert_eq!(json!(hooks.next().await.events), count(1));
+    let mut on_b = Client::connect(&b).await;
+    on_b.subscribe("counted").await;
+    assert_eq!(json!(hooks.next().await.events), count(2));
+    drop(on_b);
+    assert_eq!(json!(hooks.next().await.events), count(1));
+    // Nothing more about it: a change on another channel is next.
+    on_a.subscribe("barrier").await;
+    assert_eq!(
+        json!(hooks.next().await.events),
+        json!([{"name": "subscription_count", "channel": "barrier", "subscription_count": 1}])
+    );
+}
+
 on_redis_and_redis_cluster!(
     occupancy_and_membership_are_reported_once_per_cluster,
     a_reconnect_to_another_node_reports_nothing,
     a_killed_nodes_departures_are_reported_once,
     a_webhook_outlives_the_node_that_could_not_deliver_it,
+    subscription_counts_are_reported_with_the_cluster_total,
 );

@@ -328,23 +328,12 @@ impl Inner {
         }
     }
 
-    /// Announces the cluster-wide count of one changed channel, unless it
-    /// is the count last announced or the crowd throttle holds it back
-    /// (then it stays dirty for a later flush).
-    async fn flush_count(&self, key: String, here: bool) {
-        let Some((app_id, channel)) = key.split_once('\n') else {
-            return;
-        };
-        let Some(app) = self.hub.by_id(app_id) else {
-            return;
-        };
-        let remote = match self.remote_subscribers(app_id, channel).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.mark_unhealthy(&e);
-                return;
-            }
-        };
+    /// Announces the cluster-wide count of one changed channel (`remote`
+    /// subscribers on other nodes), unless it is the count last announced
+    /// or the crowd throttle holds it back (then it stays dirty for a later
+    /// flush).
+    fn announce_total(&self, app: &AppHub, channel: &str, remote: usize, here: bool) {
+        let key = format!("{}\n{channel}", app.id());
         let total = app.local_subscribers(channel) + remote;
         let previous = self.count_sent.get(&key).map(|entry| *entry);
         if total == 0 {
@@ -360,7 +349,7 @@ impl Inner {
             self.mark_counts_dirty([key], here);
             return;
         }
-        self.count_sent.insert(key.clone(), (total, now));
+        self.count_sent.insert(key, (total, now));
         // To this node's subscribers only: every node recomputes the total
         // itself when any node's count changes (`state` tells them).
         if app.app().subscription_count {
@@ -467,22 +456,33 @@ impl Inner {
     }
 
     /// Subscribers of a channel on the other live nodes.
+    /// Subscribers of each of `channels` on the `others` nodes: a pipeline
+    /// (in the app's slot) per 512 channels, one field per node and channel.
     async fn remote_subscribers(
         &self,
         app: &str,
-        channel: &str,
-    ) -> Result<usize, redis::RedisError> {
-        let nodes = self.live_nodes().await?;
-        let others: Vec<&String> = nodes.iter().filter(|n| **n != self.keys.node).collect();
+        channels: &[String],
+        others: &[String],
+    ) -> Result<Vec<usize>, redis::RedisError> {
         if others.is_empty() {
-            return Ok(0);
+            return Ok(vec![0; channels.len()]);
         }
-        let mut pipe = redis::pipe();
-        for node in others {
-            pipe.hget(self.keys.subscriptions(app, node), channel);
+        let mut totals = Vec::with_capacity(channels.len());
+        for chunk in channels.chunks(512) {
+            let mut pipe = redis::pipe();
+            for channel in chunk {
+                for node in others {
+                    pipe.hget(self.keys.subscriptions(app, node), channel);
+                }
+            }
+            let counts: Vec<Option<usize>> = self.query(&pipe).await?;
+            totals.extend(
+                counts
+                    .chunks(others.len())
+                    .map(|per_node| per_node.iter().flatten().sum::<usize>()),
+            );
         }
-        let counts: Vec<Option<usize>> = self.query(&pipe).await?;
-        Ok(counts.into_iter().flatten().sum())
+        Ok(totals)
     }
 
     async fn join(
@@ -738,7 +738,8 @@ where
 const COUNT_FLUSH: Duration = Duration::from_millis(100);
 
 /// Announces changed subscription counts every [`COUNT_FLUSH`]: one pass
-/// over the channels that changed, however many (un)subscribes there were.
+/// over the channels that changed, however many (un)subscribes there were,
+/// with one Redis round trip for the live nodes and one per app.
 async fn counts_flusher(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(COUNT_FLUSH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -746,8 +747,41 @@ async fn counts_flusher(inner: Arc<Inner>) {
         tick.tick().await;
         let dirty =
             std::mem::take(&mut *inner.counts_dirty.lock().unwrap_or_else(|e| e.into_inner()));
-        for (key, here) in dirty {
-            inner.flush_count(key, here).await;
+        if dirty.is_empty() {
+            continue;
+        }
+        let others: Vec<String> = match inner.live_nodes().await {
+            Ok(nodes) => nodes
+                .into_iter()
+                .filter(|n| *n != inner.keys.node)
+                .collect(),
+            Err(e) => {
+                inner.mark_unhealthy(&e);
+                continue;
+            }
+        };
+        let mut by_app: HashMap<&str, (Vec<String>, Vec<bool>)> = HashMap::new();
+        for (key, here) in &dirty {
+            if let Some((app, channel)) = key.split_once('\n') {
+                let (channels, heres) = by_app.entry(app).or_default();
+                channels.push(channel.to_owned());
+                heres.push(*here);
+            }
+        }
+        for (app_id, (channels, heres)) in by_app {
+            let Some(app) = inner.hub.by_id(app_id) else {
+                continue;
+            };
+            let remote = match inner.remote_subscribers(app_id, &channels, &others).await {
+                Ok(remote) => remote,
+                Err(e) => {
+                    inner.mark_unhealthy(&e);
+                    continue;
+                }
+            };
+            for ((channel, here), remote) in channels.iter().zip(heres).zip(remote) {
+                inner.announce_total(&app, channel, remote, here);
+            }
         }
     }
 }
