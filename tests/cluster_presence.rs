@@ -1,16 +1,18 @@
-//! Presence under churn on a two-node cluster (a real `redis-server`): 100
+//! Presence under churn on a two-node cluster (a real `redis-server`, and a
+//! three-master Redis Cluster): 100
 //! sockets of 20 users, every user on both nodes, joining and leaving
 //! concurrently for several rounds, watched by observers on both nodes.
 //! Every observer must see each user's joins and leaves alternate,
 //! consistently with its roster, and end with the member list `/users`
 //! gives.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
+use common::redis_server::Backend;
 use common::{Client, Endpoint, Server};
 use serde_json::{json, Value};
 
@@ -19,7 +21,7 @@ const USERS: usize = 20;
 const SOCKETS: usize = 100;
 const ROUNDS: usize = 6;
 
-async fn node(redis: &RedisServer) -> Server {
+async fn node(redis: &impl Backend) -> Server {
     let config = format!(
         "[cluster]\ndriver = \"redis\"\nurl = \"{}\"\nnode_timeout = 3\nheartbeat_interval = 1\n\n[[apps]]\nid = \"app-id\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nmax_presence_members = 1000\n",
         redis.url()
@@ -115,10 +117,8 @@ async fn users(server: &impl Endpoint) -> HashSet<String> {
         .collect()
 }
 
-#[actix_rt::test]
-async fn presence_under_churn_is_exact_on_every_node() {
-    let redis = RedisServer::start();
-    let nodes = [node(&redis).await, node(&redis).await];
+async fn presence_under_churn_is_exact_on_every_node(redis: &impl Backend) {
+    let nodes = [node(redis).await, node(redis).await];
     // Observers on each node; each node's sentinel is published through the
     // other node, so it arrives through the relay after every member event.
     let mut observers = Vec::new();
@@ -206,3 +206,5 @@ async fn presence_under_churn_is_exact_on_every_node() {
     }
     drop(clients);
 }
+
+on_redis_and_redis_cluster!(presence_under_churn_is_exact_on_every_node);
