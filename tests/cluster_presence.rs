@@ -1,7 +1,7 @@
-//! Presence under churn on a two-node cluster (a real `redis-server`, and a
-//! three-master Redis Cluster): 100
-//! sockets of 20 users, every user on both nodes, joining and leaving
-//! concurrently for several rounds, watched by observers on both nodes.
+//! Presence under churn on a two-node cluster (on a real `redis-server`, and
+//! on a three-master Redis Cluster): 100 sockets of 20 users, every user on
+//! both nodes, joining and leaving concurrently for several rounds, watched
+//! by observers on both nodes.
 //! Every observer must see each user's joins and leaves alternate,
 //! consistently with its roster, and end with the member list `/users`
 //! gives.
