@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::connection::Subscriber;
 use super::relay::RelayHealth;
@@ -204,6 +204,11 @@ impl Interest {
         self.wake.notify_one();
     }
 
+    /// Makes the task look at `topics` again (an update that failed).
+    fn recheck(&self, topics: impl IntoIterator<Item = String>) {
+        self.lock().changed.extend(topics);
+    }
+
     /// Takes the topics Redis dropped since the last look.
     fn take_lost(&self) -> Vec<String> {
         std::mem::take(&mut self.lock().lost)
@@ -273,6 +278,8 @@ pub async fn run(
     let period = (interest.linger / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut sweep = tokio::time::interval(period);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the last update failed (its warning was logged).
+    let mut failing = false;
     loop {
         for topic in interest.take_lost() {
             subscribed.remove(&topic);
@@ -295,20 +302,29 @@ pub async fn run(
                     redis::RedisResult::Ok(())
                 }
                 .await;
-                if let Err(e) = done {
-                    interest.confirm(&add);
-                    if redis.is_cluster() {
+                match done {
+                    Ok(()) if failing => {
+                        info!("the cluster relay's channels follow this node's again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if redis.is_cluster() => {
                         // A Redis Cluster connection heals itself (a
                         // failed command makes it learn the topology):
-                        // the topics not confirmed are tried again soon.
-                        warn!("cannot update the cluster relay's channels: {e}; retrying");
-                        for topic in add.iter().filter(|t| !subscribed.contains(*t)) {
-                            interest.lost(topic);
+                        // what was not done is tried again soon (logged
+                        // once, however long the shard is away).
+                        interest.confirm(&add);
+                        if !failing {
+                            warn!("cannot update the cluster relay's channels: {e}; retrying");
                         }
+                        failing = true;
+                        interest.recheck(add.into_iter().chain(remove));
                         tokio::time::sleep(RETRY).await;
-                    } else {
+                    }
+                    Err(e) => {
                         // The relay reconnects; the new connection gets
                         // the whole set.
+                        interest.confirm(&add);
                         warn!("cannot update the cluster relay's channels: {e}; reconnecting");
                         health.force_reconnect();
                     }
