@@ -194,3 +194,35 @@ async fn a_failover_to_a_replica_is_survived() {
     scene.b.wait_ready().await;
     scene.still_one_server().await;
 }
+
+/// A node that serves a channel whose shard is away says so on `/up`
+/// ("degraded": some of what it serves is not heard), while its state and
+/// relay shards are fine, and is "ok" and hears the channel again once
+/// the shard is back.
+#[actix_rt::test]
+async fn a_shard_away_shows_on_up_of_the_nodes_that_need_it() {
+    let mut redis = RedisCluster::start();
+    let (a, b) = (cluster_node(&redis).await, cluster_node(&redis).await);
+    // A channel on the master that holds neither the app's state nor the
+    // node registry and control channel.
+    let busy = [redis.owner_of(APP_STATE), redis.owner_of("{herald}:nodes")];
+    let channel = (0..)
+        .map(|n| format!("news-{n}"))
+        .find(|c| !busy.contains(&redis.owner_of(&topic(c))))
+        .expect("a channel on the third master");
+    let master = redis.owner_of(&topic(&channel));
+    let mut news = Client::connect(&b).await;
+    news.subscribe(&channel).await;
+
+    redis.stop_master(master);
+    common::eventually("B says it is degraded", || async {
+        common::get(&b, "/up", "").await.body["status"] == "degraded"
+    })
+    .await;
+    // A serves nothing there: still ok.
+    assert_eq!(common::get(&a, "/up", "").await.body["status"], "ok");
+
+    redis.start_master(master);
+    b.wait_ready().await;
+    heard_again(&a, &mut news, &channel).await;
+}

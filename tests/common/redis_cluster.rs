@@ -144,6 +144,8 @@ impl RedisCluster {
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .args(["--cluster-node-timeout", "2000"])
+            // A master away stops its own slots only.
+            .args(["--cluster-require-full-coverage", "no"])
             .args(["--appendonly", "yes"])
             .args(["--appendfilename", &format!("appendonly-{port}.aof")])
             .args(["--appenddirname", &format!("aof-{port}")])
@@ -314,10 +316,21 @@ impl RedisCluster {
     /// Stops master `i` cleanly (its data is in its append-only file) and
     /// starts it again on the same port, as an operator's restart does.
     pub fn restart_master(&mut self, i: usize) {
+        self.stop_master(i);
+        self.start_master(i);
+    }
+
+    /// Stops master `i` cleanly. Without a replica its slots are then
+    /// served by nobody; the other masters go on serving theirs.
+    pub fn stop_master(&mut self, i: usize) {
         self.cli_at(i, &["SHUTDOWN"]);
         if let Some(mut child) = self.masters[i].child.take() {
             let _ = child.wait();
         }
+    }
+
+    /// Starts a stopped master again (with its data).
+    pub fn start_master(&mut self, i: usize) {
         self.launch(i);
         self.wait_ok();
     }

@@ -16,6 +16,7 @@
 //! before the task looks ends up subscribed, never the other way round.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,9 @@ pub const CHUNK: usize = 512;
 /// This node's wanted topics.
 pub struct Interest {
     state: Mutex<State>,
+    /// Whether the last update of the subscription failed: some channel
+    /// served here is not heard (on a Redis Cluster, a shard is away).
+    failing: AtomicBool,
     /// Wakes the task when `State::changed` has something.
     wake: Notify,
     linger: Duration,
@@ -99,6 +103,7 @@ impl Interest {
     pub fn new(linger: Duration) -> Arc<Interest> {
         Arc::new(Interest {
             state: Mutex::default(),
+            failing: AtomicBool::new(false),
             wake: Notify::new(),
             linger,
         })
@@ -214,6 +219,11 @@ impl Interest {
         std::mem::take(&mut self.lock().lost)
     }
 
+    /// Whether some channel served here cannot be heard right now.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
     /// How many topics this node wants.
     pub fn len(&self) -> usize {
         self.lock().wanted.len()
@@ -278,8 +288,6 @@ pub async fn run(
     let period = (interest.linger / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut sweep = tokio::time::interval(period);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Whether the last update failed (its warning was logged).
-    let mut failing = false;
     loop {
         for topic in interest.take_lost() {
             subscribed.remove(&topic);
@@ -303,9 +311,9 @@ pub async fn run(
                 }
                 .await;
                 match done {
-                    Ok(()) if failing => {
+                    Ok(()) if interest.failing() => {
                         info!("the cluster relay's channels follow this node's again");
-                        failing = false;
+                        interest.failing.store(false, Ordering::Release);
                     }
                     Ok(()) => {}
                     Err(e) if redis.is_cluster() => {
@@ -314,10 +322,9 @@ pub async fn run(
                         // what was not done is tried again soon (logged
                         // once, however long the shard is away).
                         interest.confirm(&add);
-                        if !failing {
+                        if !interest.failing.swap(true, Ordering::AcqRel) {
                             warn!("cannot update the cluster relay's channels: {e}; retrying");
                         }
-                        failing = true;
                         interest.recheck(add.into_iter().chain(remove));
                         tokio::time::sleep(RETRY).await;
                     }

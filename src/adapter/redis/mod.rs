@@ -1102,8 +1102,11 @@ impl RedisAdapter {
             .map_err(unavailable)
     }
 
+    /// In the cluster: its state written, its relay hearing its echoes,
+    /// and every channel it serves heard.
     pub(super) fn ready(&self) -> bool {
-        self.inner.healthy() && self.inner.relay.alive(self.inner.echo_window())
+        let inner = &self.inner;
+        inner.healthy() && inner.relay.alive(inner.echo_window()) && !inner.interest.failing()
     }
 
     pub(super) async fn shutdown(&self) {
