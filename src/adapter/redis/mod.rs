@@ -455,7 +455,6 @@ impl Inner {
         }
     }
 
-    /// Subscribers of a channel on the other live nodes.
     /// Subscribers of each of `channels` on the `others` nodes: a pipeline
     /// (in the app's slot) per 512 channels, one field per node and channel.
     async fn remote_subscribers(
