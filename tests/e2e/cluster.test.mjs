@@ -1,6 +1,7 @@
-// Cluster mode, end to end: two Herald nodes sharing a private redis-server.
-// pusher-js on node A receives what the `pusher` SDK triggers on node B, and
-// presence members joined on different nodes see each other.
+// Cluster mode, end to end: two Herald nodes sharing a private redis-server,
+// then a private three-master Redis Cluster. pusher-js on node A receives
+// what the `pusher` SDK triggers on node B, and presence members joined on
+// different nodes see each other.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,13 +10,14 @@ import {
   Clients,
   makeSdk,
   startRedis,
+  startRedisCluster,
   startServer,
   subscribe,
   waitClusterReady,
   waitForEvent,
 } from './helpers.mjs';
 
-describe('cluster (two nodes, one Redis)', () => {
+for (const [name, start] of [['one Redis', startRedis], ['a Redis Cluster', startRedisCluster]]) describe(`cluster (two nodes, ${name})`, () => {
   let redis;
   let nodeA;
   let nodeB;
@@ -23,7 +25,7 @@ describe('cluster (two nodes, one Redis)', () => {
   let clientsB;
 
   before(async () => {
-    redis = await startRedis();
+    redis = await start();
     const configToml = `[cluster]\ndriver = "redis"\nurl = "${redis.url}"\n`;
     nodeA = await startServer({ configToml });
     nodeB = await startServer({ configToml });

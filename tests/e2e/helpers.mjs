@@ -275,6 +275,67 @@ export async function startRedis() {
   };
 }
 
+/** Runs a command to its end; resolves with its stdout (rejects on failure). */
+function run(command, args, timeout = 30000) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (chunk) => { out += chunk; });
+  const done = new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} ${args.join(' ')} exited with ${code}`))));
+  });
+  return withTimeout(done, timeout, `${command} to finish`).finally(() => child.kill('SIGKILL'));
+}
+
+/**
+ * Starts a private Redis Cluster of three masters on free ports, made as
+ * an operator makes one (`redis-server --cluster-enabled yes`, then
+ * `redis-cli --cluster create`). Resolves with { url, stop() }, the URL
+ * being Herald's `redis+cluster://` form.
+ */
+export async function startRedisCluster() {
+  const dir = await mkdtemp(path.join(tmpdir(), 'herald-e2e-redis-cluster-'));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const children = ports.map((port) => spawn('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir,
+  ], { stdio: 'ignore' }));
+  const exits = children.map((child) => new Promise((resolve) => child.on('exit', resolve)));
+  const stop = async () => {
+    for (const child of children) child.kill('SIGKILL');
+    await withTimeout(Promise.all(exits), 5000, 'redis-server to exit');
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + 10000;
+    for (const port of ports) {
+      for (;;) {
+        const up = await new Promise((resolve) => {
+          const socket = net.connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
+          socket.on('error', () => resolve(false));
+        });
+        if (up) break;
+        if (Date.now() > deadline) throw new Error('redis-server did not start');
+        await observeFor(20);
+      }
+    }
+    const nodes = ports.map((port) => `127.0.0.1:${port}`);
+    await run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes']);
+    for (const port of ports) {
+      for (;;) {
+        const info = await run('redis-cli', ['-p', String(port), 'CLUSTER', 'INFO']);
+        if (info.includes('cluster_state:ok')) break;
+        if (Date.now() > deadline + 20000) throw new Error('the Redis Cluster did not settle');
+        await observeFor(50);
+      }
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { url: `redis+cluster://${ports.map((port) => `127.0.0.1:${port}`).join(',')}`, stop };
+}
+
 /** Waits until a node's /up reports it fully joined to its cluster. */
 export async function waitClusterReady(port, timeout = 10000) {
   const deadline = Date.now() + timeout;
