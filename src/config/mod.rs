@@ -481,56 +481,9 @@ impl Config {
         toml::from_str(text).map_err(|e| toml_message(&e))
     }
 
+    /// What the environment says beyond `overlay`: the default app, when
+    /// the file has none.
     fn apply_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
-        if let Some(host) = env.var("HERALD_HOST") {
-            self.server.host = host;
-        }
-        if let Some(port) = env.var("HERALD_PORT") {
-            self.server.port = port
-                .parse()
-                .map_err(|_| invalid("HERALD_PORT", format!("{port:?} is not a port number")))?;
-        }
-        if let Some(t) = env.var("HERALD_ACTIVITY_TIMEOUT") {
-            self.server.activity_timeout = t.parse().map_err(|_| {
-                invalid(
-                    "HERALD_ACTIVITY_TIMEOUT",
-                    format!("{t:?} is not a number of seconds"),
-                )
-            })?;
-        }
-        if let Some(trust) = env.var("HERALD_TRUST_FORWARDED_FOR") {
-            self.server.trust_forwarded_for = match trust.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                other => {
-                    return Err(invalid(
-                        "HERALD_TRUST_FORWARDED_FOR",
-                        format!("{other:?} is not true or false"),
-                    ))
-                }
-            };
-        }
-        if let Some(cert) = env.var("HERALD_TLS_CERT") {
-            self.server.tls_cert = Some(cert);
-        }
-        if let Some(key) = env.var("HERALD_TLS_KEY") {
-            self.server.tls_key = Some(key);
-        }
-        if let Some(token) = env.var("HERALD_CONSOLE_TOKEN") {
-            self.console.token = Some(token);
-        }
-        if let Some(port) = env.var("HERALD_METRICS_PORT") {
-            self.metrics.port = port.parse().map_err(|_| {
-                invalid(
-                    "HERALD_METRICS_PORT",
-                    format!("{port:?} is not a port number"),
-                )
-            })?;
-        }
-        if let Some(url) = env.var("HERALD_REDIS_URL") {
-            self.cluster.driver = ClusterDriver::Redis;
-            self.cluster.url = url;
-        }
         if self.apps.is_empty() {
             let pick = |herald: &str, pusher: &str, default: &str| {
                 env.var(herald)

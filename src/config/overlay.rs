@@ -14,6 +14,21 @@ use super::{invalid, AppConfig, Config, ConfigError};
 const PREFIX: &str = "HERALD_";
 const DEFAULT_APP: &str = "APP";
 
+/// The older single names: each sets the key named here, like its
+/// `HERALD_<SECTION>__<KEY>`, and is applied after those, so it wins (as it
+/// always has). An empty value is ignored.
+const SINGLE_NAMES: [(&str, &str, &str); 9] = [
+    ("HERALD_HOST", "server", "host"),
+    ("HERALD_PORT", "server", "port"),
+    ("HERALD_ACTIVITY_TIMEOUT", "server", "activity_timeout"),
+    ("HERALD_TRUST_FORWARDED_FOR", "server", "trust_forwarded_for"),
+    ("HERALD_TLS_CERT", "server", "tls_cert"),
+    ("HERALD_TLS_KEY", "server", "tls_key"),
+    ("HERALD_CONSOLE_TOKEN", "console", "token"),
+    ("HERALD_METRICS_PORT", "metrics", "port"),
+    ("HERALD_REDIS_URL", "cluster", "url"),
+];
+
 /// Applies the `HERALD_<SECTION>__<KEY>` and `HERALD_APPS__<N>__<KEY>`
 /// variables to the file's table.
 pub fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Result<(), ConfigError> {
@@ -59,6 +74,19 @@ pub fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Result<(), C
                 }
             }
             _ => return Err(invalid(name, "expected HERALD_<SECTION>__<KEY>")),
+        }
+    }
+    for (single, section, key) in SINGLE_NAMES {
+        let Some((name, raw)) = vars.iter().find(|(n, v)| n == single && !v.is_empty()) else {
+            continue;
+        };
+        let hint = defaults.get(section).and_then(|s| s.get(key)).cloned();
+        let value = parse(name, raw, hint.as_ref())?;
+        let section = section_table(table, section, name)?;
+        section.insert(key.to_owned(), value);
+        // A Redis URL alone switches a node to cluster mode.
+        if single == "HERALD_REDIS_URL" {
+            section.insert("driver".to_owned(), toml::Value::String("redis".into()));
         }
     }
     Ok(())
@@ -164,7 +192,6 @@ mod tests {
                 ("herald_metrics__port", "0"),
                 ("HERALD_APPS__0__SECRET", "123456"),
                 ("HERALD_APPS__0__MAX_CONNECTIONS", "50"),
-                ("HERALD_PORT", "ignored here"),
             ]),
         )
         .expect("applies");
@@ -175,6 +202,29 @@ mod tests {
         assert_eq!(config.metrics.port, 0);
         assert_eq!(config.apps[0].secret, "123456");
         assert_eq!(config.apps[0].max_connections, 50);
+    }
+
+    #[test]
+    fn single_names_win_over_long_ones() {
+        let mut table = toml::Table::new();
+        apply(
+            &mut table,
+            &vars(&[
+                ("HERALD_PORT", "7001"),
+                ("HERALD_SERVER__PORT", "7000"),
+                ("HERALD_TLS_CERT", ""),
+                ("HERALD_REDIS_URL", "redis://10.0.0.2:6379"),
+            ]),
+        )
+        .expect("applies");
+        let config: Config = table.try_into().expect("valid");
+        assert_eq!(config.server.port, 7001);
+        assert_eq!(config.server.tls_cert, None, "empty: ignored");
+        assert_eq!(config.cluster.url, "redis://10.0.0.2:6379");
+        assert_eq!(config.cluster.driver, super::super::ClusterDriver::Redis);
+        let mut table = toml::Table::new();
+        let e = apply(&mut table, &vars(&[("HERALD_PORT", "nope")])).expect_err("bad");
+        assert!(e.to_string().contains("HERALD_PORT"), "{e}");
     }
 
     #[test]
