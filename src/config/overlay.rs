@@ -21,7 +21,11 @@ const SINGLE_NAMES: [(&str, &str, &str); 9] = [
     ("HERALD_HOST", "server", "host"),
     ("HERALD_PORT", "server", "port"),
     ("HERALD_ACTIVITY_TIMEOUT", "server", "activity_timeout"),
-    ("HERALD_TRUST_FORWARDED_FOR", "server", "trust_forwarded_for"),
+    (
+        "HERALD_TRUST_FORWARDED_FOR",
+        "server",
+        "trust_forwarded_for",
+    ),
     ("HERALD_TLS_CERT", "server", "tls_cert"),
     ("HERALD_TLS_KEY", "server", "tls_key"),
     ("HERALD_CONSOLE_TOKEN", "console", "token"),
