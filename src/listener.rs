@@ -1,7 +1,7 @@
 //! The main listener: actix-server accepts TCP (or TLS) connections and
 //! actix-http serves each one. Ordinary requests go to the actix-web app;
 //! an upgrade request is handed over, socket and all, to `ws::upgrade`,
-//! which runs the WebSocket connection on the same task.
+//! which runs the WebSocket connection on a task of its own.
 //!
 //! actix-web's `HttpServer` cannot take an upgrade handler, so this builds
 //! what it would build (its defaults: HTTP/1 keep-alive 5 s, 5 s to send a

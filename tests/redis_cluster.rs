@@ -20,6 +20,8 @@ fn topic(channel: &str) -> String {
     format!("{{herald:app:app-id:{channel}}}:events")
 }
 const APP_STATE: &str = "{herald:app:app-id}:occupancy";
+/// The control channel, with the node registry.
+const CONTROL: &str = "{herald}:relay";
 
 /// Waits until `to` hears what `from` publishes on `channel` again (events
 /// published while Redis reroutes may be lost), then drains the probes up
@@ -87,7 +89,7 @@ impl Scene {
 
     /// After the topology changed: events in order and once, a new member
     /// announced on both nodes, and the queries count everyone.
-    async fn still_one_server(mut self) {
+    async fn still_one_server(&mut self) {
         let (a, b) = (&self.a, &self.b);
         let channel = self.channel.as_str();
         heard_again(a, &mut self.news, channel).await;
@@ -139,7 +141,11 @@ impl Scene {
 async fn a_resharding_is_followed_without_a_restart() {
     let redis = RedisCluster::start();
     let (a, b) = (cluster_node(&redis).await, cluster_node(&redis).await);
-    let scene = Scene::start(a, b, "news").await;
+    // A signed-in user on B hears server-to-user events through the
+    // control channel.
+    let mut user = Client::connect(&b).await;
+    user.signin(json!({"id": "42"})).await;
+    let mut scene = Scene::start(a, b, "news").await;
     // The channel's topic, then the app's state (presence, counts and the
     // presence channels' topics), each to another master.
     for key in [topic("news"), APP_STATE.to_owned()] {
@@ -148,13 +154,19 @@ async fn a_resharding_is_followed_without_a_restart() {
         assert_eq!(redis.owner_of(&key), to);
     }
     scene.still_one_server().await;
+    // Last (its loss would make the nodes reconnect everything, which
+    // would hide a topic not followed above): the node registry and the
+    // control channel.
+    let to = (redis.owner_of(CONTROL) + 1) % 3;
+    redis.move_slot_of(CONTROL, to);
+    heard_again(&scene.a, &mut user, "#server-to-user-42").await;
 }
 
 #[actix_rt::test]
 async fn a_master_restart_is_survived() {
     let mut redis = RedisCluster::start();
     let (a, b) = (cluster_node(&redis).await, cluster_node(&redis).await);
-    let scene = Scene::start(a, b, "news").await;
+    let mut scene = Scene::start(a, b, "news").await;
     // The masters holding the channel's topic and the app's state.
     let mut restarted = vec![redis.owner_of(&topic("news")), redis.owner_of(APP_STATE)];
     restarted.dedup();
@@ -188,7 +200,7 @@ async fn a_failover_to_a_replica_is_survived() {
         .map(|n| format!("news-{n}"))
         .find(|c| redis.owner_of(&topic(c)) == app_master)
         .expect("a channel on that master");
-    let scene = Scene::start(a, b, &channel).await;
+    let mut scene = Scene::start(a, b, &channel).await;
     redis.fail_master_of(APP_STATE);
     scene.a.wait_ready().await;
     scene.b.wait_ready().await;

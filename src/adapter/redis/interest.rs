@@ -9,6 +9,8 @@
 //!   clients that leave and come back do not make Redis work each time.
 //! * After a reconnect, the relay subscribes the whole set on the new
 //!   connection before it reads a message or reports itself ready.
+//! * The control channel is always wanted: it is subscribed, dropped by
+//!   Redis and subscribed again like any topic.
 //!
 //! The set of wanted topics is the truth; one task makes the subscription
 //! follow it, topic by topic, whatever order the changes come in. A change
@@ -100,9 +102,23 @@ impl Drop for Using {
 }
 
 impl Interest {
-    pub fn new(linger: Duration) -> Arc<Interest> {
+    /// An interest in `control` (for good) and, later, in the topics of
+    /// the channels served here.
+    pub fn new(linger: Duration, control: &str) -> Arc<Interest> {
+        let mut state = State::default();
+        state.wanted.insert(
+            control.to_owned(),
+            Entry {
+                app: String::new(),
+                channel: String::new(),
+                confirmed: watch::channel(true).0,
+                // No guard ever releases it: never swept.
+                users: 1,
+                touched: Instant::now(),
+            },
+        );
         Arc::new(Interest {
-            state: Mutex::default(),
+            state: Mutex::new(state),
             failing: AtomicBool::new(false),
             wake: Notify::new(),
             linger,
@@ -224,12 +240,14 @@ impl Interest {
         self.failing.load(Ordering::Acquire)
     }
 
-    /// How many topics this node wants.
+    /// How many channel topics this node wants.
     pub fn len(&self) -> usize {
-        self.lock().wanted.len()
+        // The control channel is no channel's topic.
+        self.lock().wanted.len() - 1
     }
 
-    /// Every topic wanted now (what a new connection subscribes to).
+    /// Every topic wanted now, the control channel included (what a new
+    /// connection subscribes to).
     pub fn wanted(&self) -> Vec<String> {
         self.lock().wanted.keys().cloned().collect()
     }
@@ -367,7 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_topic_is_subscribed_once_and_dropped_after_its_linger() {
-        let interest = Interest::new(Duration::ZERO);
+        let interest = Interest::new(Duration::ZERO, "control");
         let mut subscribed = HashSet::new();
         // Nobody confirms yet: want() waits, so confirm from the plan.
         let waiting = {
@@ -401,7 +419,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_then_wanted_again_ends_subscribed() {
-        let interest = Interest::new(Duration::ZERO);
+        let interest = Interest::new(Duration::ZERO, "control");
         let subscribed: HashSet<String> = topics(&["t1"]).into_iter().collect();
         // The task saw nothing yet: t1 is dropped, then wanted again.
         {
@@ -425,12 +443,14 @@ mod tests {
         assert_eq!(plan, (vec![], vec![]));
         assert!(wanting.await.expect("task"));
         // A new connection subscribes everything wanted.
-        assert_eq!(interest.wanted(), topics(&["t1"]));
+        let mut wanted = interest.wanted();
+        wanted.sort();
+        assert_eq!(wanted, topics(&["control", "t1"]));
     }
 
     #[tokio::test]
     async fn lingering_topics_survive_a_sweep() {
-        let interest = Interest::new(Duration::from_secs(60));
+        let interest = Interest::new(Duration::from_secs(60), "control");
         {
             let mut state = interest.lock();
             let (confirmed, _) = watch::channel(true);

@@ -135,7 +135,10 @@ impl RedisAdapter {
             config: config.clone(),
             healthy: AtomicBool::new(false),
             relay: Arc::default(),
-            interest: Interest::new(Duration::from_millis(config.interest_linger_ms)),
+            interest: Interest::new(
+                Duration::from_millis(config.interest_linger_ms),
+                &keys.control(),
+            ),
             elsewhere: DashMap::new(),
             epoch: std::sync::Mutex::new(None),
             dirty: state::DirtyCounts::default(),

@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use bytestring::ByteString;
 
-use super::connection::{Subscriber, Target};
+use super::connection::Target;
 use super::interest::{Interest, Offer, CHUNK};
 use crate::hub::fanout::Fanout;
 use crate::hub::Hub;
@@ -383,10 +383,9 @@ fn into_payload(push: PushInfo) -> Option<Bytes> {
 
 /// Connects on RESP3 with pushes going into a channel bounded by
 /// [`INBOX_BYTES`] (redis-rs's own pub/sub type buffers without bound) and
-/// subscribes to `control` and every wanted topic.
+/// subscribes to every wanted topic, the control channel included.
 async fn subscribe(
     target: &Target,
-    control: &str,
     interest: &Interest,
 ) -> redis::RedisResult<(Offer, mpsc::UnboundedReceiver<PushInfo>, Arc<Inbox>)> {
     let inbox = Arc::new(Inbox::default());
@@ -400,7 +399,6 @@ async fn subscribe(
         sender.send(push).map_err(|_| ())
     };
     let mut connection = target.subscriber(push_sender).await?;
-    connection.subscribe(&[control.to_owned()]).await?;
     let topics = interest.wanted();
     for chunk in topics.chunks(CHUNK) {
         connection.subscribe(chunk).await?;
@@ -415,26 +413,6 @@ async fn subscribe(
 /// A pub/sub message (sharded ones come from a Redis Cluster).
 fn is_message(push: &PushInfo) -> bool {
     matches!(push.kind, PushKind::Message | PushKind::SMessage)
-}
-
-/// Subscribes the control channel again on a Redis Cluster connection
-/// (see the relay loop), trying for as long as a failover may take; the
-/// echoes tell when it does not come back. One attempt at a time per
-/// connection (`busy`), however many nodes drop meanwhile.
-fn resubscribe(mut connection: Subscriber, control: String, busy: Arc<AtomicBool>) {
-    if busy.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    tokio::spawn(async move {
-        for _ in 0..60 {
-            let topic = std::slice::from_ref(&control);
-            if connection.subscribe(topic).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        busy.store(false, Ordering::Release);
-    });
 }
 
 /// What the relay task needs.
@@ -470,14 +448,13 @@ pub async fn run(relay: Arc<Relay>) {
     } = &*relay;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match subscribe(target, control, interest).await {
+        match subscribe(target, interest).await {
             Ok((offer, mut pushes, inbox)) => {
                 info!(
                     topics = offer.subscribed.len(),
                     "cluster relay subscribed to {control} and the channels served here"
                 );
                 let connection = offer.connection.clone();
-                let resubscribing = Arc::new(AtomicBool::new(false));
                 offers.send_replace(Some(offer));
                 health.subscribed.store(true, Ordering::Release);
                 // A fresh subscription counts as hearing until its first
@@ -520,7 +497,6 @@ pub async fn run(relay: Arc<Relay>) {
                                 }
                                 info!("a Redis Cluster node dropped the relay; subscribing every channel again");
                                 interest.lost_all();
-                                resubscribe(connection.clone(), control.clone(), resubscribing.clone());
                             }
                             // A sharded topic whose slot moved to another
                             // shard is dropped by Redis (or this is the
@@ -529,11 +505,7 @@ pub async fn run(relay: Arc<Relay>) {
                             // slot is now, if it is still wanted.
                             Some(push) if push.kind == PushKind::SUnsubscribe => {
                                 if let Some(redis::Value::BulkString(topic)) = push.data.first() {
-                                    let topic = String::from_utf8_lossy(topic);
-                                    if topic == control.as_str() {
-                                        break;
-                                    }
-                                    interest.lost(&topic);
+                                    interest.lost(&String::from_utf8_lossy(topic));
                                 }
                             }
                             Some(_) => {}
