@@ -43,9 +43,7 @@ pub fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Result<(), C
         match path.as_slice() {
             [section, key] if section != DEFAULT_APP && section != "APPS" => {
                 let (section, key) = (section.to_lowercase(), key.to_lowercase());
-                let hint = defaults.get(&section).and_then(|s| s.get(&key)).cloned();
-                let value = parse(name, raw, hint.as_ref())?;
-                section_table(table, &section, name)?.insert(key, value);
+                set(table, &defaults, &section, &key, name, raw)?;
             }
             [apps, index, key] if apps == "APPS" => {
                 let index: usize = index
@@ -84,16 +82,30 @@ pub fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Result<(), C
         let Some((name, raw)) = vars.iter().find(|(n, v)| n == single && !v.is_empty()) else {
             continue;
         };
-        let hint = defaults.get(section).and_then(|s| s.get(key)).cloned();
-        let value = parse(name, raw, hint.as_ref())?;
-        let section = section_table(table, section, name)?;
-        section.insert(key.to_owned(), value);
+        let section = set(table, &defaults, section, key, name, raw)?;
         // A Redis URL alone switches a node to cluster mode.
         if single == "HERALD_REDIS_URL" {
             section.insert("driver".to_owned(), toml::Value::String("redis".into()));
         }
     }
     Ok(())
+}
+
+/// Sets `key` of `[section]` to the value of variable `name`, read as the
+/// type the key's default has; returns the section.
+fn set<'a>(
+    table: &'a mut toml::Table,
+    defaults: &toml::Table,
+    section: &str,
+    key: &str,
+    name: &str,
+    raw: &str,
+) -> Result<&'a mut toml::Table, ConfigError> {
+    let hint = defaults.get(section).and_then(|s| s.get(key));
+    let value = parse(name, raw, hint)?;
+    let section = section_table(table, section, name)?;
+    section.insert(key.to_owned(), value);
+    Ok(section)
 }
 
 /// Applies the `HERALD_APP__<KEY>` variables to the default app.

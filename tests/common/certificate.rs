@@ -24,38 +24,29 @@ pub fn make_certificate(dir: &Path, name: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&[
-        "req",
+    // A certificate request with a new P-256 key, unencrypted.
+    let request = |kind: &str, rest: &[&str]| {
+        let mut args = vec!["req", kind, "-newkey", "ec"];
+        args.extend(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]);
+        args.extend_from_slice(rest);
+        run(&args);
+    };
+    let (ca_key, ca, subject) = (
+        file("ca-key.pem"),
+        file("ca.pem"),
+        format!("/CN=Herald test CA {name}"),
+    );
+    request(
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &file("ca-key.pem"),
-        "-out",
-        &file("ca.pem"),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN=Herald test CA {name}"),
-    ]);
-    run(&[
-        "req",
+        &[
+            "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &subject,
+        ],
+    );
+    let (key, csr) = (file("key.pem"), file("csr.pem"));
+    request(
         "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &file("key.pem"),
-        "-out",
-        &file("csr.pem"),
-        "-subj",
-        "/CN=localhost",
-    ]);
+        &["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"],
+    );
     std::fs::write(
         file("ext.cnf"),
         "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",

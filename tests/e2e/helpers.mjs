@@ -246,6 +246,19 @@ export async function startServer({ configToml, startTimeout = 15000, ca } = {})
   };
 }
 
+/** Waits until a redis-server accepts connections on `port`. */
+async function listening(port, deadline) {
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    });
+    if (up) return;
+    if (Date.now() > deadline) throw new Error(`redis-server did not start on ${port}`);
+    await observeFor(20);
+  }
+}
+
 /**
  * Starts a private redis-server on a free port (never the machine's shared
  * one). Resolves with { url, stop() }.
@@ -256,16 +269,7 @@ export async function startRedis() {
     stdio: 'ignore',
   });
   const exited = new Promise((resolve) => child.on('exit', resolve));
-  const deadline = Date.now() + 10000;
-  for (;;) {
-    const up = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
-      socket.on('error', () => resolve(false));
-    });
-    if (up) break;
-    if (Date.now() > deadline) throw new Error('redis-server did not start');
-    await observeFor(20);
-  }
+  await listening(port, Date.now() + 10000);
   return {
     url: `redis://127.0.0.1:${port}`,
     async stop() {
@@ -308,17 +312,7 @@ export async function startRedisCluster() {
   };
   try {
     const deadline = Date.now() + 10000;
-    for (const port of ports) {
-      for (;;) {
-        const up = await new Promise((resolve) => {
-          const socket = net.connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
-          socket.on('error', () => resolve(false));
-        });
-        if (up) break;
-        if (Date.now() > deadline) throw new Error('redis-server did not start');
-        await observeFor(20);
-      }
-    }
+    for (const port of ports) await listening(port, deadline);
     const nodes = ports.map((port) => `127.0.0.1:${port}`);
     await run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes']);
     for (const port of ports) {
