@@ -3,10 +3,11 @@
 //! watches one timer for activity (and, when the app requires it, the
 //! sign-in deadline).
 //!
-//! The task is the one actix-http runs the connection on (it hands the
-//! socket over at the upgrade), so a connection costs one task, and its
-//! buffers exist only while there is something in them: an idle connection
-//! holds neither a read nor a write buffer.
+//! The task is spawned at the upgrade, when actix-http hands the socket
+//! over and its HTTP/1 dispatcher's task ends (see `listener`), so a
+//! connection costs one task sized for it, and its buffers exist only while
+//! there is something in them: an idle connection holds neither a read nor
+//! a write buffer.
 //!
 //! Every write races the connection's close request: a client that stops
 //! reading blocks writes, and must not keep its session (or its socket)
