@@ -307,20 +307,23 @@ impl Batch {
     /// The pipeline for commands on `key` (every key of a command shares
     /// its slot).
     pub fn on(&mut self, key: &str) -> &mut Pipeline {
-        let slot = Slot::for_key(key);
-        let index = match (self.cluster, self.groups.is_empty()) {
-            (false, false) => 0,
-            (true, false) if self.by_slot.contains_key(&slot) => self.by_slot[&slot],
-            _ => {
-                let mut pipe = redis::pipe();
-                if let Some(script) = &self.script {
-                    pipe.load_script(script).ignore();
-                }
-                self.groups.push(pipe);
-                self.by_slot.insert(slot, self.groups.len() - 1);
-                self.groups.len() - 1
-            }
+        // One Redis: one pipeline, whatever the key (no slot to compute).
+        let slot = self.cluster.then(|| Slot::for_key(key));
+        let existing = match slot {
+            None => (!self.groups.is_empty()).then_some(0),
+            Some(slot) => self.by_slot.get(&slot).copied(),
         };
+        let index = existing.unwrap_or_else(|| {
+            let mut pipe = redis::pipe();
+            if let Some(script) = &self.script {
+                pipe.load_script(script).ignore();
+            }
+            self.groups.push(pipe);
+            if let Some(slot) = slot {
+                self.by_slot.insert(slot, self.groups.len() - 1);
+            }
+            self.groups.len() - 1
+        });
         &mut self.groups[index]
     }
 
