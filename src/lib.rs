@@ -1,8 +1,12 @@
 //! Herald: a self-hosted, Pusher-protocol-compatible broadcast server.
 //!
-//! `protocol` and `auth` are pure (wire types and signatures); `hub` holds
-//! the in-node state; `adapter` is the seam to the cluster; `ws` and `api`
-//! are the two ways in; `server` wires them onto actix-web.
+//! The modules stand on floors, each importing only from below (see
+//! `docs/architecture.md`; `layering` keeps it so): `protocol`, `config`,
+//! `auth`, `support`, `metrics` and `tls` on the ground; `hub` (in-node
+//! state and the events it reports); `adapter` (the cluster, publishing);
+//! `session` and `webhooks`; `http`; the transports `ws`, `fallback` and
+//! `polling`; `api` and `console`; then the listener, reload and the CLI
+//! helpers; `server` and `doctor` on top.
 
 pub mod adapter;
 pub mod api;
@@ -11,7 +15,7 @@ pub mod config;
 pub mod console;
 pub mod doctor;
 pub mod fallback;
-pub mod http_error;
+pub mod http;
 pub mod hub;
 pub mod laravel;
 pub mod listener;
@@ -21,9 +25,11 @@ pub mod protocol;
 pub mod reload;
 pub mod server;
 pub mod session;
-pub mod state;
 pub mod support;
 pub mod tls;
 pub mod trigger;
 pub mod webhooks;
 pub mod ws;
+
+#[cfg(test)]
+mod layering;

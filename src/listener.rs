@@ -22,8 +22,8 @@ use actix_service::{
 
 use actix_web::dev::{AppConfig, Extensions, Response};
 
-use crate::state::State;
-use crate::support::peer::PeerSocket;
+use crate::http::peer::PeerSocket;
+use crate::http::State;
 use crate::ws::{self, Io};
 
 /// Pending connections the kernel holds for the listener.
@@ -125,7 +125,7 @@ where
         .tcp_nodelay(true)
         .local_addr(addr)
         // Remembers each accepted socket, so that a held HTTP fallback
-        // response notices when its client goes away (support::peer).
+        // response notices when its client goes away (http::peer).
         .on_connect_ext(|io: &T, data: &mut Extensions| {
             PeerSocket::on_connect(io as &dyn Any, data)
         })

@@ -15,9 +15,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::adapter::Adapter;
-use crate::hub::Hub;
-
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
@@ -262,31 +259,52 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the hub's gauges read now.
-    pub fn render(&self, hub: &Hub, adapter: &Adapter) -> String {
+    /// The text exposition, with the gauges read by the caller now: per
+    /// app, its occupied channels and presence members on this node; and
+    /// in a cluster whether Redis is reachable and how many relay topics
+    /// the node listens to. (The registry knows no hub: the scrape
+    /// handler reads it.)
+    pub fn render<'a>(
+        &self,
+        apps: impl IntoIterator<Item = AppGauges<'a>>,
+        cluster: Option<ClusterGauges>,
+    ) -> String {
         // Apps removed by a reload leave no stale values behind.
         self.channels.reset();
         self.presence_members.reset();
-        for app in hub.apps() {
-            let id = app.id();
-            let (channels, members) = app.occupancy();
-            self.channels.with_label_values(&[id]).set(channels as i64);
+        for app in apps {
+            self.channels
+                .with_label_values(&[app.id])
+                .set(app.channels as i64);
             self.presence_members
-                .with_label_values(&[id])
-                .set(members as i64);
+                .with_label_values(&[app.id])
+                .set(app.presence_members as i64);
         }
-        if let Adapter::Redis(redis) = adapter {
+        if let Some(cluster) = cluster {
             self.redis_up_registered.call_once(|| {
                 let _ = self.registry.register(Box::new(self.redis_up.clone()));
                 let _ = self.registry.register(Box::new(self.relay_topics.clone()));
             });
-            self.redis_up.set(i64::from(adapter.ready()));
-            self.relay_topics.set(redis.topics() as i64);
+            self.redis_up.set(i64::from(cluster.redis_up));
+            self.relay_topics.set(cluster.relay_topics as i64);
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// One app's gauges at scrape time.
+pub struct AppGauges<'a> {
+    pub id: &'a str,
+    pub channels: usize,
+    pub presence_members: usize,
+}
+
+/// A cluster node's gauges at scrape time.
+pub struct ClusterGauges {
+    pub redis_up: bool,
+    pub relay_topics: usize,
 }
 
 /// The process's metrics.

@@ -22,9 +22,10 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::config::{AppConfig, Config, ProcessEnv};
+use crate::console::Consoles;
+use crate::http::State;
 use crate::hub::AppHub;
 use crate::protocol::Close;
-use crate::state::State;
 use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
 
@@ -49,6 +50,8 @@ pub struct Reloader {
     running: Config,
     state: State,
     webhooks: Arc<Webhooks>,
+    /// The console's feeds, when the console is on.
+    consoles: Option<Arc<Consoles>>,
     certificates: Option<Arc<Certificates>>,
 }
 
@@ -58,6 +61,7 @@ impl Reloader {
         running: Config,
         state: State,
         webhooks: Arc<Webhooks>,
+        consoles: Option<Arc<Consoles>>,
         certificates: Option<Arc<Certificates>>,
     ) -> Reloader {
         Reloader {
@@ -65,6 +69,7 @@ impl Reloader {
             running,
             state,
             webhooks,
+            consoles,
             certificates,
         }
     }
@@ -145,6 +150,9 @@ impl Reloader {
                     rekeyed.extend(old);
                     let app = Arc::new(AppHub::new(Arc::new(config.clone())));
                     self.webhooks.attach(&app);
+                    if let Some(consoles) = &self.consoles {
+                        consoles.attach(&app);
+                    }
                     info!(app = %config.id, "reload: app added");
                     app
                 }
@@ -152,6 +160,9 @@ impl Reloader {
             next.push(app);
         }
         hub.replace_apps(next);
+        if let Some(consoles) = &self.consoles {
+            consoles.retain(&|id| hub.by_id(id).is_some());
+        }
         for old in rekeyed {
             old.close_all(Close::APP_DISABLED);
         }

@@ -11,15 +11,15 @@ use tracing::{info, warn};
 use crate::adapter::{Adapter, LocalAdapter, RedisAdapter};
 use crate::config::{ClusterDriver, Config, DEFAULT_APP_SECRET};
 use crate::fallback::HttpSessions;
+use crate::http::per_address::PerAddress;
+use crate::http::State;
 use crate::hub::Hub;
-use crate::metrics::METRICS;
+use crate::metrics::{AppGauges, ClusterGauges, METRICS};
 use crate::protocol::Close;
 use crate::reload::{Reload, Reloader};
-use crate::state::State;
-use crate::support::per_address::PerAddress;
 use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
-use crate::{api, console, fallback, laravel};
+use crate::{api, console, fallback, laravel, polling};
 
 /// How long sessions get to say goodbye and leave their channels on shutdown.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
@@ -65,9 +65,18 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         .token
         .clone()
         .map(|token| web::Data::new(console::Token::new(&token)));
+    // Each app's console feed, observing the app while a console is open.
+    let consoles = console.as_ref().map(|_| {
+        let consoles = Arc::new(console::Consoles::default());
+        for app in state.hub.apps() {
+            consoles.attach(&app);
+        }
+        consoles
+    });
     if console.is_some() {
         info!("live console at /console (it asks for the console token)");
     }
+    let console_feeds = consoles.clone().map(web::Data::from);
     let http_sessions = web::Data::new(HttpSessions::new(&config.server));
     let sessions = http_sessions.clone();
     let address = (state.server.host.as_str(), state.server.port);
@@ -77,8 +86,11 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
             .app_data(data.clone())
             .app_data(sessions.clone())
             .configure(routes);
-        if let Some(token) = &console {
-            app = app.app_data(token.clone()).configure(console::routes);
+        if let (Some(token), Some(feeds)) = (&console, &console_feeds) {
+            app = app
+                .app_data(token.clone())
+                .app_data(feeds.clone())
+                .configure(console::routes);
         }
         app.default_service(web::to(not_found))
     })?;
@@ -95,6 +107,7 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         config.clone(),
         state.clone(),
         webhooks.clone(),
+        consoles,
         certificates.clone(),
     );
     tokio::spawn(reload_on_hangup(reloader));
@@ -160,7 +173,28 @@ fn serve_metrics(config: &Config, state: &State) -> Option<actix_web::dev::Serve
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(METRICS.render(&state.hub, &state.adapter))
+        .body(render_metrics(&state.hub, &state.adapter))
+}
+
+/// Reads the hub's and the adapter's gauges into the registry's text.
+fn render_metrics(hub: &Hub, adapter: &Adapter) -> String {
+    let apps = hub.apps();
+    let gauges = apps.iter().map(|app| {
+        let (channels, presence_members) = app.occupancy();
+        AppGauges {
+            id: app.id(),
+            channels,
+            presence_members,
+        }
+    });
+    let cluster = match adapter {
+        Adapter::Redis(redis) => Some(ClusterGauges {
+            redis_up: adapter.ready(),
+            relay_topics: redis.topics(),
+        }),
+        Adapter::Local(_) => None,
+    };
+    METRICS.render(gauges, cluster)
 }
 
 /// Every route of the server.
@@ -168,7 +202,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/up", web::get().to(up))
         .route("/app/{key}", web::get().to(not_a_handshake))
         .configure(api::routes)
-        .configure(fallback::routes);
+        .configure(fallback::routes)
+        .configure(polling::routes);
 }
 
 /// Health check: 200 always (the node serves its own clients even while

@@ -59,7 +59,7 @@ async fn delivered_all(hooks: &mut Receiver, keys: &[&str]) -> Vec<Value> {
 
 /// Waits until no webhook of the outbox is read but unacknowledged.
 async fn all_acknowledged(redis: &impl Backend, url: &str) {
-    let group = herald::webhooks::group_name(&herald::config::WebhookConfig::all_events(url));
+    let group = herald::config::WebhookConfig::all_events(url).group_name();
     common::eventually("every webhook is acknowledged", || async {
         // The summary's first line is the number of pending entries.
         let summary = redis.cli(&["XPENDING", "{herald:app:app-id}:webhooks", &group]);

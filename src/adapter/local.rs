@@ -9,9 +9,9 @@ use bytestring::ByteString;
 
 use super::counts::throttle_count;
 use crate::config::AppConfig;
+use crate::hub::{AppEvent, EventKind};
 use crate::hub::{AppHub, ChannelRules, JoinOutcome, MemberInfo, Roster, SubscribeError};
 use crate::protocol::{messages, SocketId};
-use crate::webhooks::{Event, Kind, Sink};
 
 /// Delivers and answers from this node's hub alone (see [`super::Adapter`]).
 #[derive(Debug, Default)]
@@ -19,33 +19,35 @@ pub struct LocalAdapter;
 
 /// A single node's decisions: the member limit against the local roster,
 /// `member_added`/`member_removed` announced here, counts from the local
-/// subscribers, and the webhooks they imply. Also the rules of a cluster
-/// node cut off from Redis, without the webhooks (Redis reports them once
-/// the node's state is back there).
+/// subscribers, and the application events they imply (occupancy,
+/// membership, counts: the webhooks' source). Also the rules of a cluster
+/// node cut off from Redis, reporting nothing (Redis reports those events
+/// once the node's state is back there).
 pub struct LocalRules<'a> {
     app: Arc<AppConfig>,
-    webhooks: Option<&'a Sink>,
+    /// Where decisions are reported; `None`: nowhere.
+    reports: Option<&'a AppHub>,
 }
 
 impl<'a> LocalRules<'a> {
     pub fn of(app: &'a AppHub) -> Self {
         LocalRules {
             app: app.app().clone(),
-            webhooks: Some(&app.webhooks),
+            reports: Some(app),
         }
     }
 
-    /// The same decisions, reporting no webhooks.
-    pub fn without_webhooks(app: &'a AppHub) -> Self {
+    /// The same decisions, reporting nothing.
+    pub fn silent(app: &'a AppHub) -> Self {
         LocalRules {
             app: app.app().clone(),
-            webhooks: None,
+            reports: None,
         }
     }
 
-    fn report(&self, kind: Kind, make: impl FnOnce() -> Event) {
-        if let Some(webhooks) = self.webhooks {
-            webhooks.emit(kind, make);
+    fn report(&self, event: AppEvent<'_>) {
+        if let Some(app) = self.reports {
+            app.emit(event);
         }
     }
 }
@@ -67,8 +69,9 @@ impl ChannelRules for LocalRules<'_> {
         }
         let added = roster.join(socket, member);
         if added {
-            self.report(Kind::MemberAdded, || {
-                Event::member_added(channel, &member.user_id)
+            self.report(AppEvent::MemberAdded {
+                channel,
+                user_id: &member.user_id,
             });
         }
         Ok(JoinOutcome {
@@ -80,17 +83,15 @@ impl ChannelRules for LocalRules<'_> {
     }
 
     fn leave(&self, channel: &str, user_id: &str) -> Option<ByteString> {
-        self.report(Kind::MemberRemoved, || {
-            Event::member_removed(channel, user_id)
-        });
+        self.report(AppEvent::MemberRemoved { channel, user_id });
         Some(messages::member_removed(channel, user_id))
     }
 
     fn occupancy(&self, channel: &str, occupied: bool) {
         if occupied {
-            self.report(Kind::ChannelOccupied, || Event::channel_occupied(channel));
+            self.report(AppEvent::Occupied { channel });
         } else {
-            self.report(Kind::ChannelVacated, || Event::channel_vacated(channel));
+            self.report(AppEvent::Vacated { channel });
         }
     }
 
@@ -100,17 +101,18 @@ impl ChannelRules for LocalRules<'_> {
         subscribers: usize,
         last_sent: &mut Option<Instant>,
     ) -> Option<ByteString> {
-        let webhook = self
-            .webhooks
-            .is_some_and(|w| w.wants(Kind::SubscriptionCount));
-        if !(self.app.subscription_count || webhook)
+        let observed = self
+            .reports
+            .is_some_and(|app| app.observers().wants(EventKind::SubscriptionCount));
+        if !(self.app.subscription_count || observed)
             || subscribers == 0
             || !throttle_count(subscribers, last_sent, Instant::now())
         {
             return None;
         }
-        self.report(Kind::SubscriptionCount, || {
-            Event::subscription_count(channel, subscribers)
+        self.report(AppEvent::SubscriptionCount {
+            channel,
+            count: subscribers,
         });
         self.app
             .subscription_count

@@ -1,7 +1,7 @@
 //! The seam between a node's hub and the rest of the cluster.
 //!
 //! Everything that must look the same from every node goes through the
-//! [`Adapter`]: publishing (local fan-out plus relay to other nodes),
+//! [`Adapter`]: publishing (`publish`: local fan-out plus relay to other nodes),
 //! joining and leaving channels (presence membership is decided
 //! cluster-wide), cache channel payloads, terminating a user's sockets,
 //! connection counts and the counting queries of the HTTP API. The
@@ -14,15 +14,15 @@
 
 mod counts;
 mod local;
+mod publish;
 pub mod redis;
 
 use std::sync::Arc;
 
-use bytestring::ByteString;
-
 pub use self::counts::throttle_count;
 pub use self::redis::RedisAdapter;
 pub use local::{LocalAdapter, LocalRules};
+pub use publish::{ApiEvent, ClientEvent};
 
 use crate::hub::history::Read;
 use crate::hub::{AppHub, ChannelStats, Connection, MemberInfo, SubscribeError};
@@ -44,50 +44,6 @@ pub enum Adapter {
 }
 
 impl Adapter {
-    /// Delivers `frame` to every subscriber of `channel`, on every node,
-    /// except the socket `except`.
-    pub fn publish(
-        &self,
-        app: &AppHub,
-        channel: &str,
-        frame: ByteString,
-        except: Option<SocketId>,
-    ) {
-        let delivered = app.publish(channel, &frame, except);
-        app.metrics.deliveries.inc_by(delivered as u64);
-        if let Adapter::Redis(redis) = self {
-            redis.relay_publish(app, channel, frame, except, false);
-        }
-    }
-
-    /// Like [`Adapter::publish`], and every node keeps `frame` as the cache
-    /// channel's last event for later subscribers.
-    pub fn publish_cached(
-        &self,
-        app: &AppHub,
-        channel: &str,
-        frame: ByteString,
-        except: Option<SocketId>,
-    ) {
-        let delivered = app.publish_cached(channel, &frame, except);
-        app.metrics.deliveries.inc_by(delivered as u64);
-        if let Adapter::Redis(redis) = self {
-            redis.relay_publish(app, channel, frame, except, true);
-        }
-    }
-
-    /// Adds an API event to the channel's polling history (one history for
-    /// the whole cluster) and wakes long-polls. Call before publishing it.
-    pub fn record(&self, app: &AppHub, channel: &str, event: &str, data: &str) {
-        match self {
-            Adapter::Local(_) => {
-                app.history.append(channel, event, data);
-                app.notify_pollers(channel);
-            }
-            Adapter::Redis(redis) => redis.record(app, channel, event, data),
-        }
-    }
-
     /// A channel's polling history after `cursor` (see [`Read`]).
     pub async fn history(
         &self,
@@ -97,7 +53,7 @@ impl Adapter {
         limit: usize,
     ) -> AdapterResult<Read> {
         match self {
-            Adapter::Local(_) => Ok(app.history.read(channel, cursor, limit)),
+            Adapter::Local(_) => Ok(app.history().read(channel, cursor, limit)),
             Adapter::Redis(redis) => redis.history(app, channel, cursor, limit).await,
         }
     }

@@ -3,7 +3,7 @@
 //! signature checked) before doing anything.
 
 mod channels;
-pub(crate) mod events;
+mod events;
 mod poll;
 pub mod signature;
 mod users;
@@ -18,12 +18,12 @@ use actix_web::dev::{Payload, Service, ServiceResponse};
 use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpRequest};
 
-pub use crate::http_error::{HttpError, HttpResult};
+pub use crate::http::{HttpError, HttpResult};
 
+use crate::http::body;
+use crate::http::State;
 use crate::hub::AppHub;
 use crate::metrics;
-use crate::state::State;
-use crate::support::body;
 use crate::support::clock::unix_secs;
 use crate::support::query::Query;
 
@@ -134,10 +134,4 @@ async fn authenticate(req: HttpRequest, mut payload: Payload) -> HttpResult<Sign
         body,
         query,
     })
-}
-
-/// Parses a JSON body, 400 with the parser's message otherwise.
-pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> HttpResult<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| HttpError::BadRequest(format!("Invalid JSON body: {e}")))
 }

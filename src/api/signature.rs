@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::auth;
 use crate::config::AppConfig;
-use crate::http_error::HttpError;
+use crate::http::HttpError;
 use crate::support::query::{self, Query};
 
 /// A request line as the signature sees it.

@@ -10,8 +10,10 @@
 //! costs nothing while no console is open.
 
 mod feed;
+mod observer;
 
 pub use feed::Feed;
+pub use observer::Consoles;
 
 use std::time::Duration;
 
@@ -21,13 +23,12 @@ use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::api::events::publish_test_event;
 use crate::auth;
-use crate::http_error::{HttpError, HttpResult};
+use crate::http::body;
+use crate::http::State;
+use crate::http::{event, HttpError, HttpResult};
 use crate::hub::AppHub;
 use crate::protocol::ChannelType;
-use crate::state::State;
-use crate::support::body;
 
 /// The console's token, kept as its HMAC with a fixed message: a request's
 /// token is checked by computing the same and comparing in constant time
@@ -148,7 +149,11 @@ async fn channels(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpR
 /// The app's feed as server-sent events, until the page goes away.
 async fn stream_events(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpResponse> {
     let app = app_of(&state, &req)?;
-    let events = app.console.listen();
+    let events = req
+        .app_data::<web::Data<Consoles>>()
+        .and_then(|consoles| consoles.feed(app.id()))
+        .ok_or_else(|| HttpError::NotFound(format!("No console for app {:?}", app.id())))?
+        .listen();
     let opening = Bytes::from_static(b": connected\n\n");
     let body = stream::unfold((Some(opening), events), |(first, mut events)| async move {
         if let Some(first) = first {
@@ -191,7 +196,8 @@ async fn send_event(
         Duration::from_secs(state.server.request_body_timeout),
     )
     .await?;
-    publish_test_event(&state.adapter, &app, &body)?;
+    let event = event::parse(&app.app(), &body)?;
+    state.adapter.publish_api_event(&app, &event);
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

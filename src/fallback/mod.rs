@@ -1,14 +1,13 @@
-//! For clients that cannot hold a WebSocket: pusher-js's own HTTP transports
-//! ([`xhr`]) and the browser door of the JSON polling endpoint ([`poll`];
-//! the endpoint's logic is [`crate::polling`]).
+//! For clients that cannot hold a WebSocket: pusher-js's own HTTP
+//! transports ([`xhr`]). (The JSON polling endpoint is [`crate::polling`].)
 
-mod cors;
 pub mod framing;
-pub mod poll;
 pub mod xhr;
 
 use actix_web::http::Method;
 use actix_web::web;
+
+use crate::http::cors;
 
 pub use xhr::HttpSessions;
 
@@ -36,15 +35,4 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::method(Method::OPTIONS).to(cors::preflight)),
         );
     }
-    cfg.service(
-        web::resource("/app/{key}/poll/v1/session")
-            .route(web::get().to(poll::session))
-            .route(web::method(Method::OPTIONS).to(cors::preflight)),
-    )
-    .service(
-        web::resource("/app/{key}/poll/v1")
-            .route(web::get().to(poll::browser_poll))
-            .route(web::method(Method::OPTIONS).to(cors::preflight)),
-    );
-    // The signed `/apps/{app_id}/poll/v1` is in the API scope (api::poll).
 }

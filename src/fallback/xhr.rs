@@ -26,18 +26,18 @@ use futures_util::stream;
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
-use super::cors;
 use super::framing;
 use crate::config::ServerConfig;
-use crate::http_error::HttpError;
+use crate::http::body;
+use crate::http::cors;
+use crate::http::peer::{PeerSocket, SocketHandle};
+use crate::http::per_address::{client_address, AddressPermit, PerAddress};
+use crate::http::HttpError;
+use crate::http::State;
 use crate::hub::{AppHub, Connection};
 use crate::metrics::Transport;
 use crate::protocol::Close;
 use crate::session::{self, Session};
-use crate::state::State;
-use crate::support::body;
-use crate::support::peer::{PeerSocket, SocketHandle};
-use crate::support::per_address::{client_address, AddressPermit, PerAddress};
 use crate::support::wait::Generation;
 
 /// A held poll or an idle stream gets a heartbeat at least this often.
@@ -339,7 +339,7 @@ async fn next(
         request = http.conn.next_frames(batch) => match request {
             Some(request) => Next::Close(request),
             None => {
-                http.app.metrics.sent(batch.iter());
+                http.app.metrics().sent(batch.iter());
                 Next::Frames
             }
         },

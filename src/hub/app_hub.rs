@@ -1,98 +1,39 @@
-//! The in-node state of one app: its channels and their subscribers, presence
-//! rosters, cached events, signed-in users and watchlists, plus local fan-out.
+//! The in-node state of one app: its channels and their subscribers (with
+//! local fan-out), its connections, and the parts kept beside them: cached
+//! events (`last_event`), signed-in users and watchers (`users`), long-poll
+//! wake-ups (`pollers`), polling history (`history`), the cluster's
+//! member-order hooks (`cluster_hooks`), and the observers that report
+//! what happens (`events`).
 //!
 //! Every method is synchronous and holds at most one map shard at a time, so
 //! no lock is ever held across an `.await`. Frames are built once by the
 //! caller and cloned (a refcount) per subscriber.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
 use bytestring::ByteString;
 use dashmap::DashMap;
 
+use super::channel::{Channel, ChannelStats};
 use super::connection::Connection;
+use super::events::{AppEvent, Observers};
 use super::history::History;
-use super::member_order::MemberOrder;
+use super::last_event::LastEvents;
+use super::pollers::{self, Pollers};
 use super::presence::{MemberInfo, Roster};
 use super::rules::{ChannelRules, SubscribeError};
+use super::users::Users;
 use crate::config::AppConfig;
-use crate::console::Feed;
 use crate::metrics::AppMetrics;
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::{messages, ChannelType, Close, SocketId};
 use crate::support::wait::{self, Generation};
-use crate::webhooks::{Event, Kind, Sink};
-
-/// One channel's subscribers, and its roster when it is a presence channel.
-#[derive(Debug)]
-struct Channel {
-    subscribers: HashMap<SocketId, Arc<Connection>>,
-    roster: Option<Roster>,
-    /// When `subscription_count` was last sent (the rules' throttle state).
-    count_sent: Option<Instant>,
-    /// Cluster member events in decision order (presence channels).
-    order: MemberOrder,
-}
-
-impl Channel {
-    fn new(name: &str) -> Self {
-        Channel {
-            subscribers: HashMap::new(),
-            roster: ChannelType::of(name).is_presence().then(Roster::default),
-            count_sent: None,
-            order: MemberOrder::default(),
-        }
-    }
-
-    /// Nobody is on it and no join is on its way.
-    fn is_unused(&self) -> bool {
-        self.subscribers.is_empty() && self.order.pending == 0
-    }
-}
-
-impl Channel {
-    fn deliver(&self, frame: &ByteString, except: Option<SocketId>) -> usize {
-        let mut delivered = 0;
-        for (id, conn) in &self.subscribers {
-            if Some(*id) != except && conn.send(frame.clone()) {
-                delivered += 1;
-            }
-        }
-        delivered
-    }
-
-    /// Asks the rules whether the new subscriber count is announced.
-    fn count_changed(&mut self, name: &str, rules: &dyn ChannelRules) {
-        if self.roster.is_some() {
-            return;
-        }
-        if let Some(frame) = rules.count(name, self.subscribers.len(), &mut self.count_sent) {
-            self.deliver(&frame, None);
-        }
-    }
-}
-
-/// The last event of a cache channel.
-#[derive(Debug)]
-struct CachedEvent {
-    frame: ByteString,
-    expires: Instant,
-}
 
 /// A presence member on this node: user id, local socket count, user_info.
 pub type LocalMember = (Arc<str>, u32, Arc<serde_json::value::RawValue>);
-
-/// Counts reported by channel queries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ChannelStats {
-    pub subscription_count: usize,
-    /// Distinct members; `None` for non-presence channels.
-    pub user_count: Option<usize>,
-}
 
 /// Live state of one app on this node.
 #[derive(Debug)]
@@ -101,27 +42,20 @@ pub struct AppHub {
     /// key).
     config: ArcSwap<AppConfig>,
     id: Box<str>,
-    channels: DashMap<Box<str>, Channel>,
-    cache: DashMap<Box<str>, CachedEvent>,
+    pub(super) channels: DashMap<Box<str>, Channel>,
+    last_events: LastEvents,
     connections: DashMap<SocketId, Arc<Connection>>,
     connection_count: AtomicUsize,
-    /// Signed-in sockets per user id.
-    users: DashMap<Arc<str>, Vec<Arc<Connection>>>,
-    /// Sockets watching a user id (watchlist events).
-    watchers: DashMap<Arc<str>, Vec<Arc<Connection>>>,
+    pub(super) users: Users,
     /// Recent events per channel, for pollers.
-    pub history: History,
-    /// Per channel that has long-polls waiting: advanced when an event is
-    /// recorded there, so only that channel's pollers wake.
-    recorded: DashMap<Box<str>, Arc<Generation>>,
+    history: History,
+    pollers: Pollers,
     /// Woken when the last connection is released (shutdown waits on it).
     emptied: tokio::sync::Notify,
-    /// Where this app's webhook events are reported.
-    pub webhooks: Sink,
     /// This app's hot-path counters.
-    pub metrics: AppMetrics,
-    /// What a live console of this app sees.
-    pub console: Arc<Feed>,
+    metrics: AppMetrics,
+    /// Who reports what happens (the console, the webhooks).
+    observers: Arc<Observers>,
 }
 
 impl AppHub {
@@ -129,19 +63,17 @@ impl AppHub {
         let history = History::new(app.history_size, Duration::from_secs(app.history_ttl));
         AppHub {
             history,
-            recorded: DashMap::new(),
+            pollers: Pollers::default(),
             emptied: tokio::sync::Notify::new(),
-            webhooks: Sink::default(),
             metrics: AppMetrics::new(&app.id),
-            console: Arc::default(),
+            observers: Arc::default(),
             id: app.id.as_str().into(),
             config: ArcSwap::new(app),
             channels: DashMap::new(),
-            cache: DashMap::new(),
+            last_events: LastEvents::default(),
             connections: DashMap::new(),
             connection_count: AtomicUsize::new(0),
-            users: DashMap::new(),
-            watchers: DashMap::new(),
+            users: Users::default(),
         }
     }
 
@@ -158,6 +90,27 @@ impl AppHub {
     /// Applies reloaded settings (same id and key); connections stay.
     pub fn set_config(&self, config: AppConfig) {
         self.config.store(Arc::new(config));
+    }
+
+    /// This app's hot-path counters.
+    pub fn metrics(&self) -> &AppMetrics {
+        &self.metrics
+    }
+
+    /// The app's recent events per channel (single node; a cluster keeps
+    /// them in Redis).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Who observes this app (attached at start and on reload).
+    pub fn observers(&self) -> &Arc<Observers> {
+        &self.observers
+    }
+
+    /// Reports `event` to the app's observers that want it.
+    pub fn emit(&self, event: AppEvent<'_>) {
+        self.observers.emit(event);
     }
 
     // ----- connections -------------------------------------------------
@@ -264,8 +217,7 @@ impl AppHub {
             match self.cached(name) {
                 Some(frame) => conn.send(frame),
                 None => {
-                    self.webhooks
-                        .emit(Kind::CacheMiss, || Event::cache_miss(name));
+                    self.emit(AppEvent::CacheMiss { channel: name });
                     conn.send(messages::cache_miss(name))
                 }
             };
@@ -302,106 +254,6 @@ impl AppHub {
         left
     }
 
-    /// A join whose roster the cluster is deciding: keeps the channel, and
-    /// the member events that arrive meanwhile, until [`AppHub::join_settled`].
-    pub fn join_pending(&self, name: &str) {
-        self.channels
-            .entry(name.into())
-            .or_insert_with(|| Channel::new(name))
-            .order
-            .pending += 1;
-    }
-
-    /// The join announced by [`AppHub::join_pending`] is done (subscribed
-    /// or refused).
-    pub fn join_settled(&self, name: &str) {
-        let unused = match self.channels.get_mut(name) {
-            Some(mut channel) => {
-                channel.order.settled();
-                channel.is_unused()
-            }
-            None => false,
-        };
-        if unused {
-            self.channels.remove_if(name, |_, c| c.is_unused());
-        }
-    }
-
-    /// Presence channels with local subscribers (for the cluster's
-    /// convergence check).
-    pub fn presence_channels(&self) -> Vec<String> {
-        self.channels
-            .iter()
-            .filter(|c| c.roster.is_some() && !c.subscribers.is_empty())
-            .map(|c| c.key().to_string())
-            .collect()
-    }
-
-    /// Whether the local subscribers of `name` missed member events that
-    /// Redis has numbered up to `redis_version` (see `MemberOrder`).
-    pub fn missed_member_events(&self, name: &str, redis_version: u64) -> bool {
-        self.channels
-            .get_mut(name)
-            .is_some_and(|mut c| c.order.missed_events(redis_version))
-    }
-
-    /// Shows every local subscriber of `name` the cluster's roster as of
-    /// `version` again (`subscription_succeeded`, which pusher-js applies
-    /// as the new member list and Echo reports through `here`), unless
-    /// events newer than it were delivered meanwhile.
-    /// `visit` gets each subscriber to send the roster frame to (through
-    /// the same path as the member events it supersedes, so it comes after
-    /// them).
-    pub fn resync_roster(&self, name: &str, version: u64, visit: &mut dyn FnMut(&Arc<Connection>)) {
-        let Some(mut channel) = self.channels.get_mut(name) else {
-            return;
-        };
-        let channel = &mut *channel;
-        if channel.order.applied_version() >= version {
-            return;
-        }
-        channel.subscribers.values().for_each(visit);
-        channel
-            .order
-            .resynced(version, channel.subscribers.keys().copied());
-    }
-
-    /// The cluster's member event numbering started again (Redis was
-    /// replaced): forget the versions seen so far.
-    pub fn restart_member_order(&self) {
-        for mut channel in self.channels.iter_mut() {
-            channel.order.restart();
-        }
-    }
-
-    /// Takes note of a cluster member event numbered `version` and visits
-    /// the channel's local subscribers whose roster does not have it yet,
-    /// who must get it (none when `deliver` is false). Deciding under the
-    /// channel's lock keeps the ordering rules; `visit` sends or hands on.
-    pub fn member_event_recipients(
-        &self,
-        name: &str,
-        version: u64,
-        frame: &ByteString,
-        except: Option<SocketId>,
-        deliver: bool,
-        visit: &mut dyn FnMut(&Arc<Connection>),
-    ) {
-        let Some(mut channel) = self.channels.get_mut(name) else {
-            return;
-        };
-        let channel = &mut *channel;
-        channel.order.accept(version, frame, except);
-        if !deliver {
-            return;
-        }
-        for (id, conn) in &channel.subscribers {
-            if Some(*id) != except && channel.order.wants(*id, version) {
-                visit(conn);
-            }
-        }
-    }
-
     /// Visits who a publication on `name` goes to on this node (the
     /// channel's subscribers, or for `#server-to-user-{id}` that user's
     /// signed-in sockets), except one socket.
@@ -413,9 +265,11 @@ impl AppHub {
     ) {
         let others = |conn: &&Arc<Connection>| Some(conn.socket_id) != except;
         if let Some(user_id) = server_to_user_id(name) {
-            if let Some(sockets) = self.users.get(user_id) {
-                sockets.iter().filter(others).for_each(visit);
-            }
+            self.users.sockets_of(user_id, &mut |conn| {
+                if others(&conn) {
+                    visit(conn)
+                }
+            });
         } else if let Some(channel) = self.channels.get(name) {
             channel.subscribers.values().filter(others).for_each(visit);
         }
@@ -450,11 +304,7 @@ impl AppHub {
     /// Whether this node serves a channel: it has subscribers (or a join
     /// on its way) or long-polls on it.
     pub fn serves(&self, name: &str) -> bool {
-        self.channels.contains_key(name)
-            || self
-                .recorded
-                .get(name)
-                .is_some_and(|generation| Arc::strong_count(&generation) > 1)
+        self.channels.contains_key(name) || self.pollers.is_polled(name)
     }
 
     /// The presence user id a socket joined a channel as.
@@ -487,43 +337,18 @@ impl AppHub {
         self.publish(name, frame, except)
     }
 
-    /// Presence channels with this node's members: channel, and per user
-    /// their local socket count and user_info (cluster rebuild).
-    pub fn local_presence(&self) -> Vec<(String, Vec<LocalMember>)> {
-        self.channels
-            .iter()
-            .filter_map(|c| {
-                let roster = c.roster.as_ref()?;
-                Some((c.key().to_string(), roster.members()))
-            })
-            .collect()
-    }
-
     // ----- polling -------------------------------------------------------
 
     /// An event was recorded on `channel`: wakes its long-polls (a map
     /// lookup when none wait).
     pub fn notify_pollers(&self, channel: &str) {
-        if let Some(generation) = self.recorded.get(channel) {
-            generation.advance();
-        }
+        self.pollers.notify(channel);
     }
 
     /// What a long-poll watches: each channel's generation, read before
     /// the histories are, so an event recorded in between is not missed.
     pub fn watch_for_events(&self, channels: &[String]) -> Vec<(Arc<Generation>, u64)> {
-        channels
-            .iter()
-            .map(|channel| {
-                let generation = self
-                    .recorded
-                    .entry(channel.as_str().into())
-                    .or_default()
-                    .clone();
-                let seen = generation.current();
-                (generation, seen)
-            })
-            .collect()
+        self.pollers.watch(channels)
     }
 
     /// Waits until an event is recorded on a watched channel, or until
@@ -533,18 +358,7 @@ impl AppHub {
         watched: &[(Arc<Generation>, u64)],
         deadline: tokio::time::Instant,
     ) -> bool {
-        let changes = watched
-            .iter()
-            .map(|(generation, seen)| Box::pin(generation.changed_from(*seen)));
-        tokio::time::timeout_at(deadline, futures_util::future::select_all(changes))
-            .await
-            .is_ok()
-    }
-
-    /// Forgets the wake-up state of channels nobody polls (run periodically).
-    fn sweep_pollers(&self) {
-        self.recorded
-            .retain(|_, generation| Arc::strong_count(generation) > 1);
+        pollers::wait_for_event(watched, deadline).await
     }
 
     // ----- cache channels ----------------------------------------------
@@ -556,29 +370,25 @@ impl AppHub {
 
     /// Keeps `frame` as the channel's last event for `ttl`.
     pub fn store_cached_for(&self, name: &str, frame: ByteString, ttl: Duration) {
-        let expires = Instant::now() + ttl;
-        self.cache
-            .insert(name.into(), CachedEvent { frame, expires });
+        self.last_events.store(name, frame, ttl);
     }
 
     /// Forgets a cache channel's event (this node stopped hearing the
     /// channel, so its copy may be stale).
     pub fn forget_cached(&self, name: &str) {
-        self.cache.remove(name);
+        self.last_events.forget(name);
     }
 
     /// The channel's cached event, if it has not expired.
     pub fn cached(&self, name: &str) -> Option<ByteString> {
-        let entry = self.cache.get(name)?;
-        (entry.expires > Instant::now()).then(|| entry.frame.clone())
+        self.last_events.get(name)
     }
 
     /// Drops expired cache entries and history (run periodically).
     pub fn sweep(&self) {
-        let now = Instant::now();
-        self.cache.retain(|_, e| e.expires > now);
+        self.last_events.sweep();
         self.history.sweep();
-        self.sweep_pollers();
+        self.pollers.sweep();
     }
 
     // ----- queries -----------------------------------------------------
@@ -590,7 +400,7 @@ impl AppHub {
             .iter()
             .filter(|c| !c.subscribers.is_empty())
             .filter(|c| prefix.is_none_or(|p| c.key().starts_with(p)))
-            .map(|c| (c.key().to_string(), stats(&c)))
+            .map(|c| (c.key().to_string(), c.stats()))
             .collect()
     }
 
@@ -599,7 +409,7 @@ impl AppHub {
         self.channels
             .get(name)
             .filter(|c| !c.subscribers.is_empty())
-            .map(|c| stats(&c))
+            .map(|c| c.stats())
     }
 
     /// Distinct user ids on a presence channel.
@@ -617,101 +427,45 @@ impl AppHub {
 
     /// Records a signed-in socket; returns true when the user came online.
     pub fn add_user(&self, user_id: &Arc<str>, conn: &Arc<Connection>) -> bool {
-        let came_online = {
-            let mut sockets = self.users.entry(user_id.clone()).or_default();
-            sockets.push(conn.clone());
-            sockets.len() == 1
-        };
-        came_online
+        self.users.add(user_id, conn)
     }
 
     /// Forgets a signed-in socket; returns true when the user went offline.
     pub fn remove_user(&self, user_id: &str, socket: SocketId) -> bool {
-        let went_offline = match self.users.get_mut(user_id) {
-            Some(mut sockets) => {
-                sockets.retain(|c| c.socket_id != socket);
-                sockets.is_empty()
-            }
-            None => false,
-        };
-        if went_offline {
-            self.users.remove_if(user_id, |_, s| s.is_empty());
-        }
-        went_offline
-    }
-
-    /// Signed-in users on this node with their socket counts (cluster rebuild).
-    pub fn local_users(&self) -> Vec<(Arc<str>, u32)> {
-        self.users
-            .iter()
-            .map(|u| (u.key().clone(), u.len() as u32))
-            .collect()
+        self.users.remove(user_id, socket)
     }
 
     pub fn is_online(&self, user_id: &str) -> bool {
-        self.users.contains_key(user_id)
+        self.users.is_online(user_id)
     }
 
     /// Closes every socket signed in as `user_id`; returns how many.
     pub fn terminate_user(&self, user_id: &str) -> usize {
-        let Some(sockets) = self.users.get(user_id) else {
-            return 0;
-        };
-        for conn in sockets.iter() {
-            conn.request_close(Close::TERMINATED);
-        }
-        sockets.len()
+        self.users.terminate(user_id)
     }
 
     /// Subscribes `conn` to online/offline events of `watched` user ids.
     pub fn watch(&self, watched: &[Arc<str>], conn: &Arc<Connection>) {
-        for id in watched {
-            self.watchers
-                .entry(id.clone())
-                .or_default()
-                .push(conn.clone());
-        }
+        self.users.watch(watched, conn);
     }
 
     pub fn unwatch(&self, watched: &[Arc<str>], socket: SocketId) {
-        for id in watched {
-            if let Some(mut list) = self.watchers.get_mut(id) {
-                list.retain(|c| c.socket_id != socket);
-            }
-            self.watchers.remove_if(id, |_, l| l.is_empty());
-        }
+        self.users.unwatch(watched, socket);
     }
 
     /// Sends a watchlist online/offline event for `user_id` to the local
     /// sockets watching it (the adapter decides when, cluster-wide).
     pub fn notify_watchers(&self, user_id: &str, online: bool) {
-        if !self.app().watchlist_events {
-            return;
+        if self.app().watchlist_events {
+            self.users.notify_watchers(user_id, online);
         }
-        let Some(list) = self.watchers.get(user_id) else {
-            return;
-        };
-        let ids = [user_id];
-        let frame = if online {
-            messages::watchlist_events(&ids, &[])
-        } else {
-            messages::watchlist_events(&[], &ids)
-        };
-        for conn in list.iter() {
-            conn.send(frame.clone());
-        }
-    }
-}
-
-fn stats(channel: &Channel) -> ChannelStats {
-    ChannelStats {
-        subscription_count: channel.subscribers.len(),
-        user_count: channel.roster.as_ref().map(Roster::member_count),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
     use crate::hub::rules::JoinOutcome;
 

@@ -2,20 +2,28 @@
 //! (WebSocket path). See [`AppHub`] for what one app holds.
 
 pub mod app_hub;
+mod channel;
+mod cluster_hooks;
 pub mod connection;
+pub mod events;
 pub mod fanout;
 pub mod history;
+mod last_event;
 mod member_order;
+mod pollers;
 pub mod presence;
 pub mod rules;
+mod users;
 
 use std::collections::HashMap;
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
-pub use app_hub::{AppHub, ChannelStats};
+pub use app_hub::AppHub;
+pub use channel::ChannelStats;
 pub use connection::Connection;
+pub use events::{AppEvent, EventKind, Observer, ObserverSlot, Observers};
 pub use presence::{MemberInfo, Roster};
 pub use rules::{ChannelRules, JoinOutcome, SubscribeError};
 

@@ -4,6 +4,7 @@
 pub mod channel;
 pub mod close;
 pub mod messages;
+pub mod webhook;
 
 use std::fmt;
 use std::str::FromStr;

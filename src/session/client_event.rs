@@ -3,40 +3,25 @@
 //! `user_id` added by the server (a client-sent `user_id` is never trusted).
 
 use super::Session;
-use crate::protocol::messages::{self, ClientMessage};
+use crate::adapter::ClientEvent;
+use crate::protocol::messages::ClientMessage;
 use crate::protocol::{codes, ChannelType};
-use crate::webhooks::{Event, Kind};
 
 impl Session {
     pub(super) fn on_client_event(&mut self, message: &ClientMessage) {
         match self.check_client_event(message) {
             Ok((channel, data)) => {
                 let user_id = self.channels.get(channel).cloned().flatten();
-                let frame = messages::frame_with_user(
-                    &message.event,
-                    Some(channel),
-                    &data,
-                    user_id.as_deref(),
-                );
-                self.ctx
-                    .adapter
-                    .publish(&self.app, channel, frame, Some(self.conn.socket_id));
-                self.app.metrics.client_events.inc();
-                self.app.console.report(|| {
-                    serde_json::json!({
-                        "type": "client_event", "socket_id": self.socket_id, "channel": channel,
-                        "event": message.event, "data": data, "user_id": user_id.as_deref(),
-                    })
-                });
-                self.app.webhooks.emit(Kind::ClientEvent, || {
-                    Event::client_event(
+                self.ctx.adapter.publish_client_event(
+                    &self.app,
+                    ClientEvent {
                         channel,
-                        &message.event,
-                        &data,
-                        &self.conn.socket_id.to_string(),
-                        user_id.as_deref(),
-                    )
-                });
+                        name: &message.event,
+                        data: &data,
+                        socket: self.conn.socket_id,
+                        user_id: user_id.as_deref(),
+                    },
+                );
             }
             Err((code, text)) => self.send_error(code, &text),
         }

@@ -24,7 +24,7 @@ use self::rate_limit::RateLimit;
 use self::signin::SignedInUser;
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
-use crate::hub::{AppHub, Connection, Hub};
+use crate::hub::{AppEvent, AppHub, Connection, Hub};
 use crate::metrics::Transport;
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::messages::{self, ClientMessage};
@@ -60,12 +60,10 @@ impl Session {
     /// A session for an admitted connection; queues `connection_established`.
     fn start(ctx: Context, app: Arc<AppHub>, conn: Arc<Connection>, transport: Transport) -> Self {
         let rate = app.app().client_event_rate;
-        app.metrics.opened(transport);
-        app.console.report(|| {
-            serde_json::json!({
-                "type": "connection", "state": "opened", "socket_id": conn.socket_id.to_string(),
-                "transport": transport.label(),
-            })
+        app.metrics().opened(transport);
+        app.emit(AppEvent::ConnectionOpened {
+            socket: conn.socket_id,
+            transport,
         });
         tracing::debug!(app = %app.id(), socket = %conn.socket_id, ?transport, "connection opened");
         conn.send(messages::connection_established(
@@ -111,7 +109,7 @@ impl Session {
 
     /// Dispatches one text frame by event name.
     pub async fn handle_text(&mut self, text: &str) {
-        self.app.metrics.received(text.len());
+        self.app.metrics().received(text.len());
         let message = match ClientMessage::parse(text) {
             Ok(m) => m,
             Err(_) => {
@@ -143,13 +141,11 @@ impl Session {
     /// with the close Herald sent (`None`: the client closed or went away).
     pub async fn leave_everything(&mut self, close: Option<Close>) {
         let code = close.map(|c| c.code);
-        self.app.metrics.closed(self.transport, code);
-        self.app.console.report(|| {
-            serde_json::json!({
-                "type": "connection", "state": "closed", "socket_id": self.socket_id,
-                "transport": self.transport.label(), "code": code,
-                "reason": close.map(|c| c.reason),
-            })
+        self.app.metrics().closed(self.transport, code);
+        self.app.emit(AppEvent::ConnectionClosed {
+            socket: self.conn.socket_id,
+            transport: self.transport,
+            close,
         });
         tracing::debug!(
             app = %self.app.id(),
@@ -163,11 +159,11 @@ impl Session {
         for (channel, user) in std::mem::take(&mut self.channels) {
             if server_to_user_id(&channel).is_none() {
                 adapter.unsubscribe(&self.app, socket, &channel).await;
-                self.app.console.report(|| {
-                    serde_json::json!({
-                        "type": "unsubscribed", "socket_id": self.socket_id, "channel": channel,
-                        "user_id": user.as_deref(), "reason": "connection closed",
-                    })
+                self.app.emit(AppEvent::Unsubscribed {
+                    socket,
+                    channel: &channel,
+                    user_id: user.as_deref(),
+                    reason: Some("connection closed"),
                 });
             }
         }

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::Session;
 use crate::auth;
 use crate::hub::presence::null_info;
-use crate::hub::{MemberInfo, SubscribeError};
+use crate::hub::{AppEvent, MemberInfo, SubscribeError};
 use crate::protocol::channel::{server_to_user_id, validate_channel_name};
 use crate::protocol::messages::{self, ClientMessage, SubscribeData, UnsubscribeData};
 use crate::protocol::{ChannelKind, ChannelType};
@@ -99,11 +99,10 @@ impl Session {
             .await;
         match subscribed {
             Ok(_) => {
-                self.app.console.report(|| {
-                    serde_json::json!({
-                        "type": "subscribed", "socket_id": self.socket_id, "channel": name,
-                        "user_id": user_id.as_deref(),
-                    })
+                self.app.emit(AppEvent::Subscribed {
+                    socket: self.conn.socket_id,
+                    channel: name,
+                    user_id: user_id.as_deref(),
                 });
                 self.channels.entry(name.to_owned()).or_insert(user_id);
             }
@@ -133,10 +132,11 @@ impl Session {
                 .adapter
                 .unsubscribe(&self.app, self.conn.socket_id, &data.channel)
                 .await;
-            self.app.console.report(|| {
-                serde_json::json!({
-                    "type": "unsubscribed", "socket_id": self.socket_id, "channel": data.channel,
-                })
+            self.app.emit(AppEvent::Unsubscribed {
+                socket: self.conn.socket_id,
+                channel: &data.channel,
+                user_id: None,
+                reason: None,
             });
         }
     }
@@ -151,11 +151,10 @@ impl Session {
             reason = %refusal.message,
             "subscription refused"
         );
-        self.app.console.report(|| {
-            serde_json::json!({
-                "type": "subscription_refused", "socket_id": self.socket_id, "channel": channel,
-                "reason": refusal.message,
-            })
+        self.app.emit(AppEvent::SubscriptionRefused {
+            socket: self.conn.socket_id,
+            channel,
+            reason: &refusal.message,
         });
         self.conn.send(messages::subscription_error(
             channel,

@@ -1,12 +1,8 @@
-//! Small pieces the layers share: wall-clock time, query strings, bounded
-//! request bodies, per-address limits and token buckets, the TCP socket
-//! under a request, and waiting for a condition announced through a
-//! `Notify`.
+//! Small pure pieces the layers share: wall-clock time, query strings,
+//! token buckets, and waiting for a condition announced through a
+//! `Notify`. (The HTTP-specific helpers are in `crate::http`.)
 
-pub mod body;
 pub mod clock;
-pub mod peer;
-pub mod per_address;
 pub mod query;
 pub mod rate;
 pub mod wait;

@@ -19,29 +19,18 @@ use redis::AsyncCommands;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::event::Event;
 use super::request::{batch_len, Request, MAX_EVENTS};
 use super::target::Target;
 use super::{AppQueue, Message};
 use crate::adapter::redis::connection::Redis;
+use crate::adapter::redis::Outbox;
 use crate::config::AppConfig;
 use crate::metrics::METRICS;
+use crate::protocol::webhook::Event;
 
 /// How long one read waits for new entries (on the consumer's own
 /// connection, so that a blocked read holds up nobody else).
 const BLOCK: Duration = Duration::from_secs(1);
-
-/// What cluster delivery needs from the Redis adapter.
-pub struct Outbox {
-    /// Makes a connection of its own whose commands may take the given
-    /// time to answer.
-    #[allow(clippy::type_complexity)]
-    pub connect: Box<dyn Fn(Duration) -> Result<Redis, String> + Send + Sync>,
-    /// This node's id: its consumer name in every group.
-    pub node: String,
-    /// The outbox stream of an app id.
-    pub stream_of: Box<dyn Fn(&str) -> String + Send + Sync>,
-}
 
 /// Starts one app's writer and URL consumers (on the delivery thread).
 /// They end when the app's sink is replaced (reload).

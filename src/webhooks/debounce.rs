@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::event::{Event, Kind};
+use crate::protocol::webhook::{Event, Kind};
 
 /// What pairs an arrival with the departure it cancels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

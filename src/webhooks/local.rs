@@ -14,12 +14,12 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::debounce::Debouncer;
-use super::event::Event;
 use super::request::{batch_len, Request, MAX_EVENTS};
 use super::target::Target;
 use super::{AppQueue, Message};
 use crate::config::AppConfig;
 use crate::metrics::METRICS;
+use crate::protocol::webhook::Event;
 use crate::support::clock::unix_millis;
 use crate::support::wait;
 

@@ -1,9 +1,10 @@
 //! Webhooks: Pusher's seven events, POSTed signed to each app's URLs.
 //!
-//! Events are reported where they happen (the hub's rules for occupancy and
-//! membership on a single node, the session for client events, the hub for
+//! Events are reported where they happen (the rules for occupancy and
+//! membership on a single node, the adapter for client events, the hub for
 //! cache misses, Redis scripts for occupancy and membership in a cluster)
-//! into the app's [`Sink`], which never waits. Delivery runs on its own
+//! to the app's observers; the app's [`Sink`] is the webhook observer,
+//! which never waits. Delivery runs on its own
 //! thread, so a slow or dead endpoint cannot slow client traffic:
 //!
 //! * single node (`local`): one task per app holds departures back
@@ -16,7 +17,6 @@
 
 mod cluster;
 mod debounce;
-mod event;
 mod local;
 mod request;
 mod target;
@@ -24,17 +24,17 @@ mod target;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-pub use self::cluster::Outbox;
-pub use self::event::{Event, Kind, KindSet};
-pub use self::target::{group_name, Target};
-use crate::hub::{AppHub, Hub};
+pub use self::target::Target;
+use crate::adapter::redis::Outbox;
+use crate::hub::{AppEvent, AppHub, EventKind, Hub, Observer, ObserverSlot};
 use crate::metrics::METRICS;
+use crate::protocol::webhook::{Event, Kind, KindSet};
 
 /// What a sink carries to the delivery side.
 enum Message {
@@ -50,16 +50,11 @@ type AppQueue = (
     mpsc::Receiver<Message>,
 );
 
-/// Where an app's events are reported; a no-op until webhooks are started
-/// for an app that has some. Reporting never waits: beyond the app's
-/// pending limit events are dropped, counted and logged.
-#[derive(Debug, Default)]
-pub struct Sink {
-    inner: ArcSwapOption<SinkInner>,
-}
-
+/// Where an app's webhook events are reported: the app's webhook
+/// observer. Reporting never waits: beyond the app's pending limit events
+/// are dropped, counted and logged.
 #[derive(Debug)]
-struct SinkInner {
+struct Sink {
     wants: KindSet,
     sender: mpsc::Sender<Message>,
     dropped: AtomicU64,
@@ -67,56 +62,77 @@ struct SinkInner {
 }
 
 impl Sink {
-    /// Whether any URL of the app takes `kind` (so callers build nothing
-    /// for events nobody wants).
-    pub fn wants(&self, kind: Kind) -> bool {
-        self.inner
-            .load()
-            .as_ref()
-            .is_some_and(|s| s.wants.contains(kind))
-    }
-
-    /// Reports an event of `kind`, built by `make` only when wanted.
-    pub fn emit(&self, kind: Kind, make: impl FnOnce() -> Event) {
-        let sink = self.inner.load();
-        let Some(sink) = sink.as_ref().filter(|s| s.wants.contains(kind)) else {
-            return;
-        };
-        if sink.sender.try_send(Message::Event(make())).is_err() {
-            METRICS
-                .webhooks_dropped
-                .with_label_values(&[sink.app.as_str(), "queue_full"])
-                .inc();
-            let dropped = sink.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                warn!(app = %sink.app, dropped, "webhook queue is full; dropping webhook events");
-            }
-        }
-    }
-
-    fn attach(&self, app: &str, wants: KindSet, capacity: usize) -> mpsc::Receiver<Message> {
+    fn new(app: &str, wants: KindSet, capacity: usize) -> (Sink, mpsc::Receiver<Message>) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        self.inner.store(Some(Arc::new(SinkInner {
+        let sink = Sink {
             wants,
             sender,
             dropped: AtomicU64::new(0),
             app: app.to_owned(),
-        })));
-        receiver
-    }
-
-    /// No webhooks any more (reload).
-    fn detach(&self) {
-        self.inner.store(None);
+        };
+        (sink, receiver)
     }
 
     async fn flush(&self) {
-        let Some(sink) = self.inner.load_full() else {
+        let (done, flushed) = oneshot::channel();
+        if self.sender.send(Message::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+}
+
+/// The webhook kind an application event is reported as, if any.
+fn kind_of(kind: EventKind) -> Option<Kind> {
+    Some(match kind {
+        EventKind::Occupied => Kind::ChannelOccupied,
+        EventKind::Vacated => Kind::ChannelVacated,
+        EventKind::MemberAdded => Kind::MemberAdded,
+        EventKind::MemberRemoved => Kind::MemberRemoved,
+        EventKind::ClientEvent => Kind::ClientEvent,
+        EventKind::CacheMiss => Kind::CacheMiss,
+        EventKind::SubscriptionCount => Kind::SubscriptionCount,
+        _ => return None,
+    })
+}
+
+/// The webhook event of an application event, if it is one.
+fn webhook_event(event: &AppEvent<'_>) -> Option<Event> {
+    Some(match *event {
+        AppEvent::Occupied { channel } => Event::channel_occupied(channel),
+        AppEvent::Vacated { channel } => Event::channel_vacated(channel),
+        AppEvent::MemberAdded { channel, user_id } => Event::member_added(channel, user_id),
+        AppEvent::MemberRemoved { channel, user_id } => Event::member_removed(channel, user_id),
+        AppEvent::ClientEvent {
+            socket,
+            channel,
+            event,
+            data,
+            user_id,
+        } => Event::client_event(channel, event, data, &socket.to_string(), user_id),
+        AppEvent::CacheMiss { channel } => Event::cache_miss(channel),
+        AppEvent::SubscriptionCount { channel, count } => Event::subscription_count(channel, count),
+        _ => return None,
+    })
+}
+
+impl Observer for Sink {
+    fn wants(&self, kind: EventKind) -> bool {
+        kind_of(kind).is_some_and(|kind| self.wants.contains(kind))
+    }
+
+    fn observe(&self, event: &AppEvent<'_>) {
+        let Some(event) = webhook_event(event) else {
             return;
         };
-        let (done, flushed) = oneshot::channel();
-        if sink.sender.send(Message::Flush(done)).await.is_ok() {
-            let _ = flushed.await;
+        if self.sender.try_send(Message::Event(event)).is_err() {
+            METRICS
+                .webhooks_dropped
+                .with_label_values(&[self.app.as_str(), "queue_full"])
+                .inc();
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                warn!(app = %self.app, dropped, "webhook queue is full; dropping webhook events");
+            }
         }
     }
 }
@@ -124,6 +140,8 @@ impl Sink {
 /// The running webhook service.
 pub struct Webhooks {
     hub: Arc<Hub>,
+    /// Each app's sink, by app id (shutdown flushes them).
+    sinks: DashMap<String, Arc<Sink>>,
     /// Events queued or being sent (single node; shutdown waits for none).
     idle: Arc<local::Idle>,
     outbox: Option<Arc<Outbox>>,
@@ -140,6 +158,7 @@ impl Webhooks {
         let webhooks = Webhooks {
             thread: arbiter.handle(),
             hub,
+            sinks: DashMap::new(),
             idle: Arc::default(),
             outbox: outbox.map(Arc::new),
         };
@@ -154,20 +173,22 @@ impl Webhooks {
     pub fn attach(&self, app: &Arc<AppHub>) {
         let config = app.app().clone();
         if config.webhooks.is_empty() {
-            app.webhooks.detach();
+            app.observers().detach(ObserverSlot::Webhooks);
+            self.sinks.remove(app.id());
             return;
         }
         let targets: Vec<Arc<Target>> = config
             .webhooks
             .iter()
-            .map(|w| Arc::new(Target::new(w, &config, app.console.clone())))
+            .map(|w| Arc::new(Target::new(w, &config, app.observers().clone())))
             .collect();
         let wants = targets
             .iter()
             .fold(KindSet::default(), |s, t| s.union(t.kinds));
-        let receiver = app
-            .webhooks
-            .attach(app.id(), wants, config.webhook_max_pending);
+        let (sink, receiver) = Sink::new(app.id(), wants, config.webhook_max_pending);
+        let sink = Arc::new(sink);
+        self.sinks.insert(app.id().to_owned(), sink.clone());
+        app.observers().attach(ObserverSlot::Webhooks, sink);
         let queue = (config, targets, receiver);
         let (idle, outbox) = (self.idle.clone(), self.outbox.clone());
         self.thread.spawn_fn(move || {
@@ -181,11 +202,13 @@ impl Webhooks {
 
     /// Shutdown: single node, delivers what is pending (departures held
     /// back included) for at most `timeout`; cluster, hands the last
-    /// events to the outbox, where the other nodes deliver them.
+    /// events to the outbox, where the other nodes deliver them. Then the
+    /// delivery thread stops.
     pub async fn drain(&self, timeout: Duration) {
         let drained = async {
-            for app in self.hub.apps() {
-                app.webhooks.flush().await;
+            let sinks: Vec<Arc<Sink>> = self.sinks.iter().map(|s| s.value().clone()).collect();
+            for sink in sinks {
+                sink.flush().await;
             }
             if self.outbox.is_none() {
                 self.idle.wait().await;
@@ -194,5 +217,7 @@ impl Webhooks {
         if tokio::time::timeout(timeout, drained).await.is_err() {
             warn!("shutdown: webhooks still pending after {timeout:?} were not delivered");
         }
+        // Nothing is reported any more: the delivery thread ends.
+        self.thread.stop();
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::event::Event;
 use crate::auth;
+use crate::protocol::webhook::Event;
 
 /// Most events in one batched request.
 pub const MAX_EVENTS: usize = 50;

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
-use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
-use super::event::{Event, Kind, KindSet};
 use super::request::{retry_delay, Request};
 use crate::config::{AppConfig, WebhookConfig};
-use crate::console::Feed;
+use crate::hub::{AppEvent, Observers};
 use crate::metrics::METRICS;
+use crate::protocol::webhook::{Event, Kind, KindSet};
 
 /// How much of an answer's body is read (and thrown away) so that the
 /// connection can be reused.
@@ -28,8 +27,8 @@ pub struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The cluster's consumer group for this URL.
     pub group: String,
-    /// The app's live console (webhooks sent and dropped show there).
-    console: Arc<Feed>,
+    /// The app's observers (the console shows webhooks sent and dropped).
+    observers: Arc<Observers>,
 }
 
 impl Target {
@@ -37,7 +36,7 @@ impl Target {
     /// `subscription_count` only when the app counts subscriptions
     /// (`subscription_count = true`), as on Pusher; listing it sends it
     /// anyway.
-    pub fn new(config: &WebhookConfig, app: &AppConfig, console: Arc<Feed>) -> Target {
+    pub fn new(config: &WebhookConfig, app: &AppConfig, observers: Arc<Observers>) -> Target {
         let mut kinds = KindSet::named(&config.event_types);
         if config.event_types.is_empty() && !app.subscription_count {
             kinds = kinds.without(Kind::SubscriptionCount);
@@ -58,8 +57,8 @@ impl Target {
                     ))
                 })
                 .collect(),
-            group: group_name(config),
-            console,
+            group: config.group_name(),
+            observers,
         }
     }
 
@@ -123,11 +122,11 @@ impl Target {
     }
 
     fn report(&self, request: &Request, outcome: &str, attempts: u32) {
-        self.console.report(|| {
-            serde_json::json!({
-                "type": "webhook", "url": self.shown(), "events": request.names,
-                "outcome": outcome, "attempts": attempts,
-            })
+        self.observers.emit(AppEvent::WebhookOutcome {
+            url: self.shown(),
+            events: &request.names,
+            outcome,
+            attempts,
         });
     }
 
@@ -171,22 +170,6 @@ pub fn client() -> awc::Client {
         ))
         .disable_redirects()
         .finish()
-}
-
-/// A name for a URL's consumer group that every node derives alike from
-/// the same configuration.
-pub fn group_name(config: &WebhookConfig) -> String {
-    let mut digest = Sha256::new();
-    for part in [
-        config.url.as_str(),
-        &config.event_types.join(","),
-        config.channel_prefix.as_deref().unwrap_or_default(),
-        config.channel_suffix.as_deref().unwrap_or_default(),
-    ] {
-        digest.update(part.as_bytes());
-        digest.update([0]);
-    }
-    format!("url-{}", hex::encode(&digest.finalize()[..8]))
 }
 
 #[cfg(test)]

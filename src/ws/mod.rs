@@ -19,10 +19,10 @@ use tokio::io::AsyncWriteExt;
 
 pub use self::io::{Io, TlsStream};
 use self::socket::Socket;
+use crate::http::State;
 use crate::metrics::Transport;
 use crate::protocol::{messages, Close};
 use crate::session;
-use crate::state::State;
 
 /// What a refused connection may still send while it is told goodbye.
 const REFUSED_MAX_MESSAGE: usize = 1024;

@@ -131,7 +131,7 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
                 if request.is_some() {
                     break request;
                 }
-                session.app.metrics.sent(&batch);
+                session.app.metrics().sent(&batch);
                 for frame in batch.drain(..) {
                     socket.queue(Message::Text(frame));
                 }

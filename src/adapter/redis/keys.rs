@@ -18,8 +18,8 @@
 
 use super::scripts::Hooks;
 use crate::config::AppConfig;
+use crate::protocol::webhook::KindSet;
 use crate::protocol::ChannelType;
-use crate::webhooks::KindSet;
 
 /// Key builder for one cluster (one prefix) and one node.
 #[derive(Debug, Clone)]

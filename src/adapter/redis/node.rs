@@ -132,7 +132,8 @@ async fn converge(inner: &Inner) -> redis::RedisResult<()> {
                 .query_async(&mut redis)
                 .await?;
             // Through the fan-out: after the member events it supersedes.
-            let frame = messages::subscription_succeeded(channel, &super::roster(&members));
+            let frame =
+                messages::subscription_succeeded(channel, &super::presence::roster(&members));
             inner.fanout.deliver(frame, |visit| {
                 app.resync_roster(channel, version.unwrap_or(0), visit)
             });
@@ -204,7 +205,7 @@ async fn tend_outbox(inner: &Inner, live: &HashSet<&String>) -> redis::RedisResu
             }
         }
         for webhook in &app.app().webhooks {
-            let group = crate::webhooks::group_name(webhook);
+            let group = webhook.group_name();
             take_over(inner, &hooks.stream, &group, live).await?;
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::connection::{Batch, Redis};
 use super::keys::Keys;
+use super::tasks::Tasks;
 use crate::metrics::METRICS;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -55,10 +56,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task.
-    pub fn spawn(redis: Redis) -> Writer {
+    /// Starts the writer task, owned by the node's `tasks`.
+    pub(super) fn spawn(redis: Redis, tasks: &Tasks) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(redis, rx));
+        tasks.spawn(run(redis, rx));
         Writer {
             tx,
             overflowing: Arc::new(AtomicBool::new(false)),

@@ -13,22 +13,41 @@
 //! whose events were already dropped is answered 410 with a fresh cursor,
 //! never by silently skipping. See docs/fallback.md.
 
+mod browser;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
-use actix_web::HttpRequest;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest};
 use serde_json::json;
 
 use crate::adapter::Adapter;
 use crate::auth;
-use crate::http_error::{HttpError, HttpResult};
+use crate::http::cors;
+use crate::http::per_address::{client_address, AddressPermit};
+use crate::http::State;
+use crate::http::{HttpError, HttpResult};
 use crate::hub::history::{Read, StoredEvent};
 use crate::hub::AppHub;
 use crate::protocol::channel::validate_channel_name;
 use crate::protocol::{ChannelKind, ChannelType, SocketId};
-use crate::state::State;
-use crate::support::per_address::{client_address, AddressPermit};
 use crate::support::query::Query;
+
+/// Registers the browser door (the signed `/apps/{app_id}/poll/v1` is in
+/// the API scope, `api::poll`).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/app/{key}/poll/v1/session")
+            .route(web::get().to(browser::session))
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
+    )
+    .service(
+        web::resource("/app/{key}/poll/v1")
+            .route(web::get().to(browser::browser_poll))
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
+    );
+}
 
 /// Longest long-poll, seconds.
 const MAX_WAIT: u64 = 30;
@@ -155,7 +174,7 @@ pub async fn answer(
     app: &AppHub,
     poll: Poll,
 ) -> HttpResult<(u16, serde_json::Value)> {
-    if !app.history.enabled() {
+    if !app.history().enabled() {
         return Err(HttpError::NotFound(
             "Polling is disabled for this app (history_size = 0)".into(),
         ));

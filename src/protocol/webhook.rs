@@ -1,4 +1,5 @@
-//! The seven webhook events Pusher defines, each built once as the JSON
+//! The seven webhook events Pusher defines (their wire vocabulary; delivery
+//! is `crate::webhooks`), each built once as the JSON
 //! object that goes into a request's `events` array.
 
 use serde::{Deserialize, Serialize};

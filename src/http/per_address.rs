@@ -13,7 +13,7 @@ use std::sync::Arc;
 use actix_web::HttpRequest;
 use dashmap::DashMap;
 
-use super::rate::TokenBucket;
+use crate::support::rate::TokenBucket;
 
 /// The client's address for per-address limits.
 pub fn client_address(req: &HttpRequest, trust_forwarded_for: bool) -> IpAddr {

@@ -5,11 +5,11 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::cors;
-use crate::http_error::{HttpError, HttpResult};
+use super::{self as polling, Poll};
+use crate::http::cors;
+use crate::http::State;
+use crate::http::{HttpError, HttpResult};
 use crate::hub::AppHub;
-use crate::polling::{self, Poll};
-use crate::state::State;
 use crate::support::query::Query;
 
 fn app_by_key(state: &State, key: &str) -> HttpResult<std::sync::Arc<AppHub>> {

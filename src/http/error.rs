@@ -53,9 +53,9 @@ impl HttpError {
     }
 }
 
-impl From<crate::support::body::BodyError> for HttpError {
-    fn from(e: crate::support::body::BodyError) -> Self {
-        use crate::support::body::BodyError;
+impl From<crate::http::body::BodyError> for HttpError {
+    fn from(e: crate::http::body::BodyError) -> Self {
+        use crate::http::body::BodyError;
         match e {
             BodyError::TooLarge(_) => HttpError::PayloadTooLarge(e.to_string()),
             BodyError::TooSlow(_) => HttpError::RequestTimeout(e.to_string()),

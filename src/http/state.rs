@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
+use crate::http::per_address::PerAddress;
 use crate::hub::Hub;
 use crate::session;
-use crate::support::per_address::PerAddress;
 
 /// Shared server state, cheap to clone.
 #[derive(Clone)]
