@@ -33,6 +33,10 @@ struct ServeArgs {
     /// Config file (TOML); see config.toml.example.
     #[arg(long, short = 'c', env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
+    /// A dotenv file (a Laravel app's `.env`) read as if its variables
+    /// were in the environment; the real environment wins over it.
+    #[arg(long, env = "HERALD_ENV_FILE")]
+    env_file: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0, or HERALD_HOST].
     #[arg(long)]
     host: Option<String>,
@@ -63,6 +67,11 @@ fn config_error(message: &str) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    if let Some(path) = &args.env_file {
+        if let Err(e) = load_env_file(path) {
+            return config_error(&e);
+        }
+    }
     let mut config = match Config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => return config_error(&e.to_string()),
@@ -91,6 +100,27 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Puts the variables of a dotenv file into the process environment, below
+/// the real environment (a variable that is already set keeps its value,
+/// as Laravel does). Runs first thing in `main`, while the process has one
+/// thread: setting variables is only sound then, and everything after it
+/// (the config, reload, the log filter) reads one environment.
+fn load_env_file(path: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --env-file {}: {e}", path.display()))?;
+    let file = herald::config::EnvFile::parse_with(&text, &|name| std::env::var(name).ok());
+    for (name, value) in file.vars() {
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if valid_name && !value.contains('\0') && std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+    Ok(())
 }
 
 /// `level`, with redis-rs's own messages limited to errors unless `level`

@@ -9,7 +9,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use tracing::{info, warn};
 
 use crate::adapter::{Adapter, LocalAdapter, RedisAdapter};
-use crate::config::{ClusterDriver, Config, DEFAULT_APP_SECRET};
+use crate::config::{AppSource, ClusterDriver, Config, DEFAULT_APP_SECRET};
 use crate::fallback::HttpSessions;
 use crate::http::per_address::PerAddress;
 use crate::http::State;
@@ -80,19 +80,30 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     let http_sessions = web::Data::new(HttpSessions::new(&config.server));
     let sessions = http_sessions.clone();
     let address = (state.server.host.as_str(), state.server.port);
+    let mount = state.server.path.clone();
     let tls = certificates.as_ref().map(|c| c.server_config());
     let (server, addr) = crate::listener::bind(address, state.clone(), tls, move || {
-        let mut app = App::new()
-            .app_data(data.clone())
-            .app_data(sessions.clone())
-            .configure(routes);
-        if let (Some(token), Some(feeds)) = (&console, &console_feeds) {
-            app = app
-                .app_data(token.clone())
-                .app_data(feeds.clone())
-                .configure(console::routes);
+        let console = match (&console, &console_feeds) {
+            (Some(token), Some(feeds)) => Some((token.clone(), feeds.clone())),
+            _ => None,
+        };
+        let every_route = move |cfg: &mut web::ServiceConfig| {
+            cfg.configure(routes);
+            if let Some((token, feeds)) = &console {
+                cfg.app_data(token.clone())
+                    .app_data(feeds.clone())
+                    .configure(console::routes);
+            }
+        };
+        let mut app = App::new().app_data(data.clone()).app_data(sessions.clone());
+        // Under `[server] path` for a proxy that forwards its prefix, and at
+        // the root too: the PHP SDK sends `triggerBatch` to the root even
+        // when given a path, and a proxy that strips the prefix needs it.
+        if !mount.is_empty() {
+            app = app.service(web::scope(&mount).configure(every_route.clone()));
         }
-        app.default_service(web::to(not_found))
+        app.configure(every_route)
+            .default_service(web::to(not_found))
     })?;
 
     let scheme = if certificates.is_some() {
@@ -282,17 +293,26 @@ async fn reload_on_hangup(mut reloader: Reloader) {
 /// Logs what a Laravel `.env` needs, never a configured secret.
 fn log_app_settings(config: &Config, port: Option<u16>, scheme: &str) {
     let port = port.unwrap_or(config.server.port);
+    if let Some(source) = config.default_app {
+        info!("default app from {}", source.variables());
+    }
+    let reverb = config.default_app == Some(AppSource::Reverb);
     for app in &config.apps {
+        let block = if reverb {
+            laravel::reverb_env_block(app, port, scheme)
+        } else {
+            laravel::env_block(app, port, scheme)
+        };
         info!(
             "app {:?}: Laravel .env lines (docs/laravel.md; check with `herald doctor`):\n{}",
             app.id,
-            laravel::env_block(app, port, scheme).trim_end()
+            block.trim_end()
         );
     }
     if config.uses_default_secret() {
         warn!(
             "the built-in default app secret {DEFAULT_APP_SECRET:?} is in use: anyone can sign requests. \
-             Set PUSHER_APP_SECRET (or HERALD_APP_SECRET, or apps in --config) before exposing Herald"
+             Set HERALD_APP_SECRET (or REVERB_APP_SECRET / PUSHER_APP_SECRET without a config file, or the apps' secret in --config) before exposing Herald"
         );
     }
 }

@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         method,
         path,
         query: &query,
+        mount: "/ws",
     };
     if let Ok(body_md5) = signature::verify(&app, &parts, 1_700_000_000, 600) {
         let _ = signature::verify_body(body_md5.as_deref(), body.as_bytes());

@@ -113,6 +113,7 @@ async fn authenticate(req: HttpRequest, mut payload: Payload) -> HttpResult<Sign
             method: req.method().as_str(),
             path: req.path(),
             query: &query,
+            mount: &state.server.path,
         },
         unix_secs(),
         state.server.http_timestamp_window,

@@ -21,6 +21,8 @@ pub struct SignedParts<'a> {
     /// The path as received (percent-encoded, without query).
     pub path: &'a str,
     pub query: &'a Query,
+    /// The server's path prefix (`[server] path`; empty: none).
+    pub mount: &'a str,
 }
 
 /// The parameters as the SDKs sign them: keys lower-cased, repeated keys
@@ -79,12 +81,19 @@ pub fn verify(
     let body_md5 = param("body_md5").map(str::to_owned);
 
     // The decoded path is what the SDKs sign; the raw one is tried too in
-    // case a client signed it as sent.
+    // case a client signed it as sent. Under a path prefix, the SDKs sign
+    // the path without it (the PHP SDK given `'path' => '/ws/'` sends to
+    // `/ws/apps/…` and signs `/apps/…`), so that is tried as well.
     let decoded = query::decode(request.path, false);
+    let unmounted = match decoded.strip_prefix(request.mount) {
+        Some(rest) if !request.mount.is_empty() && rest.starts_with('/') => Some(rest),
+        _ => None,
+    };
     let params: Vec<(String, String)> =
         params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut tried = Vec::with_capacity(2);
-    for path in [decoded.as_str(), request.path] {
+    let mut tried = Vec::with_capacity(3);
+    let paths = [Some(decoded.as_str()), Some(request.path), unmounted];
+    for path in paths.into_iter().flatten() {
         let to_sign = auth::http_string_to_sign(request.method, path, &params);
         if auth::verify(&app.secret, to_sign.as_bytes(), signature) {
             return Ok(body_md5);
@@ -134,6 +143,7 @@ mod tests {
                 method,
                 path,
                 query: &Query::parse(query).expect("query"),
+                mount: "",
             },
             now,
             600,

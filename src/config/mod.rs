@@ -13,14 +13,16 @@ use serde::{Deserialize, Serialize};
 mod app;
 mod cluster;
 mod env;
+mod env_file;
 mod overlay;
 mod server;
 mod validate;
 
 pub use app::{AppConfig, WebhookConfig};
 pub use cluster::{ClusterConfig, ClusterDriver};
-pub use env::{Env, ProcessEnv};
-pub use server::{ConsoleConfig, MetricsConfig, ServerConfig};
+pub use env::{AppSource, Env, ProcessEnv, REVERB_DEFAULT_PORT};
+pub use env_file::EnvFile;
+pub use server::{normalize_path, ConsoleConfig, MetricsConfig, ServerConfig};
 
 /// Built-in credentials of the default app; a warning is logged while the
 /// secret is in use.
@@ -63,6 +65,9 @@ pub struct Config {
     pub console: ConsoleConfig,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// Where the default app came from (`None`: the file has `[[apps]]`).
+    #[serde(skip)]
+    pub default_app: Option<AppSource>,
 }
 
 impl Config {
@@ -72,7 +77,12 @@ impl Config {
             Some(path) => (Self::read_table(path)?, path.display().to_string()),
             None => (toml::Table::new(), "the environment".to_owned()),
         };
+        env::apply_reverb_server(&mut table, env)?;
         overlay::apply(&mut table, &env.herald_vars())?;
+        let port_set = table
+            .get("server")
+            .and_then(|server| server.get("port"))
+            .is_some();
         let mut config: Config =
             table
                 .try_into()
@@ -80,7 +90,8 @@ impl Config {
                     path: source,
                     message: toml_message(&e),
                 })?;
-        config.apply_env(env)?;
+        config.apply_env(env, port_set)?;
+        config.server.path = normalize_path(&config.server.path);
         config.validate()?;
         Ok(config)
     }
@@ -159,6 +170,77 @@ mod tests {
         assert_eq!(c.apps[0].secret, "s2");
         assert_eq!(c.server.port, 7000);
         assert!(!c.uses_default_secret());
+    }
+
+    #[test]
+    fn a_reverb_app_is_served_where_reverb_was() {
+        let reverb = [
+            ("REVERB_APP_ID", "123456"),
+            ("REVERB_APP_KEY", "rkey"),
+            ("REVERB_APP_SECRET", "rsecret"),
+            ("PUSHER_APP_KEY", "stale"),
+        ];
+        let c = Config::load(None, &env(&reverb)).expect("valid");
+        assert_eq!(c.default_app, Some(AppSource::Reverb));
+        assert_eq!(c.apps[0].key, "rkey");
+        assert_eq!(c.apps[0].secret, "rsecret");
+        assert_eq!(c.server.port, REVERB_DEFAULT_PORT, "Reverb's port");
+        assert_eq!(c.server.path, "");
+
+        let mut with_server = reverb.to_vec();
+        with_server.extend([
+            ("REVERB_SERVER_HOST", "127.0.0.2"),
+            ("REVERB_SERVER_PORT", "9090"),
+            ("REVERB_SERVER_PATH", "ws/"),
+        ]);
+        let c = Config::load(None, &env(&with_server)).expect("valid");
+        assert_eq!(c.server.host, "127.0.0.2");
+        assert_eq!(c.server.port, 9090);
+        assert_eq!(c.server.path, "/ws");
+
+        // HERALD_* wins over Reverb's variables.
+        with_server.extend([("HERALD_PORT", "7000"), ("HERALD_APP_KEY", "hkey")]);
+        let c = Config::load(None, &env(&with_server)).expect("valid");
+        assert_eq!(c.server.port, 7000);
+        assert_eq!(c.apps[0].key, "hkey");
+        assert_eq!(c.default_app, Some(AppSource::Herald));
+
+        let e = Config::load(None, &env(&[("REVERB_SERVER_PORT", "x")])).expect_err("bad port");
+        assert!(e.to_string().contains("REVERB_SERVER_PORT"), "{e}");
+    }
+
+    #[test]
+    fn the_broadcast_connection_decides_between_leftover_credentials() {
+        let both = |connection: &'static str| {
+            env(&[
+                ("BROADCAST_CONNECTION", connection),
+                ("REVERB_APP_KEY", "rkey"),
+                ("PUSHER_APP_KEY", "pkey"),
+            ])
+        };
+        let c = Config::load(None, &both("pusher")).expect("valid");
+        assert_eq!(
+            (c.apps[0].key.as_str(), c.default_app),
+            ("pkey", Some(AppSource::Pusher))
+        );
+        assert_eq!(c.server.port, 6001);
+        let c = Config::load(None, &both("reverb")).expect("valid");
+        assert_eq!(
+            (c.apps[0].key.as_str(), c.default_app),
+            ("rkey", Some(AppSource::Reverb))
+        );
+        let c = Config::load(None, &env(&[])).expect("valid");
+        assert_eq!(c.default_app, Some(AppSource::BuiltIn));
+    }
+
+    #[test]
+    fn a_path_prefix_must_be_a_path() {
+        for bad in ["/a b", "/a?b", "/a//b"] {
+            let mut c = Config::load(None, &env(&[])).expect("valid");
+            c.server.path = bad.to_owned();
+            let e = c.validate().expect_err(bad).to_string();
+            assert!(e.contains("server.path"), "{e}");
+        }
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct ServerConfig {
     /// Log level or filter (`info`, `debug`, `herald=debug,info`), applied
     /// again on reload; `HERALD_LOG` / `RUST_LOG` win over it.
     pub log_level: String,
+    /// A path prefix every route is served under (`"/ws"`: `/ws/app/{key}`,
+    /// `/ws/apps/{id}/events`, `/ws/up`, ...), for a reverse proxy that
+    /// forwards a path as it is; empty: the root. Also `REVERB_SERVER_PATH`.
+    pub path: String,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +75,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             log_level: "info".into(),
+            path: String::new(),
         }
     }
 }
@@ -97,6 +102,35 @@ impl Default for MetricsConfig {
         MetricsConfig {
             host: "0.0.0.0".into(),
             port: 9601,
+        }
+    }
+}
+
+/// A path prefix as Herald uses it: empty, or `/` and segments with no
+/// trailing slash (`ws`, `/ws/` and `/ws` are all `/ws`).
+pub fn normalize_path(path: &str) -> String {
+    let trimmed = path.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_prefixes_are_normalized() {
+        for (given, expected) in [
+            ("", ""),
+            ("/", ""),
+            ("ws", "/ws"),
+            ("/ws/", "/ws"),
+            ("/a/b", "/a/b"),
+        ] {
+            assert_eq!(normalize_path(given), expected, "{given:?}");
         }
     }
 }

@@ -25,6 +25,21 @@ impl Config {
                 "must be at least 16 characters (it guards a view of all traffic)",
             ));
         }
+        let path_ok = s.path.is_empty()
+            || (s.path.starts_with('/')
+                && !s.path.ends_with('/')
+                && s.path[1..]
+                    .split('/')
+                    .all(|segment| !segment.is_empty() && segment.chars().all(path_char)));
+        if !path_ok {
+            return Err(invalid(
+                "server.path",
+                format!(
+                    "{:?} is not a path prefix such as \"/ws\" (letters, digits, - . _ ~ between slashes)",
+                    s.path
+                ),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&s.log_level)
             .map_err(|e| invalid("server.log_level", e.to_string()))?;
         match (&s.tls_cert, &s.tls_key) {
@@ -154,4 +169,9 @@ fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     } else {
         Ok(())
     }
+}
+
+/// A character a path prefix may hold unescaped (RFC 3986 unreserved).
+fn path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
 }

@@ -6,7 +6,6 @@
 //! (`live`). The secret is used to sign, never printed. Exit 0 only when
 //! every check passes.
 
-mod env_file;
 mod laravel;
 mod live;
 
@@ -15,9 +14,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use self::env_file::EnvFile;
 use self::laravel::{PhpSide, PusherTarget};
 use crate::config::AppConfig;
+use crate::config::EnvFile;
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {

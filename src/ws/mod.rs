@@ -40,7 +40,7 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
         read_buf: read,
         ..
     } = framed.into_parts();
-    let Some(key) = app_key(req.path()) else {
+    let Some(key) = app_key(req.path(), &state.server.path) else {
         // (actix-http hands over WebSocket upgrades to any path; other
         // upgrades, such as h2c, are served as plain HTTP/1.1 requests.)
         let body = r#"{"error":"WebSocket connections are served at /app/{key} only"}"#;
@@ -84,8 +84,12 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
     }
 }
 
-/// The key in `/app/{key}`.
-fn app_key(path: &str) -> Option<&str> {
+/// The key in `/app/{key}`, under the path prefix `mount` or at the root.
+fn app_key<'a>(path: &'a str, mount: &str) -> Option<&'a str> {
+    let path = match path.strip_prefix(mount) {
+        Some(rest) if !mount.is_empty() && rest.starts_with('/') => rest,
+        _ => path,
+    };
     path.strip_prefix("/app/")
         .filter(|key| !key.is_empty() && !key.contains('/'))
 }
@@ -126,9 +130,17 @@ mod tests {
 
     #[test]
     fn only_app_paths_are_websockets() {
-        assert_eq!(app_key("/app/key"), Some("key"));
+        assert_eq!(app_key("/app/key", ""), Some("key"));
         for path in ["/app/", "/app/key/extra", "/apps/1/events", "/"] {
-            assert_eq!(app_key(path), None, "{path}");
+            assert_eq!(app_key(path, ""), None, "{path}");
         }
+    }
+
+    #[test]
+    fn under_a_path_prefix_and_at_the_root() {
+        assert_eq!(app_key("/ws/app/key", "/ws"), Some("key"));
+        assert_eq!(app_key("/app/key", "/ws"), Some("key"));
+        assert_eq!(app_key("/wsx/app/key", "/ws"), None);
+        assert_eq!(app_key("/ws/app/", "/ws"), None);
     }
 }

@@ -163,26 +163,35 @@ function httpStatus(port, urlPath, ca) {
  * port, app credentials...) that would make a run depend on the caller's
  * shell; HERALD_LOG / RUST_LOG pass through for debugging.
  */
-function serverEnv() {
+function serverEnv({ appEnv = true, extra = {} } = {}) {
   // Several servers may run at once: no metrics listener.
-  const env = { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret, HERALD_METRICS_PORT: '0' };
+  const env = appEnv
+    ? { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret, HERALD_METRICS_PORT: '0' }
+    : { HERALD_METRICS_PORT: '0' };
   for (const [name, value] of Object.entries(process.env)) {
     if (name.startsWith('HERALD_') && name !== 'HERALD_LOG') continue;
-    if (name.startsWith('PUSHER_')) continue;
+    if (name.startsWith('PUSHER_') || name.startsWith('REVERB_') || name.startsWith('BROADCAST_')) continue;
     env[name] = value;
   }
-  return env;
+  return { ...env, ...extra };
 }
 
 /**
  * Starts the Herald binary on a free port and waits until GET /up answers 200.
  * `configToml`, if given, is written to a temporary file passed as --config;
  * `ca` (PEM), for a server with TLS: readiness is checked over https.
+ * `env`: more variables for the server; `appEnv: false` leaves out the
+ * default PUSHER_APP_* credentials; `port`: a port chosen by the caller,
+ * and `listenArgs: false` passes no --host/--port (the environment says
+ * where it listens); `args`: more arguments; `upPath`: where /up is.
  * Resolves with { port, output(), stop() }.
  */
-export async function startServer({ configToml, startTimeout = 15000, ca } = {}) {
-  const port = await freePort();
-  const args = ['--host', '127.0.0.1', '--port', String(port)];
+export async function startServer({
+  configToml, startTimeout = 15000, ca, env = {}, appEnv = true, port: chosen,
+  listenArgs = true, args: more = [], upPath = '/up',
+} = {}) {
+  const port = chosen || await freePort();
+  const args = listenArgs ? ['--host', '127.0.0.1', '--port', String(port), ...more] : [...more];
   let configDir;
   if (configToml) {
     configDir = await mkdtemp(path.join(tmpdir(), 'herald-e2e-'));
@@ -192,7 +201,7 @@ export async function startServer({ configToml, startTimeout = 15000, ca } = {})
   }
 
   const child = spawn(HERALD_BIN, args, {
-    env: serverEnv(),
+    env: serverEnv({ appEnv, extra: env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 
@@ -219,11 +228,11 @@ export async function startServer({ configToml, startTimeout = 15000, ca } = {})
   const deadline = Date.now() + startTimeout;
   for (;;) {
     if (exitInfo) throw new Error(`${describeExit()}\n--- server output ---\n${log}`);
-    const status = await httpStatus(port, '/up', ca).catch(() => null);
+    const status = await httpStatus(port, upPath, ca).catch(() => null);
     if (status === 200) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`herald did not answer 200 on /up within ${startTimeout} ms\n--- server output ---\n${log}`);
+      throw new Error(`herald did not answer 200 on ${upPath} within ${startTimeout} ms\n--- server output ---\n${log}`);
     }
     await Promise.race([observeFor(50), exited]);
   }
@@ -532,4 +541,79 @@ export async function signIn(pusher, timeout = WAIT_MS) {
 export async function json(responsePromise) {
   const response = await responsePromise;
   return response.json();
+}
+
+// ---------------------------------------------------------------------------
+// The official PHP SDK (pusher/pusher-php-server, run by php-cli)
+// ---------------------------------------------------------------------------
+
+const PHP_DIR = path.join(HERE, 'php');
+
+/**
+ * Runs `calls` ([{ call, args }]) on one instance of the official PHP SDK
+ * made with `app` ({ id, key, secret }) and `options` (the SDK's own:
+ * host, port, scheme, useTLS, path, encryption_master_key_base64, ...).
+ * Resolves with one { result } or { error, status } per call.
+ */
+export function phpSdk(calls, { app = APP, options = {}, timeout = 20000 } = {}) {
+  const input = JSON.stringify({ app, options, calls });
+  return runPhp([path.join(PHP_DIR, 'sdk.php'), input], timeout).then((out) => JSON.parse(out));
+}
+
+/** The PHP SDK's options for a plain-HTTP Herald on `port`. */
+export function phpOptions(port, extra = {}) {
+  return { host: '127.0.0.1', port, scheme: 'http', useTLS: false, ...extra };
+}
+
+/** Runs php-cli with `args`; resolves with its standard output. */
+export function runPhp(args, timeout = 20000) {
+  return withTimeout(new Promise((resolve, reject) => {
+    const child = spawn('php', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk) => { out += chunk; });
+    child.stderr.on('data', (chunk) => { err += chunk; });
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code === 0) resolve(out);
+      else reject(new Error(`php ${path.basename(args[0])} exited with ${code}: ${err}${out}`));
+    });
+  }), timeout, `php ${path.basename(args[0])}`);
+}
+
+// ---------------------------------------------------------------------------
+// A webhook receiver
+// ---------------------------------------------------------------------------
+
+/** A local receiver that keeps every request as the SDK's WebHook sees it. */
+export async function startReceiver() {
+  const requests = [];
+  const listeners = new Set();
+  const server = http.createServer((req, res) => {
+    let rawBody = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => { rawBody += chunk; });
+    req.on('end', () => {
+      const request = { headers: req.headers, rawBody };
+      requests.push(request);
+      for (const listener of listeners) listener();
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/pusher/webhooks`,
+    requests,
+    /** Waits until some received event passes `test`. */
+    until(test, label) {
+      const seen = () => requests.some((r) => JSON.parse(r.rawBody).events.some(test));
+      return waitFor((resolve) => {
+        const check = () => { if (seen()) resolve(); };
+        listeners.add(check);
+        check();
+        return () => listeners.delete(check);
+      }, { label });
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }

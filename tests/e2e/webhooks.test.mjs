@@ -7,12 +7,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import http from 'node:http';
 
 import {
   Clients,
   appConfigToml,
   makeSdk,
+  startReceiver,
   startServer,
   subscribe,
   waitFor,
@@ -28,39 +28,6 @@ client = pusher.Pusher(app_id='1', key='app-key', secret='app-secret')
 requests = json.load(sys.stdin)
 print(json.dumps([client.validate_webhook(r['key'], r['signature'], r['body']) is not None for r in requests]))
 `;
-
-/** A local receiver that keeps every request as the SDK's WebHook sees it. */
-async function startReceiver() {
-  const requests = [];
-  const listeners = new Set();
-  const server = http.createServer((req, res) => {
-    let rawBody = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk) => { rawBody += chunk; });
-    req.on('end', () => {
-      const request = { headers: req.headers, rawBody };
-      requests.push(request);
-      for (const listener of listeners) listener();
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
-    });
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}/pusher/webhooks`,
-    requests,
-    /** Waits until some received event passes `test`. */
-    until(test, label) {
-      const seen = () => requests.some((r) => JSON.parse(r.rawBody).events.some(test));
-      return waitFor((resolve) => {
-        const check = () => { if (seen()) resolve(); };
-        listeners.add(check);
-        check();
-        return () => listeners.delete(check);
-      }, { label });
-    },
-    close: () => new Promise((resolve) => server.close(resolve)),
-  };
-}
 
 describe('webhooks', () => {
   let receiver;

@@ -1,6 +1,8 @@
 //! A Laravel `.env` file read as Laravel reads it (vlucas/phpdotenv): `KEY=value`
 //! lines, `#` comments, single or double quotes, `export ` prefixes, and
-//! `${OTHER}` references in double-quoted and unquoted values.
+//! `${OTHER}` references in double-quoted and unquoted values. Used by
+//! `herald --env-file` (the app's own `.env` as Herald's environment) and
+//! by `herald doctor --laravel`.
 
 use std::collections::HashMap;
 
@@ -12,6 +14,13 @@ pub struct EnvFile {
 
 impl EnvFile {
     pub fn parse(text: &str) -> EnvFile {
+        EnvFile::parse_with(text, &|_| None)
+    }
+
+    /// Parses `text` where `outer` is the real environment: as in Laravel
+    /// (phpdotenv's immutable repository), a `${NAME}` reference takes
+    /// the real environment's value before the file's own.
+    pub fn parse_with(text: &str, outer: &dyn Fn(&str) -> Option<String>) -> EnvFile {
         let mut values: HashMap<String, String> = HashMap::new();
         for line in text.lines() {
             let line = line.trim();
@@ -27,10 +36,14 @@ impl EnvFile {
             let value = if let Some(inner) = quoted(raw, '\'') {
                 inner.to_owned()
             } else if let Some(inner) = quoted(raw, '"') {
-                expand(&inner.replace("\\n", "\n").replace("\\\"", "\""), &values)
+                expand(
+                    &inner.replace("\\n", "\n").replace("\\\"", "\""),
+                    &values,
+                    outer,
+                )
             } else {
                 let bare = raw.split(" #").next().unwrap_or_default().trim();
-                expand(bare, &values)
+                expand(bare, &values, outer)
             };
             values.insert(name, value);
         }
@@ -42,6 +55,11 @@ impl EnvFile {
         EnvFile {
             values: pairs.into_iter().collect(),
         }
+    }
+
+    /// Every variable with its value.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// A variable's value; empty values count as absent.
@@ -59,8 +77,13 @@ fn quoted(raw: &str, quote: char) -> Option<&str> {
     Some(&inner[..end])
 }
 
-/// Replaces `${NAME}` with values defined earlier.
-fn expand(value: &str, known: &HashMap<String, String>) -> String {
+/// Replaces `${NAME}` with the real environment's value, else one defined
+/// earlier in the file.
+fn expand(
+    value: &str,
+    known: &HashMap<String, String>,
+    outer: &dyn Fn(&str) -> Option<String>,
+) -> String {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -68,7 +91,11 @@ fn expand(value: &str, known: &HashMap<String, String>) -> String {
         let after = &rest[start + 2..];
         match after.find('}') {
             Some(end) => {
-                out.push_str(known.get(&after[..end]).map_or("", String::as_str));
+                let name = &after[..end];
+                match outer(name) {
+                    Some(value) => out.push_str(&value),
+                    None => out.push_str(known.get(name).map_or("", String::as_str)),
+                }
                 rest = &after[end + 1..];
             }
             None => {
@@ -96,5 +123,17 @@ mod tests {
         assert_eq!(env.get("VITE_PUSHER_APP_KEY"), Some("app-key"));
         assert_eq!(env.get("PUSHER_HOST"), Some("127.0.0.1"));
         assert_eq!(env.get("EMPTY"), None);
+    }
+
+    #[test]
+    fn references_take_the_real_environment_first() {
+        let outer = |name: &str| (name == "REVERB_HOST").then(|| "real.example".to_owned());
+        let env = EnvFile::parse_with(
+            "REVERB_HOST=file.example\nVITE_REVERB_HOST=\"${REVERB_HOST}\"\nKEY=k\nVITE_KEY=${KEY}\n",
+            &outer,
+        );
+        assert_eq!(env.get("VITE_REVERB_HOST"), Some("real.example"));
+        assert_eq!(env.get("VITE_KEY"), Some("k"));
+        assert_eq!(env.vars().count(), 4);
     }
 }
