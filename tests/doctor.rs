@@ -13,15 +13,14 @@ use common::Server;
 fn doctor(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.arg("doctor").args(args);
-    for name in [
-        "PUSHER_APP_ID",
-        "PUSHER_APP_KEY",
-        "PUSHER_APP_SECRET",
-        "PUSHER_HOST",
-        "PUSHER_PORT",
-        "PUSHER_SCHEME",
-    ] {
-        cmd.env_remove(name);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PUSHER_")
+            || name.starts_with("REVERB_")
+            || name.starts_with("BROADCAST_")
+            || name.starts_with("VITE_")
+        {
+            cmd.env_remove(name);
+        }
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -160,6 +159,94 @@ fn fixture_projects_get_exact_verdicts() {
     from_env.extend(LIVE_OK);
     expect(&verdicts, &from_env);
     assert_eq!(code, Some(0));
+}
+
+/// The live checks, named as a Reverb project has its variables.
+fn live_ok_reverb() -> Vec<String> {
+    LIVE_OK
+        .iter()
+        .map(|check| check.replace("PUSHER_", "REVERB_"))
+        .collect()
+}
+
+#[test]
+fn a_laravel_11_app_on_reverb_is_checked_with_its_reverb_variables() {
+    let server = Server::start();
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let live = live_ok_reverb();
+    let live: Vec<&str> = live.iter().map(String::as_str).collect();
+
+    let (code, verdicts) = doctor(
+        &["--laravel", &fixture("laravel-11-reverb"), "--url", &url],
+        &[],
+    );
+    let mut expected = vec![
+        "✓ BROADCAST_CONNECTION is reverb",
+        "✓ REVERB_APP_ID, REVERB_APP_KEY and REVERB_APP_SECRET are set",
+        "✓ REVERB_HOST, REVERB_PORT and REVERB_SCHEME point at Herald",
+        "✓ the PHP side sends to REVERB_HOST",
+        "✓ the frontend",
+    ];
+    expected.extend(&live);
+    expect(&verdicts, &expected);
+    assert_eq!(code, Some(0));
+
+    // Reverb restricted origins; Herald does not: a warning, not a failure.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "doctor",
+            "--laravel",
+            &fixture("reverb-origins"),
+            "--url",
+            &url,
+        ])
+        .output()
+        .expect("run herald doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("! config/reverb.php restricts allowed_origins")
+            && text.contains("https://shop.example.com"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+
+    let (code, verdicts) = doctor(
+        &["--laravel", &fixture("reverb-wrong-secret"), "--url", &url],
+        &[],
+    );
+    expect(
+        &verdicts,
+        &[
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✓ Herald answers at",
+            "✗ app id, key and secret match",
+            "✓ a WebSocket connects with REVERB_APP_KEY",
+            "✗ an event triggered through the API arrives",
+            "✗ a private channel signed with REVERB_APP_SECRET",
+            "✓ the HTTP fallback",
+            "✗ the JSON polling endpoint answers",
+        ],
+    );
+    assert_eq!(code, Some(1));
+
+    // No --url: the project's own REVERB_PORT, where nothing listens.
+    let (code, verdicts) = doctor(&["--laravel", &fixture("reverb-wrong-port")], &[]);
+    expect(
+        &verdicts,
+        &[
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✓",
+            "✗ Herald answers at http://127.0.0.1:1",
+        ],
+    );
+    assert_eq!(code, Some(1));
 }
 
 #[test]

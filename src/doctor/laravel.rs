@@ -1,7 +1,8 @@
 //! What a Laravel project's PHP side will do with its broadcasting config:
 //! resolved by Laravel itself when `php` and `artisan` are there, otherwise
 //! read from `config/broadcasting.php` (or Laravel 11+'s built-in default
-//! when the project has none).
+//! when the project has none); for the `reverb` connection also what
+//! `config/reverb.php` says (its app and `allowed_origins`).
 
 use std::path::Path;
 use std::process::Command;
@@ -38,7 +39,20 @@ pub struct PhpSide {
     pub selector: Option<String>,
     /// The default connection as Laravel resolved it.
     pub default: Option<String>,
+    /// Where the `pusher` connection sends.
     pub target: PusherTarget,
+    /// Where the `reverb` connection sends (it is the same SDK).
+    pub reverb_target: PusherTarget,
+    /// `config/reverb.php`, when the project has one.
+    pub reverb: Option<ReverbConfig>,
+}
+
+/// What `config/reverb.php` says of its (first) app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReverbConfig {
+    /// The app's key, when Laravel resolved it.
+    pub key: Option<String>,
+    pub allowed_origins: Vec<String>,
 }
 
 /// Looks at the project in `root`.
@@ -47,10 +61,16 @@ pub fn inspect(root: &Path) -> PhpSide {
         return resolved;
     }
     let path = root.join("config").join("broadcasting.php");
+    let reverb = std::fs::read_to_string(root.join("config").join("reverb.php"))
+        .ok()
+        .map(|text| read_reverb_config(&text));
     match std::fs::read_to_string(&path) {
-        Ok(text) => read_config(&text),
+        Ok(text) => PhpSide {
+            reverb,
+            ..read_config(&text)
+        },
         // Laravel 11+ keeps the default config in the framework; it reads
-        // PUSHER_HOST / PUSHER_PORT / PUSHER_SCHEME.
+        // PUSHER_HOST / PUSHER_PORT / PUSHER_SCHEME, and REVERB_* for reverb.
         Err(_) => PhpSide {
             source: "Laravel's built-in broadcasting config (no config/broadcasting.php)".into(),
             selector: Some("BROADCAST_CONNECTION".into()),
@@ -58,7 +78,36 @@ pub fn inspect(root: &Path) -> PhpSide {
             target: PusherTarget::ReadsHost {
                 use_tls_forced: false,
             },
+            reverb_target: PusherTarget::ReadsHost {
+                use_tls_forced: false,
+            },
+            reverb,
         },
+    }
+}
+
+/// Reads `config/reverb.php` without running PHP: the origins of
+/// `allowed_origins` (the first app's).
+pub fn read_reverb_config(text: &str) -> ReverbConfig {
+    let origins = text
+        .find("'allowed_origins'")
+        .or_else(|| text.find("\"allowed_origins\""))
+        .and_then(|at| {
+            let rest = &text[at..];
+            let open = rest.find('[')?;
+            let close = rest[open..].find(']')? + open;
+            Some(&rest[open + 1..close])
+        })
+        .map(|list| {
+            list.split(',')
+                .map(|item| item.trim().trim_matches(['\'', '"']).to_owned())
+                .filter(|item| !item.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    ReverbConfig {
+        key: None,
+        allowed_origins: origins,
     }
 }
 
@@ -70,7 +119,7 @@ pub fn read_config(text: &str) -> PhpSide {
             text.contains(&format!("env('{var}'")) || text.contains(&format!("env(\"{var}\""))
         })
         .map(str::to_owned);
-    let target = match pusher_block(text) {
+    let target_of = |name: &str| match connection_block(text, name) {
         None => PusherTarget::Missing,
         Some(block) if has_key(block, "host") => PusherTarget::ReadsHost {
             use_tls_forced: block
@@ -83,15 +132,17 @@ pub fn read_config(text: &str) -> PhpSide {
         source: "config/broadcasting.php (read without PHP)".into(),
         selector,
         default: None,
-        target,
+        target: target_of("pusher"),
+        reverb_target: target_of("reverb"),
+        reverb: None,
     }
 }
 
-/// The text of `'pusher' => [ ... ]` (brackets matched).
-fn pusher_block(text: &str) -> Option<&str> {
-    let start = ["'pusher' => [", "\"pusher\" => ["]
+/// The text of `'{name}' => [ ... ]` (brackets matched).
+fn connection_block<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let start = [format!("'{name}' => ["), format!("\"{name}\" => [")]
         .iter()
-        .find_map(|pattern| text.find(pattern).map(|at| at + pattern.len()))?;
+        .find_map(|pattern| text.find(pattern.as_str()).map(|at| at + pattern.len()))?;
     let mut depth = 1;
     for (offset, c) in text[start..].char_indices() {
         match c {
@@ -119,6 +170,16 @@ fn has_key(block: &str, key: &str) -> bool {
 struct Resolved {
     default: Option<String>,
     pusher: Option<ResolvedPusher>,
+    reverb: Option<ResolvedPusher>,
+    /// `config('reverb.apps.apps.0')`, when the project has Reverb.
+    reverb_app: Option<ResolvedReverbApp>,
+}
+
+#[derive(Deserialize)]
+struct ResolvedReverbApp {
+    key: Option<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -135,7 +196,9 @@ fn resolve_with_php(root: &Path) -> Option<PhpSide> {
     let script = "require 'vendor/autoload.php'; $app = require 'bootstrap/app.php'; \
         $app->make(Illuminate\\Contracts\\Console\\Kernel::class)->bootstrap(); \
         echo json_encode(['default' => config('broadcasting.default'), \
-        'pusher' => config('broadcasting.connections.pusher')]);";
+        'pusher' => config('broadcasting.connections.pusher'), \
+        'reverb' => config('broadcasting.connections.reverb'), \
+        'reverb_app' => config('reverb.apps.apps.0')]);";
     let output = Command::new("php")
         .arg("-r")
         .arg(script)
@@ -153,7 +216,7 @@ fn resolve_with_php(root: &Path) -> Option<PhpSide> {
             _ => None,
         })
     };
-    let target = match resolved.pusher {
+    let target = |connection: Option<&ResolvedPusher>| match connection {
         Some(pusher) => PusherTarget::Resolved {
             host: text(pusher.options.get("host")),
             port: text(pusher.options.get("port")),
@@ -166,7 +229,12 @@ fn resolve_with_php(root: &Path) -> Option<PhpSide> {
         source: "Laravel's resolved config (php artisan)".into(),
         selector: None,
         default: resolved.default,
-        target,
+        target: target(resolved.pusher.as_ref()),
+        reverb_target: target(resolved.reverb.as_ref()),
+        reverb: resolved.reverb_app.map(|app| ReverbConfig {
+            key: app.key,
+            allowed_origins: app.allowed_origins,
+        }),
     })
 }
 
@@ -196,6 +264,34 @@ mod tests {
         assert_eq!(
             read_config("<?php return [];").target,
             PusherTarget::Missing
+        );
+    }
+
+    #[test]
+    fn laravel_11s_reverb_config_is_read() {
+        let broadcasting = "<?php return ['default' => env('BROADCAST_CONNECTION', 'null'), 'connections' => [\n\
+            'reverb' => [\n 'driver' => 'reverb',\n 'options' => [\n 'host' => env('REVERB_HOST'),\n\
+             'port' => env('REVERB_PORT', 443),\n 'scheme' => env('REVERB_SCHEME', 'https'),\n\
+             'useTLS' => env('REVERB_SCHEME', 'https') === 'https',\n ],\n ],\n]];";
+        let side = read_config(broadcasting);
+        assert_eq!(side.target, PusherTarget::Missing);
+        assert_eq!(
+            side.reverb_target,
+            PusherTarget::ReadsHost {
+                use_tls_forced: false
+            }
+        );
+        let reverb = read_reverb_config(
+            "'apps' => ['apps' => [['key' => env('REVERB_APP_KEY'),\n\
+             'allowed_origins' => ['https://shop.example.com', \"https://admin.example.com\"],\n]]],",
+        );
+        assert_eq!(
+            reverb.allowed_origins,
+            ["https://shop.example.com", "https://admin.example.com"]
+        );
+        assert_eq!(
+            read_reverb_config("'allowed_origins' => ['*'],").allowed_origins,
+            ["*"]
         );
     }
 }

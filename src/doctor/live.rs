@@ -10,7 +10,7 @@ use awc::ws::{self, Frame};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-use super::Check;
+use super::{Check, Flavour};
 use crate::auth;
 use crate::config::AppConfig;
 use crate::support::clock::unix_secs;
@@ -21,8 +21,22 @@ const STEP: Duration = Duration::from_secs(5);
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
-/// Runs every live check against `base` (`http(s)://host:port`).
-pub async fn run(base: &str, app: &AppConfig) -> Vec<Check> {
+/// Runs every live check against `base` (`http(s)://host:port`), naming
+/// the project's variables as `flavour` has them (the checks below are
+/// written with the `pusher` connection's names).
+pub async fn run(base: &str, app: &AppConfig, flavour: Flavour) -> Vec<Check> {
+    let mut checks = run_checks(base, app).await;
+    if flavour.prefix != "PUSHER" {
+        let ours = format!("{}_", flavour.prefix);
+        for check in &mut checks {
+            check.title = check.title.replace("PUSHER_", &ours);
+            check.fix = check.fix.take().map(|fix| fix.replace("PUSHER_", &ours));
+        }
+    }
+    checks
+}
+
+async fn run_checks(base: &str, app: &AppConfig) -> Vec<Check> {
     let http = awc::Client::builder().timeout(STEP).finish();
     let mut checks = Vec::new();
     let up = http.get(format!("{base}/up")).send().await;

@@ -14,25 +14,82 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use self::laravel::{PhpSide, PusherTarget};
+use self::laravel::{PhpSide, PusherTarget, ReverbConfig};
 use crate::config::AppConfig;
 use crate::config::EnvFile;
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
     /// A Laravel project's root: its .env and config/broadcasting.php are
-    /// checked [default: the PUSHER_* variables of this environment].
+    /// checked [default: the PUSHER_* (or REVERB_*) variables of this
+    /// environment].
     #[arg(long)]
     pub laravel: Option<PathBuf>,
-    /// Herald's URL [default: from PUSHER_SCHEME, PUSHER_HOST, PUSHER_PORT].
+    /// Herald's URL [default: from PUSHER_SCHEME, PUSHER_HOST, PUSHER_PORT,
+    /// or the REVERB_* ones on the reverb connection].
     #[arg(long)]
     pub url: Option<String>,
+}
+
+/// Which of Laravel's broadcasting connections the project uses: `pusher`
+/// (`PUSHER_*` variables) or, on Laravel 11+, `reverb` (`REVERB_*`), which
+/// speaks the same protocol and reaches Herald the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavour {
+    /// The connection's name (`BROADCAST_CONNECTION=...`).
+    pub connection: &'static str,
+    /// The prefix of its variables (`PUSHER` in `PUSHER_APP_KEY`).
+    pub prefix: &'static str,
+}
+
+pub const PUSHER: Flavour = Flavour {
+    connection: "pusher",
+    prefix: "PUSHER",
+};
+pub const REVERB: Flavour = Flavour {
+    connection: "reverb",
+    prefix: "REVERB",
+};
+
+impl Flavour {
+    /// The variable `{PREFIX}_{name}` (`APP_KEY` → `PUSHER_APP_KEY`).
+    pub fn var(self, name: &str) -> String {
+        format!("{}_{name}", self.prefix)
+    }
+
+    /// The project's: `reverb` when its connection says so (or it has only
+    /// `REVERB_*` credentials), else `pusher`.
+    fn of(env: &EnvFile, php: Option<&PhpSide>) -> Flavour {
+        let named = php.and_then(|p| p.default.clone()).or_else(|| {
+            env.get("BROADCAST_CONNECTION")
+                .or_else(|| env.get("BROADCAST_DRIVER"))
+                .map(str::to_owned)
+        });
+        match named.as_deref() {
+            Some("reverb") => REVERB,
+            Some("pusher") => PUSHER,
+            _ if env.get("REVERB_APP_KEY").is_some() && env.get("PUSHER_APP_KEY").is_none() => {
+                REVERB
+            }
+            _ => PUSHER,
+        }
+    }
+}
+
+/// How a check came out: a warning is printed with `!` and does not fail
+/// the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
 }
 
 /// One verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     pub ok: bool,
+    pub verdict: Verdict,
     pub title: String,
     pub fix: Option<String>,
 }
@@ -41,23 +98,26 @@ impl Check {
     fn new(ok: bool, title: String, fix: String) -> Check {
         Check {
             ok,
+            verdict: if ok { Verdict::Pass } else { Verdict::Fail },
             title,
             fix: (!ok).then_some(fix),
         }
     }
 
     fn pass(title: String) -> Check {
-        Check {
-            ok: true,
-            title,
-            fix: None,
-        }
+        Check::new(true, title, String::new())
     }
 
     fn fail(title: &str, fix: String) -> Check {
+        Check::new(false, title.to_owned(), fix)
+    }
+
+    /// Something to look at that does not break the setup.
+    fn warn(title: String, fix: String) -> Check {
         Check {
-            ok: false,
-            title: title.to_owned(),
+            ok: true,
+            verdict: Verdict::Warn,
+            title,
             fix: Some(fix),
         }
     }
@@ -75,29 +135,39 @@ pub fn run(args: DoctorArgs) -> ExitCode {
         },
         None => (EnvFile::from_pairs(std::env::vars()), None),
     };
-    let mut checks = static_checks(&env, php.as_ref());
-    let base = args.url.clone().or_else(|| server_url(&env));
+    let flavour = Flavour::of(&env, php.as_ref());
+    let mut checks = static_checks(&env, php.as_ref(), flavour);
+    let base = args.url.clone().or_else(|| server_url(&env, flavour));
     let app = AppConfig::new(
-        env.get("PUSHER_APP_ID").unwrap_or_default(),
-        env.get("PUSHER_APP_KEY").unwrap_or_default(),
-        env.get("PUSHER_APP_SECRET").unwrap_or_default(),
+        env.get(&flavour.var("APP_ID")).unwrap_or_default(),
+        env.get(&flavour.var("APP_KEY")).unwrap_or_default(),
+        env.get(&flavour.var("APP_SECRET")).unwrap_or_default(),
     );
     let credentials = !app.id.is_empty() && !app.key.is_empty() && !app.secret.is_empty();
     match (&base, credentials) {
         (Some(base), true) => {
             let base = base.trim_end_matches('/').to_owned();
-            let live =
-                actix_web::rt::System::new().block_on(async move { live::run(&base, &app).await });
+            let live = actix_web::rt::System::new()
+                .block_on(async move { live::run(&base, &app, flavour).await });
             checks.extend(live);
         }
         (None, _) => checks.push(Check::fail(
             "Herald's address is known",
-            "set PUSHER_HOST and PUSHER_PORT (or pass --url)".into(),
+            format!(
+                "set {} and {} (or pass --url)",
+                flavour.var("HOST"),
+                flavour.var("PORT")
+            ),
         )),
         (Some(_), false) => {}
     }
     for check in &checks {
-        println!("{} {}", if check.ok { "✓" } else { "✗" }, check.title);
+        let mark = match check.verdict {
+            Verdict::Pass => "✓",
+            Verdict::Warn => "!",
+            Verdict::Fail => "✗",
+        };
+        println!("{mark} {}", check.title);
         if let Some(fix) = &check.fix {
             println!("    fix: {fix}");
         }
@@ -113,24 +183,24 @@ pub fn run(args: DoctorArgs) -> ExitCode {
 }
 
 /// `scheme://host:port` from the project's variables.
-fn server_url(env: &EnvFile) -> Option<String> {
-    let host = env.get("PUSHER_HOST")?;
-    let scheme = env.get("PUSHER_SCHEME").unwrap_or("https");
+fn server_url(env: &EnvFile, flavour: Flavour) -> Option<String> {
+    let host = env.get(&flavour.var("HOST"))?;
+    let scheme = env.get(&flavour.var("SCHEME")).unwrap_or("https");
     let port = env
-        .get("PUSHER_PORT")
+        .get(&flavour.var("PORT"))
         .unwrap_or(if scheme == "https" { "443" } else { "80" });
     Some(format!("{scheme}://{host}:{port}"))
 }
 
 /// The checks that need no server: driver, credentials, address, what the
-/// PHP side will do, the frontend's variables.
-fn static_checks(env: &EnvFile, php: Option<&PhpSide>) -> Vec<Check> {
+/// PHP side will do, the frontend's variables, and Reverb's own config.
+fn static_checks(env: &EnvFile, php: Option<&PhpSide>, flavour: Flavour) -> Vec<Check> {
     let mut checks = Vec::new();
 
     // Which variable picks the connection: Laravel 11+ reads
     // BROADCAST_CONNECTION, Laravel 10 and older BROADCAST_DRIVER.
     let selector = php.and_then(|p| p.selector.clone()).unwrap_or_else(|| {
-        if env.get("BROADCAST_CONNECTION").is_some() {
+        if env.get("BROADCAST_CONNECTION").is_some() || flavour == REVERB {
             "BROADCAST_CONNECTION".into()
         } else {
             "BROADCAST_DRIVER".into()
@@ -144,58 +214,122 @@ fn static_checks(env: &EnvFile, php: Option<&PhpSide>) -> Vec<Check> {
     } else {
         "BROADCAST_CONNECTION"
     };
+    let wanted = flavour.connection;
     let fix = match env.get(other) {
-        Some("pusher") => {
-            format!("this Laravel reads {selector}, not {other}: set {selector}=pusher")
+        Some(value) if value == wanted => {
+            format!("this Laravel reads {selector}, not {other}: set {selector}={wanted}")
         }
-        _ => format!("set {selector}=pusher in .env"),
+        _ => format!("set {selector}={wanted} in .env"),
     };
     checks.push(Check::new(
-        driver.as_deref() == Some("pusher"),
-        format!("{selector} is pusher"),
+        driver.as_deref() == Some(wanted),
+        format!("{selector} is {wanted}"),
         fix,
     ));
 
-    let missing: Vec<&str> = ["PUSHER_APP_ID", "PUSHER_APP_KEY", "PUSHER_APP_SECRET"]
-        .into_iter()
+    let credentials = ["APP_ID", "APP_KEY", "APP_SECRET"].map(|n| flavour.var(n));
+    let missing: Vec<&str> = credentials
+        .iter()
+        .map(String::as_str)
         .filter(|name| env.get(name).is_none())
         .collect();
     checks.push(Check::new(
         missing.is_empty(),
-        "PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET are set".to_owned(),
+        format!("{} are set", list(&credentials)),
         format!(
             "set {} to the values of an app of Herald",
             missing.join(", ")
         ),
     ));
 
-    let unset: Vec<&str> = ["PUSHER_HOST", "PUSHER_PORT", "PUSHER_SCHEME"]
-        .into_iter()
+    let address = ["HOST", "PORT", "SCHEME"].map(|n| flavour.var(n));
+    let unset: Vec<&str> = address
+        .iter()
+        .map(String::as_str)
         .filter(|name| env.get(name).is_none())
         .collect();
     checks.push(Check::new(
         unset.is_empty(),
-        "PUSHER_HOST, PUSHER_PORT and PUSHER_SCHEME point at Herald".to_owned(),
+        format!("{} point at Herald", list(&address)),
         format!(
-            "set {} (e.g. PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001, PUSHER_SCHEME=http)",
-            unset.join(", ")
+            "set {} (e.g. {}=127.0.0.1, {}=6001, {}=http)",
+            unset.join(", "),
+            address[0],
+            address[1],
+            address[2]
         ),
     ));
 
     if let Some(php) = php {
-        checks.push(php_check(php, env));
+        checks.push(php_check(php, env, flavour));
+        if let Some(reverb) = &php.reverb {
+            checks.extend(reverb_checks(reverb, env));
+        }
     }
-    checks.push(frontend_check(env));
+    checks.push(frontend_check(env, flavour));
+    checks
+}
+
+/// `A, B and C`.
+fn list(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// What `config/reverb.php` says that Herald does differently: its apps
+/// (Herald's come from the `REVERB_*` variables or its own config), and
+/// `allowed_origins`, which Herald does not check (it accepts every origin).
+fn reverb_checks(reverb: &ReverbConfig, env: &EnvFile) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let restricted: Vec<&String> = reverb
+        .allowed_origins
+        .iter()
+        .filter(|o| o.as_str() != "*")
+        .collect();
+    if !restricted.is_empty() {
+        checks.push(Check::warn(
+            "config/reverb.php restricts allowed_origins".to_owned(),
+            format!(
+                "Reverb accepted only {restricted:?}; Herald accepts WebSocket connections from every \
+                 origin, so put the origin check in front of it (your reverse proxy) if you relied on it"
+            ),
+        ));
+    }
+    if let Some(key) = &reverb.key {
+        if env.get("REVERB_APP_KEY").is_some_and(|k| k != key) {
+            checks.push(Check::fail(
+                "config/reverb.php's app has REVERB_APP_KEY",
+                "config/reverb.php names another key than REVERB_APP_KEY: Herald serves the app of the \
+                 REVERB_* variables (or of its own config), so make them agree"
+                    .into(),
+            ));
+        }
+    }
     checks
 }
 
 /// Whether the PHP SDK will send to Herald, not to Pusher's cloud.
-fn php_check(php: &PhpSide, env: &EnvFile) -> Check {
-    let title = format!("the PHP side sends to PUSHER_HOST ({})", php.source);
-    let scheme = env.get("PUSHER_SCHEME").unwrap_or("https");
-    match &php.target {
-        PusherTarget::Resolved { host, port, scheme: resolved, use_tls } => {
-            let expected = env.get("PUSHER_HOST");
+fn php_check(php: &PhpSide, env: &EnvFile, flavour: Flavour) -> Check {
+    let host_var = flavour.var("HOST");
+    let title = format!("the PHP side sends to {host_var} ({})", php.source);
+    let scheme = env.get(&flavour.var("SCHEME")).unwrap_or("https");
+    let target = if flavour == REVERB {
+        &php.reverb_target
+    } else {
+        &php.target
+    };
+    let connection = flavour.connection;
+    match target {
+        PusherTarget::Resolved {
+            host,
+            port,
+            scheme: resolved,
+            use_tls,
+        } => {
+            let expected = env.get(&host_var);
             let ok = host.is_some() && host.as_deref() == expected;
             let tls_clash = *use_tls == Some(true) && resolved.as_deref() == Some("http");
             Check::new(
@@ -210,9 +344,11 @@ fn php_check(php: &PhpSide, env: &EnvFile) -> Check {
         PusherTarget::ReadsHost { use_tls_forced } => Check::new(
             !(*use_tls_forced && scheme == "http"),
             title,
-            "config/broadcasting.php sets 'useTLS' => true while PUSHER_SCHEME=http: \
-             use 'useTLS' => env('PUSHER_SCHEME', 'https') === 'https'"
-                .into(),
+            format!(
+                "config/broadcasting.php sets 'useTLS' => true while {0}=http: \
+                 use 'useTLS' => env('{0}', 'https') === 'https'",
+                flavour.var("SCHEME")
+            ),
         ),
         PusherTarget::Cloud => Check::fail(
             &title,
@@ -225,34 +361,36 @@ fn php_check(php: &PhpSide, env: &EnvFile) -> Check {
         ),
         PusherTarget::Missing => Check::fail(
             &title,
-            "config/broadcasting.php has no pusher connection: add the one of Laravel's stock config"
-                .into(),
+            format!(
+                "config/broadcasting.php has no {connection} connection: add the one of Laravel's stock config \
+                 (php artisan install:broadcasting on Laravel 11+)"
+            ),
         ),
     }
 }
 
 /// Whether the frontend build (Vite, or Mix on Laravel 8) gets the key
 /// and Herald's address.
-fn frontend_check(env: &EnvFile) -> Check {
-    let prefix =
-        if env.get("VITE_PUSHER_APP_KEY").is_some() || env.get("MIX_PUSHER_APP_KEY").is_none() {
-            "VITE"
-        } else {
-            "MIX"
-        };
+fn frontend_check(env: &EnvFile, flavour: Flavour) -> Check {
+    let key_var = flavour.var("APP_KEY");
+    let prefix = if env.get(&format!("VITE_{key_var}")).is_some()
+        || env.get(&format!("MIX_{key_var}")).is_none()
+    {
+        "VITE"
+    } else {
+        "MIX"
+    };
     let var = |name: &str| env.get(&format!("{prefix}_{name}"));
     let mut problems = Vec::new();
-    match var("PUSHER_APP_KEY") {
-        None => problems.push(format!(
-            "{prefix}_PUSHER_APP_KEY=\"${{PUSHER_APP_KEY}}\" is missing"
-        )),
-        Some(key) if Some(key) != env.get("PUSHER_APP_KEY") => problems.push(format!(
-            "{prefix}_PUSHER_APP_KEY differs from PUSHER_APP_KEY"
-        )),
+    match var(&key_var) {
+        None => problems.push(format!("{prefix}_{key_var}=\"${{{key_var}}}\" is missing")),
+        Some(key) if Some(key) != env.get(&key_var) => {
+            problems.push(format!("{prefix}_{key_var} differs from {key_var}"))
+        }
         Some(_) => {}
     }
-    for name in ["PUSHER_HOST", "PUSHER_PORT", "PUSHER_SCHEME"] {
-        if var(name).is_none() {
+    for name in ["HOST", "PORT", "SCHEME"].map(|n| flavour.var(n)) {
+        if var(&name).is_none() {
             problems.push(format!(
                 "{prefix}_{name}=\"${{{name}}}\" is missing (Echo needs wsHost / wsPort / forceTLS)"
             ));
@@ -277,16 +415,19 @@ mod tests {
              VITE_PUSHER_APP_KEY=\"${PUSHER_APP_KEY}\"\nVITE_PUSHER_HOST=\"${PUSHER_HOST}\"\n\
              VITE_PUSHER_PORT=\"${PUSHER_PORT}\"\nVITE_PUSHER_SCHEME=\"${PUSHER_SCHEME}\"\n",
         );
-        let checks = static_checks(&env, None);
+        let checks = static_checks(&env, None, Flavour::of(&env, None));
         assert!(checks.iter().all(|c| c.ok), "{checks:?}");
-        assert_eq!(server_url(&env).as_deref(), Some("http://127.0.0.1:6001"));
+        assert_eq!(
+            server_url(&env, PUSHER).as_deref(),
+            Some("http://127.0.0.1:6001")
+        );
     }
 
     #[test]
     fn a_driver_set_under_the_other_name_is_explained() {
         let env = EnvFile::parse("BROADCAST_DRIVER=pusher\n");
         let php = laravel::read_config("'default' => env('BROADCAST_CONNECTION', 'null'), 'pusher' => [ 'options' => [ 'host' => env('PUSHER_HOST'), ], ],");
-        let checks = static_checks(&env, Some(&php));
+        let checks = static_checks(&env, Some(&php), PUSHER);
         assert!(!checks[0].ok);
         assert!(checks[0]
             .fix
