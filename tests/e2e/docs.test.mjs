@@ -1,0 +1,186 @@
+// The guide cannot drift: every ```php block of docs/laravel.md carries a
+// `<!-- tested: NAME -->` marker, and each is run here as the guide means
+// it (php/docs.php: Laravel 8.83's framework and the official PHP SDK)
+// against the Herald binary, with pusher-js checking what arrives. Blocks
+// for code Laravel 8.83 or this suite cannot run (Laravel 9+ APIs,
+// Livewire) are marked `syntax` / `syntax-class` and checked by `php -l`.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import {
+  APP,
+  Clients,
+  makeSdk,
+  runPhp,
+  signIn,
+  startServer,
+  subscribe,
+  waitForEvent,
+  waitForState,
+} from './helpers.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const GUIDE = path.resolve(HERE, '..', '..', 'docs', 'laravel.md');
+
+/** Every ```php block of the guide with its marker and line. */
+function phpBlocks(text) {
+  const lines = text.split('\n');
+  const blocks = [];
+  for (let i = 0; i < lines.length; i += 1) {
+    if (lines[i].trim() !== '```php') continue;
+    const end = lines.indexOf('```', i + 1);
+    const marker = /<!-- tested: ([\w-]+) -->/.exec(lines[i - 1] ?? '');
+    blocks.push({ line: i + 1, name: marker?.[1], code: lines.slice(i + 1, end).join('\n') });
+    i = end;
+  }
+  return blocks;
+}
+
+const blocks = phpBlocks(readFileSync(GUIDE, 'utf8'));
+
+function runBlock(block, port, extra = {}) {
+  const input = { name: block.name, code: block.code, port, app: APP, ...extra };
+  return runPhp([path.join(HERE, 'php', 'docs.php'), JSON.stringify(input)]).then((out) => JSON.parse(out));
+}
+
+function only(name) {
+  const found = blocks.filter((b) => b.name === name);
+  assert.equal(found.length, 1, `one block marked ${name} in docs/laravel.md`);
+  return found[0];
+}
+
+describe('docs/laravel.md', () => {
+  let server;
+  let clients;
+  let dir;
+
+  before(async () => {
+    // Under a path prefix, as section 8 describes (Herald serves the root too).
+    server = await startServer({ env: { HERALD_SERVER__PATH: '/ws' } });
+    clients = new Clients(server.port);
+    dir = await mkdtemp(path.join(tmpdir(), 'herald-docs-'));
+  });
+  after(async () => {
+    clients?.closeAll();
+    await server?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('marks every PHP block with the way it is tested', () => {
+    assert.ok(blocks.length >= 10, `found ${blocks.length} PHP blocks`);
+    const unmarked = blocks.filter((b) => !b.name).map((b) => `line ${b.line}`);
+    assert.deepEqual(unmarked, [], 'PHP blocks without a <!-- tested: NAME --> marker');
+  });
+
+  /** Runs a block that triggers `checked` on `docs` and sees it arrive. */
+  async function triggers(name) {
+    const pusher = await clients.pusher();
+    const docs = await subscribe(pusher, 'docs');
+    const arrived = waitForEvent(docs, 'checked', { filter: (d) => d.block === name, timeout: 15000 });
+    const out = await runBlock(only(name), server.port);
+    await arrived;
+    return out;
+  }
+
+  it('the Laravel 8 options send to Herald', async () => {
+    await triggers('broadcasting-options');
+  });
+
+  it('client_options give the SDK its HTTP client', async () => {
+    const out = await triggers('client-options');
+    assert.equal(out.verify, true, 'PUSHER_CA_BUNDLE unset: the system roots');
+  });
+
+  it('Laravel 8\'s broadcaster with its own client sends to Herald', async () => {
+    const out = await triggers('laravel-8-ca');
+    assert.equal(out.class, 'Illuminate\\Broadcasting\\Broadcasters\\PusherBroadcaster');
+  });
+
+  it('the first event reaches Echo\'s channel through the queue', async () => {
+    const sdk = makeSdk(server.port);
+    const pusher = await clients.pusher({ signer: sdk });
+    const orders = await subscribe(pusher, 'private-orders.7');
+    const shipped = waitForEvent(orders, 'App\\Events\\OrderShipped', { timeout: 15000 });
+    const out = await runBlock(only('event-class'), server.port);
+    assert.deepEqual(out, { dispatched: true });
+    const { data } = await shipped;
+    assert.equal(data.orderId, 5);
+    assert.equal(data.userId, 7);
+  });
+
+  it('routes/channels.php authorizes what Herald then accepts', async () => {
+    // Authorized with what Laravel answers for this socket (below).
+    const laravelSaid = {};
+    const pusher = await clients.pusher({
+      channelAuthorization: {
+        customHandler: ({ channelName }, callback) => callback(null, laravelSaid[channelName]),
+      },
+    });
+    const socketId = pusher.connection.socket_id;
+    const out = await runBlock(only('channels'), server.port, { socket_id: socketId });
+    assert.deepEqual(out.other, { refused: 403 });
+    assert.ok(out.own.auth, JSON.stringify(out));
+    assert.ok(out.presence.channel_data.includes('"name":"Ada"'), JSON.stringify(out));
+    // Herald accepts the signatures Laravel made for this socket.
+    laravelSaid['private-orders.5'] = out.own;
+    laravelSaid['presence-room.1'] = out.presence;
+    await subscribe(pusher, 'private-orders.5');
+    const room = await subscribe(pusher, 'presence-room.1');
+    assert.deepEqual(room.members.me.info, { id: 7, name: 'Ada' });
+  });
+
+  it('the Laravel 8 user-auth route signs a user in', async () => {
+    let laravelSaid;
+    const pusher = await clients.pusher({
+      userAuthentication: { customHandler: (_, callback) => callback(null, laravelSaid) },
+    });
+    const out = await runBlock(only('user-auth-route'), server.port, { socket_id: pusher.connection.socket_id });
+    assert.deepEqual(out.middleware, ['auth']);
+    laravelSaid = out.auth;
+    await signIn(pusher);
+    assert.equal(pusher.user.user_data.id, '7');
+    await waitForState(pusher, 'connected');
+  });
+
+  it('the PHP polling loop reads the recent events', async () => {
+    const sdk = makeSdk(server.port);
+    await sdk.trigger('orders', 'OrderShipped', { id: 11 });
+    const out = await runBlock(only('polling'), server.port);
+    assert.ok(out.events.some((e) => e.event === 'OrderShipped' && JSON.parse(e.data).id === 11), JSON.stringify(out));
+    assert.ok(out.cursor, 'the cursor is kept for the next poll');
+    assert.equal(out.resynced, false);
+  });
+
+  it('the path option reaches Herald under its prefix', async () => {
+    const out = await triggers('path-option');
+    assert.equal(out.path, '/ws/');
+    assert.ok(out.channels.channels.docs, JSON.stringify(out.channels));
+  });
+
+  it('the blocks it cannot run are valid PHP', async () => {
+    const checked = blocks.filter((b) => b.name === 'syntax' || b.name === 'syntax-class');
+    assert.ok(checked.length >= 3);
+    for (const block of checked) {
+      const file = path.join(dir, `block-${block.line}.php`);
+      const body = block.name === 'syntax-class'
+        ? `<?php\nclass DocsBlock {\n${block.code}\n}\n`
+        : `<?php\nfunction docs_block() {\n${block.code}\n}\n`;
+      await writeFile(file, body);
+      const out = await runPhp(['-l', file]);
+      assert.match(out, /No syntax errors/, `docs/laravel.md line ${block.line}`);
+    }
+  });
+
+  it('runs every marked block', () => {
+    const known = new Set(['broadcasting-options', 'client-options', 'laravel-8-ca', 'event-class', 'channels',
+      'user-auth-route', 'polling', 'path-option', 'syntax', 'syntax-class']);
+    const unknown = blocks.filter((b) => b.name && !known.has(b.name)).map((b) => `${b.name} (line ${b.line})`);
+    assert.deepEqual(unknown, []);
+  });
+});
