@@ -2,6 +2,9 @@
 //! certificate chain and key come from PEM files and are read again on
 //! reload (SIGHUP), so a renewed certificate (Let's Encrypt) is served to
 //! new connections without a restart; open connections keep theirs.
+//!
+//! Also the client side of the command-line tools (`herald trigger`,
+//! `herald doctor`): the public roots, plus a private CA when given one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,4 +70,39 @@ fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
         .keys_match()
         .map_err(|e| format!("{} does not match {}: {e}", key.display(), cert.display()))?;
     Ok(certified)
+}
+
+/// The environment variable OpenSSL-based tools read for extra trusted
+/// CAs; honoured by the command-line clients when `--ca` is not given.
+pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
+/// An HTTP client for the command-line tools that trusts the public roots
+/// and, for a Herald whose certificate a private CA signed, the CAs in
+/// `ca` (PEM; `--ca`), else those in `SSL_CERT_FILE` when it is set.
+pub fn cli_client(ca: Option<&Path>, timeout: std::time::Duration) -> Result<awc::Client, String> {
+    let from_env = std::env::var_os(SSL_CERT_FILE).map(PathBuf::from);
+    let ca = ca.map(Path::to_path_buf).or(from_env);
+    let mut roots = actix_tls::connect::rustls_0_23::webpki_roots_cert_store();
+    if let Some(path) = &ca {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a CA certificate: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(Arc::new(config)))
+        .timeout(timeout)
+        .finish())
 }

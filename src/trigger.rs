@@ -40,6 +40,39 @@ pub struct TriggerArgs {
     /// Socket id to exclude from delivery.
     #[arg(long)]
     pub socket_id: Option<String>,
+    /// PEM file of a private CA that signed Herald's certificate (for an
+    /// https:// URL) [default: SSL_CERT_FILE when set, else the public roots].
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+/// The base URL, checked: a scheme is needed (`127.0.0.1:6001` alone is
+/// not a URL the HTTP client can use).
+pub fn base_url(url: &str) -> Result<String, String> {
+    let url = url.trim().trim_end_matches('/');
+    match url.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(url.to_owned()),
+        Some((scheme, _)) => Err(format!(
+            "{url:?}: the scheme must be http:// or https://, not {scheme}://"
+        )),
+        None => Err(format!(
+            "{url:?} has no scheme: use http://{url} (or https://{url} when Herald serves TLS)"
+        )),
+    }
+}
+
+/// What a failed request says, with a hint for the usual mistakes.
+pub fn request_failed(url: &str, error: &str) -> String {
+    let hint = if error.contains("UnknownIssuer") || error.contains("certificate") {
+        " (a certificate from a private CA? pass --ca with its PEM file, or set SSL_CERT_FILE)"
+    } else if url.starts_with("http://")
+        && (error.contains("parse") || error.contains("invalid") || error.contains("closed"))
+    {
+        " (does that port serve TLS? then use https://)"
+    } else {
+        ""
+    };
+    format!("request to {url} failed: {error}{hint}")
 }
 
 /// Runs the command; exit 0 on a 200 answer.
@@ -58,18 +91,26 @@ pub fn run(args: TriggerArgs) -> ExitCode {
         "socket_id": args.socket_id,
     });
     let body = body.to_string();
+    let base = match base_url(&args.url) {
+        Ok(base) => base,
+        Err(e) => {
+            eprintln!("herald trigger: --url {e}");
+            return ExitCode::from(2);
+        }
+    };
     let path = format!("/apps/{}/events", app.id);
     let query = signed_query(&app, "POST", &path, body.as_bytes(), unix_secs());
-    let url = format!("{}{}?{}", args.url.trim_end_matches('/'), path, query);
+    let url = format!("{base}{path}?{query}");
+    let ca = args.ca.clone();
 
     let result = actix_web::rt::System::new().block_on(async move {
-        let client = awc::Client::default();
+        let client = crate::tls::cli_client(ca.as_deref(), std::time::Duration::from_secs(10))?;
         let mut response = client
             .post(url)
             .insert_header(("Content-Type", "application/json"))
             .send_body(body)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| request_failed(&base, &e.to_string()))?;
         let text = response.body().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((
             response.status(),
@@ -86,7 +127,7 @@ pub fn run(args: TriggerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("herald trigger: request failed: {e}");
+            eprintln!("herald trigger: {e}");
             ExitCode::FAILURE
         }
     }
@@ -158,4 +199,20 @@ pub fn signed_query_with(
         auth::sign(&app.secret, to_sign.as_bytes()),
     ));
     serde_urlencoded::to_string(&params).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_needs_its_scheme() {
+        assert_eq!(
+            base_url("http://127.0.0.1:6001/").as_deref(),
+            Ok("http://127.0.0.1:6001")
+        );
+        let e = base_url("127.0.0.1:7000").expect_err("no scheme");
+        assert!(e.contains("http://127.0.0.1:7000"), "{e}");
+        assert!(base_url("ws://x").is_err());
+    }
 }

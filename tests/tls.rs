@@ -102,3 +102,90 @@ async fn wss_and_https_with_a_certificate_renewed_on_sighup() {
     old.expect_nothing_pending().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs a `herald` command; returns its exit code, stdout and stderr.
+fn herald(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(args).env_remove("SSL_CERT_FILE");
+    for name in [
+        "PUSHER_APP_ID",
+        "PUSHER_APP_KEY",
+        "PUSHER_APP_SECRET",
+        "HERALD_CONFIG",
+    ] {
+        cmd.env_remove(name);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run herald");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn trigger_and_doctor_trust_a_private_ca_with_ca_or_ssl_cert_file() {
+    let dir = temp_dir();
+    make_certificate(&dir, "private");
+    let server = Server::with_config(&format!(
+        "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        dir.join("private-cert.pem").to_string_lossy(),
+        dir.join("private-key.pem").to_string_lossy()
+    ));
+    let url = format!("https://localhost:{}", server.port);
+    let ca = dir.join("private-ca.pem").to_string_lossy().into_owned();
+    let trigger = [
+        "trigger",
+        "--url",
+        &url,
+        "--app-id",
+        APP_ID,
+        "--key",
+        KEY,
+        "--secret",
+        SECRET,
+        "--channel",
+        "c",
+        "--event",
+        "e",
+    ];
+
+    // Without the CA the certificate is refused, and the error says what to do.
+    let (code, _, err) = herald(&trigger, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--ca"), "{err}");
+
+    let mut with_ca = trigger.to_vec();
+    with_ca.extend(["--ca", ca.as_str()]);
+    let (code, out, err) = herald(&with_ca, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = herald(&trigger, &[("SSL_CERT_FILE", &ca)]);
+    assert_eq!(code, Some(0), "SSL_CERT_FILE: {out}{err}");
+
+    // The doctor's live checks over https with the CA.
+    let env = [
+        ("PUSHER_APP_ID", APP_ID),
+        ("PUSHER_APP_KEY", KEY),
+        ("PUSHER_APP_SECRET", SECRET),
+    ];
+    let (_, out, _) = herald(&["doctor", "--url", &url, "--ca", &ca], &env);
+    assert!(out.contains("✓ Herald answers at"), "{out}");
+    assert!(
+        out.contains("✓ an event triggered through the API arrives"),
+        "{out}"
+    );
+    let (_, out, _) = herald(&["doctor", "--url", &url], &env);
+    assert!(out.contains("✗ Herald answers at"), "{out}");
+    assert!(out.contains("--ca"), "{out}");
+
+    // A URL without a scheme is refused with the fix.
+    let mut no_scheme = trigger.to_vec();
+    no_scheme[2] = "127.0.0.1:1";
+    let (code, _, err) = herald(&no_scheme, &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("http://127.0.0.1:1"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,15 +17,15 @@ use crate::support::clock::unix_secs;
 use crate::trigger::{signed_query, signed_query_with};
 
 /// How long one step may take.
-const STEP: Duration = Duration::from_secs(5);
+pub const STEP: Duration = Duration::from_secs(5);
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
 /// Runs every live check against `base` (`http(s)://host:port`), naming
 /// the project's variables as `flavour` has them (the checks below are
 /// written with the `pusher` connection's names).
-pub async fn run(base: &str, app: &AppConfig, flavour: Flavour) -> Vec<Check> {
-    let mut checks = run_checks(base, app).await;
+pub async fn run(http: &awc::Client, base: &str, app: &AppConfig, flavour: Flavour) -> Vec<Check> {
+    let mut checks = run_checks(http, base, app).await;
     if flavour.prefix != "PUSHER" {
         let ours = format!("{}_", flavour.prefix);
         for check in &mut checks {
@@ -36,8 +36,7 @@ pub async fn run(base: &str, app: &AppConfig, flavour: Flavour) -> Vec<Check> {
     checks
 }
 
-async fn run_checks(base: &str, app: &AppConfig) -> Vec<Check> {
-    let http = awc::Client::builder().timeout(STEP).finish();
+async fn run_checks(http: &awc::Client, base: &str, app: &AppConfig) -> Vec<Check> {
     let mut checks = Vec::new();
     let up = http.get(format!("{base}/up")).send().await;
     let reachable = matches!(&up, Ok(r) if r.status().is_success());
@@ -46,16 +45,19 @@ async fn run_checks(base: &str, app: &AppConfig) -> Vec<Check> {
         format!("Herald answers at {base}"),
         format!(
             "{}: start Herald there, or fix PUSHER_HOST / PUSHER_PORT / PUSHER_SCHEME (or pass --url)",
-            up.err().map_or_else(|| "no 200 from /up".to_owned(), |e| e.to_string())
+            up.err().map_or_else(
+                || "no 200 from /up".to_owned(),
+                |e| crate::trigger::request_failed(base, &e.to_string())
+            )
         ),
     ));
     if !reachable {
         return checks;
     }
-    checks.push(credentials(&http, base, app).await);
-    checks.extend(websocket(&http, base, app).await);
-    checks.push(fallback(&http, base, app).await);
-    checks.push(polling(&http, base, app).await);
+    checks.push(credentials(http, base, app).await);
+    checks.extend(websocket(http, base, app).await);
+    checks.push(fallback(http, base, app).await);
+    checks.push(polling(http, base, app).await);
     checks
 }
 

@@ -29,6 +29,10 @@ pub struct DoctorArgs {
     /// or the REVERB_* ones on the reverb connection].
     #[arg(long)]
     pub url: Option<String>,
+    /// PEM file of a private CA that signed Herald's certificate
+    /// [default: SSL_CERT_FILE when set, else the public roots].
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 /// Which of Laravel's broadcasting connections the project uses: `pusher`
@@ -145,12 +149,18 @@ pub fn run(args: DoctorArgs) -> ExitCode {
     );
     let credentials = !app.id.is_empty() && !app.key.is_empty() && !app.secret.is_empty();
     match (&base, credentials) {
-        (Some(base), true) => {
-            let base = base.trim_end_matches('/').to_owned();
-            let live = actix_web::rt::System::new()
-                .block_on(async move { live::run(&base, &app, flavour).await });
-            checks.extend(live);
-        }
+        (Some(base), true) => match (
+            crate::trigger::base_url(base),
+            crate::tls::cli_client(args.ca.as_deref(), live::STEP),
+        ) {
+            (Ok(base), Ok(http)) => {
+                let live = actix_web::rt::System::new()
+                    .block_on(async move { live::run(&http, &base, &app, flavour).await });
+                checks.extend(live);
+            }
+            (Err(e), _) => checks.push(Check::fail("Herald's address is a URL", e)),
+            (_, Err(e)) => checks.push(Check::fail("the CA file is readable", e)),
+        },
         (None, _) => checks.push(Check::fail(
             "Herald's address is known",
             format!(
