@@ -41,6 +41,7 @@ const FLOORS: &[(&str, u8)] = &[
     // 9: wiring, and the commands built on the others.
     ("server", 9),
     ("doctor", 9),
+    ("health", 9),
 ];
 
 fn floor_of(module: &str) -> Option<u8> {

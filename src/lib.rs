@@ -15,6 +15,7 @@ pub mod config;
 pub mod console;
 pub mod doctor;
 pub mod fallback;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod laravel;

@@ -5,8 +5,10 @@
 //!
 //! actix-web's `HttpServer` cannot take an upgrade handler, so this builds
 //! what it would build (its defaults: HTTP/1 keep-alive 5 s, 5 s to send a
-//! request head, 1 s to disconnect, a listen backlog of 1024, one worker
-//! per core) plus the handler.
+//! request head, 1 s to disconnect, one worker per core) plus the handler.
+//! The listen backlog is `[server] backlog`, by default the kernel's
+//! `net.core.somaxconn` (which caps whatever is asked for anyway), so a
+//! burst of reconnects is not refused by a fixed 1024.
 
 use std::any::Any;
 use std::fmt;
@@ -26,8 +28,22 @@ use crate::http::peer::PeerSocket;
 use crate::http::State;
 use crate::ws::{self, Io};
 
-/// Pending connections the kernel holds for the listener.
-const BACKLOG: i32 = 1024;
+/// The backlog when `somaxconn` cannot be read.
+const FALLBACK_BACKLOG: u32 = 1024;
+
+/// Pending connections the kernel holds for the listener: `configured`, or
+/// (0) the kernel's `net.core.somaxconn`.
+pub fn backlog(configured: u32) -> i32 {
+    let backlog = if configured > 0 {
+        configured
+    } else {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(FALLBACK_BACKLOG)
+    };
+    i32::try_from(backlog).unwrap_or(i32::MAX)
+}
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(3);
 
@@ -49,7 +65,7 @@ where
     <S::Service as actix_service::Service<Request>>::Future: 'static,
     B: MessageBody + 'static,
 {
-    let listener = tcp_listener(address)?;
+    let listener = tcp_listener(address, backlog(state.server.backlog))?;
     let addr = listener.local_addr()?;
     let shutdown = state.server.shutdown_timeout;
     let builder = actix_server::Server::build()
@@ -133,8 +149,8 @@ where
         .finish(map_config(app, |_| AppConfig::default()))
 }
 
-/// A listening socket on `address` with the backlog actix-web would use.
-fn tcp_listener(address: (&str, u16)) -> std::io::Result<std::net::TcpListener> {
+/// A listening socket on `address`; an error names the address.
+fn tcp_listener(address: (&str, u16), backlog: i32) -> std::io::Result<std::net::TcpListener> {
     use std::net::ToSocketAddrs;
     let mut last = None;
     for addr in address.to_socket_addrs()? {
@@ -147,10 +163,15 @@ fn tcp_listener(address: (&str, u16)) -> std::io::Result<std::net::TcpListener> 
         socket.set_reuse_address(true)?;
         match socket
             .bind(&addr.into())
-            .and_then(|()| socket.listen(BACKLOG))
+            .and_then(|()| socket.listen(backlog))
         {
             Ok(()) => return Ok(socket.into()),
-            Err(e) => last = Some(e),
+            Err(e) => {
+                last = Some(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: {e}"),
+                ))
+            }
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))

@@ -26,6 +26,9 @@ enum Command {
     /// Check a Laravel project (or the PUSHER_* environment) against a
     /// running Herald.
     Doctor(herald::doctor::DoctorArgs),
+    /// Ask a running Herald's /up (exit 0 on 200): for container health
+    /// checks.
+    Health(herald::health::HealthArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Some(Command::Doctor(args)) => herald::doctor::run(args),
+        Some(Command::Health(args)) => herald::health::run(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }

@@ -153,6 +153,7 @@ fn serve_metrics(config: &Config, state: &State) -> Option<actix_web::dev::Serve
         return None;
     }
     let data = web::Data::new(state.clone());
+    let host = config.metrics.bind_host(&config.server.host);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -161,13 +162,13 @@ fn serve_metrics(config: &Config, state: &State) -> Option<actix_web::dev::Serve
     })
     .workers(1)
     .disable_signals()
-    .bind((config.metrics.host.as_str(), config.metrics.port));
+    .bind((host, config.metrics.port));
     let server = match server {
         Ok(server) => server,
         Err(e) => {
             warn!(
-                "no metrics: cannot listen on {}:{} ({e}); set [metrics] port or HERALD_METRICS_PORT (0 turns metrics off)",
-                config.metrics.host, config.metrics.port
+                "no metrics: cannot listen on {host}:{} ({e}); set [metrics] port or HERALD_METRICS_PORT (0 turns metrics off)",
+                config.metrics.port
             );
             return None;
         }

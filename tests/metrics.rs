@@ -165,3 +165,24 @@ fn the_grafana_dashboard_asks_only_for_metrics_that_exist() {
     }
     assert!(checked >= 10, "only {checked} queries");
 }
+
+#[actix_rt::test]
+async fn the_metrics_listen_on_the_servers_host_by_default() {
+    let port = free_port();
+    // (The test servers run with --host 127.0.0.1.)
+    let server = Server::launch(None, &[("HERALD_METRICS_PORT", &port.to_string())]);
+    common::eventually("the metrics listener is up", || async {
+        server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains(&format!("metrics on http://127.0.0.1:{port}/metrics")))
+    })
+    .await;
+    assert!(!scrape(port).await.is_empty());
+    // Not on another address of the machine: 127.0.0.2 is loopback too,
+    // and a listener on 0.0.0.0 would answer there.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.2", port)).is_err(),
+        "the metrics listen beyond the server's host"
+    );
+}

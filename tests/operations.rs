@@ -194,3 +194,93 @@ async fn the_console_exists_only_with_a_token_and_checks_it_first() {
     assert_eq!(status(sent.await), 200);
     assert_eq!(client.expect("hi").await["channel"], "news");
 }
+
+/// The Dockerfile's HEALTHCHECK command, with the image's binary path
+/// pointed at the one under test.
+fn docker_health_check() -> Vec<String> {
+    let dockerfile = include_str!("../docker/Dockerfile");
+    let line = dockerfile
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("a HEALTHCHECK line");
+    let json = &line[line.find("CMD").expect("CMD") + 3..];
+    let command: Vec<String> = serde_json::from_str(json.trim()).expect("exec-form CMD");
+    command
+        .into_iter()
+        .map(|part| part.replace("/usr/local/bin/herald", env!("CARGO_BIN_EXE_herald")))
+        .collect()
+}
+
+/// Runs the health check as the image's shell (dash) would.
+fn run_under_dash(command: &[String], port: u16) -> std::process::Output {
+    let quoted: Vec<String> = command.iter().map(|p| format!("'{p}'")).collect();
+    std::process::Command::new("dash")
+        .arg("-c")
+        .arg(quoted.join(" "))
+        .env("HERALD_PORT", port.to_string())
+        .output()
+        .expect("dash is installed (Debian's /bin/sh)")
+}
+
+#[test]
+fn the_docker_health_check_passes_against_a_live_herald_under_dash() {
+    let command = docker_health_check();
+    let server = Server::start();
+    let out = run_under_dash(&command, server.port);
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"status\""));
+    // And fails where nothing answers.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("addr").port();
+    drop(free);
+    assert!(!run_under_dash(&command, port).status.success());
+}
+
+/// The listen backlog of the socket on `port`, as `ss` reports it (the
+/// Send-Q of a listening socket).
+fn listen_backlog(port: u16) -> u32 {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener on {port} in {text:?}"))
+}
+
+#[test]
+fn the_listen_backlog_follows_the_config_and_somaxconn() {
+    let server = Server::with_config("[server]\nbacklog = 77\n");
+    assert_eq!(listen_backlog(server.port), 77);
+    let server = Server::start();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(listen_backlog(server.port), somaxconn);
+}
+
+#[test]
+fn a_busy_port_is_named_in_the_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .env("HERALD_METRICS_PORT", "0")
+        .output()
+        .expect("run herald");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

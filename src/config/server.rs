@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// Log level or filter (`info`, `debug`, `herald=debug,info`), applied
     /// again on reload; `HERALD_LOG` / `RUST_LOG` win over it.
     pub log_level: String,
+    /// Pending connections the kernel holds for the listener (0: the
+    /// kernel's `net.core.somaxconn`, which also caps any value).
+    pub backlog: u32,
     /// A path prefix every route is served under (`"/ws"`: `/ws/app/{key}`,
     /// `/ws/apps/{id}/events`, `/ws/up`, ...), for a reverse proxy that
     /// forwards a path as it is; empty: the root. Also `REVERB_SERVER_PATH`.
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             tls_key: None,
             log_level: "info".into(),
             path: String::new(),
+            backlog: 0,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct ConsoleConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
+    /// Address to listen on; empty: the server's own host (so
+    /// `--host 127.0.0.1` keeps the metrics private too).
     pub host: String,
     /// 0 turns the listener off.
     pub port: u16,
@@ -100,8 +106,19 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            host: "0.0.0.0".into(),
+            host: String::new(),
             port: 9601,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Where the listener binds, given the server's host.
+    pub fn bind_host<'a>(&'a self, server_host: &'a str) -> &'a str {
+        if self.host.trim().is_empty() {
+            server_host
+        } else {
+            &self.host
         }
     }
 }
