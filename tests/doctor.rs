@@ -275,3 +275,110 @@ fn with_php_present_laravel_resolves_the_config() {
     );
     assert_eq!(out.status.code(), Some(0), "{text}");
 }
+
+/// A stand-in for the Laravel app: answers every request with `status`.
+fn app_answering(status: u16) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn the_app_side_of_private_channels_is_checked() {
+    let server = Server::start();
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let mut base = vec![
+        "✓ BROADCAST_DRIVER is pusher",
+        "✓ PUSHER_APP_ID",
+        "✓ PUSHER_HOST",
+        "✓ the PHP side sends to PUSHER_HOST",
+    ];
+
+    // The provider commented out, as the Laravel 8/9/10 skeletons ship it.
+    let (code, verdicts) = doctor(&["--laravel", &fixture("provider-off"), "--url", &url], &[]);
+    let mut expected = base.clone();
+    expected.push("✓ the frontend");
+    expected.push("✗ the app registers its broadcast routes");
+    expected.extend(LIVE_OK);
+    expect(&verdicts, &expected);
+    assert_eq!(code, Some(1));
+
+    // The encryption option without its key: every broadcast would fail.
+    let (code, verdicts) = doctor(
+        &["--laravel", &fixture("encryption-unset"), "--url", &url],
+        &[],
+    );
+    let mut expected = base.clone();
+    expected.push("✓ the frontend");
+    expected.push("✗ PUSHER_ENCRYPTION_MASTER_KEY_BASE64 is a 32-byte key");
+    expected.extend(LIVE_OK);
+    expect(&verdicts, &expected);
+    assert_eq!(code, Some(1));
+
+    // useTLS => true beside an explicit http scheme works (the SDK uses the
+    // scheme): no false alarm.
+    let (code, verdicts) = doctor(
+        &["--laravel", &fixture("use-tls-with-http"), "--url", &url],
+        &[],
+    );
+    base.push("✓ the frontend");
+    let mut expected = base.clone();
+    expected.extend(LIVE_OK);
+    expect(&verdicts, &expected);
+    assert_eq!(code, Some(0));
+
+    // The app's own /broadcasting/auth: a 404 fails, a 403 (a guest) is
+    // a route that exists.
+    for (status, verdict, exit) in [(404, "✗", 1), (403, "✓", 0)] {
+        let (app_url, app) = app_answering(status);
+        let (code, verdicts) = doctor(
+            &[
+                "--laravel",
+                &fixture("laravel-10"),
+                "--url",
+                &url,
+                "--app-url",
+                &app_url,
+            ],
+            &[],
+        );
+        let mut expected = base.clone();
+        expected.extend(LIVE_OK);
+        let last = format!("{verdict} the app's /broadcasting/auth answers");
+        expected.push(&last);
+        expect(&verdicts, &expected);
+        assert_eq!(code, Some(exit), "{status}");
+        app.join().expect("the app was asked");
+    }
+
+    // An app that cannot be reached is a warning, not a failure.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "doctor",
+            "--laravel",
+            &fixture("laravel-10"),
+            "--url",
+            &url,
+            "--app-url",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .expect("run herald doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("! the app at http://127.0.0.1:1 could not be asked"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}

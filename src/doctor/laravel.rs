@@ -20,7 +20,9 @@ pub enum PusherTarget {
         use_tls: Option<bool>,
     },
     /// The config's pusher options read `PUSHER_HOST` (Laravel 9+ stock
-    /// config, or Laravel 11+'s built-in default).
+    /// config, or Laravel 11+'s built-in default); `use_tls_forced`: they
+    /// say `useTLS => true` with neither a scheme nor a port, which makes
+    /// the SDK speak https on 443.
     ReadsHost { use_tls_forced: bool },
     /// The config has no `host` option: the SDK goes to Pusher's cloud
     /// (Laravel 8's stock config).
@@ -121,10 +123,14 @@ pub fn read_config(text: &str) -> PhpSide {
         .map(str::to_owned);
     let target_of = |name: &str| match connection_block(text, name) {
         None => PusherTarget::Missing,
+        // The SDK (7.x) turns `useTLS => true` into https:443 only when the
+        // options name neither a scheme nor a port: an explicit scheme wins.
         Some(block) if has_key(block, "host") => PusherTarget::ReadsHost {
             use_tls_forced: block
                 .split(['\n', ','])
-                .any(|l| l.contains("'useTLS'") && l.contains("=> true")),
+                .any(|l| l.contains("'useTLS'") && l.contains("=> true"))
+                && !has_key(block, "scheme")
+                && !has_key(block, "port"),
         },
         Some(_) => PusherTarget::Cloud,
     };

@@ -6,6 +6,7 @@
 //! (`live`). The secret is used to sign, never printed. Exit 0 only when
 //! every check passes.
 
+mod app_side;
 mod laravel;
 mod live;
 
@@ -33,6 +34,10 @@ pub struct DoctorArgs {
     /// [default: SSL_CERT_FILE when set, else the public roots].
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// The Laravel app's own URL, to call its /broadcasting/auth once
+    /// [default: APP_URL of its .env].
+    #[arg(long)]
+    pub app_url: Option<String>,
 }
 
 /// Which of Laravel's broadcasting connections the project uses: `pusher`
@@ -141,6 +146,14 @@ pub fn run(args: DoctorArgs) -> ExitCode {
     };
     let flavour = Flavour::of(&env, php.as_ref());
     let mut checks = static_checks(&env, php.as_ref(), flavour);
+    if let Some(root) = &args.laravel {
+        checks.extend(project_checks(root, &env, flavour));
+    }
+    let app_url = args.app_url.clone().or_else(|| {
+        args.laravel
+            .as_ref()
+            .and(env.get("APP_URL").map(str::to_owned))
+    });
     let base = args.url.clone().or_else(|| server_url(&env, flavour));
     let app = AppConfig::new(
         env.get(&flavour.var("APP_ID")).unwrap_or_default(),
@@ -154,8 +167,13 @@ pub fn run(args: DoctorArgs) -> ExitCode {
             crate::tls::cli_client(args.ca.as_deref(), live::STEP),
         ) {
             (Ok(base), Ok(http)) => {
-                let live = actix_web::rt::System::new()
-                    .block_on(async move { live::run(&http, &base, &app, flavour).await });
+                let live = actix_web::rt::System::new().block_on(async move {
+                    let mut live = live::run(&http, &base, &app, flavour).await;
+                    if let Some(app_url) = app_url {
+                        live.push(app_side::auth_route(&http, &app_url).await);
+                    }
+                    live
+                });
                 checks.extend(live);
             }
             (Err(e), _) => checks.push(Check::fail("Herald's address is a URL", e)),
@@ -280,6 +298,26 @@ fn static_checks(env: &EnvFile, php: Option<&PhpSide>, flavour: Flavour) -> Vec<
     checks
 }
 
+/// What the project's own files say beyond the broadcasting config: its
+/// broadcast routes registered, the encryption master key usable.
+fn project_checks(root: &std::path::Path, env: &EnvFile, flavour: Flavour) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.extend(app_side::routes_registered(root));
+    let broadcasting =
+        std::fs::read_to_string(root.join("config").join("broadcasting.php")).unwrap_or_default();
+    if let Some(variable) = app_side::master_key_variable(&broadcasting) {
+        checks.push(app_side::master_key(&variable, env.get(&variable)));
+    } else if flavour == PUSHER && env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64").is_some() {
+        checks.push(Check::warn(
+            "PUSHER_ENCRYPTION_MASTER_KEY_BASE64 is set but not used".to_owned(),
+            "config/broadcasting.php does not pass it as encryption_master_key_base64: \
+             encrypted channels cannot be used until it does"
+                .into(),
+        ));
+    }
+    checks
+}
+
 /// `A, B and C`.
 fn list(names: &[String]) -> String {
     match names {
@@ -339,9 +377,10 @@ fn php_check(php: &PhpSide, env: &EnvFile, flavour: Flavour) -> Check {
             scheme: resolved,
             use_tls,
         } => {
+            // (An explicit scheme wins over useTLS in the SDK.)
             let expected = env.get(&host_var);
             let ok = host.is_some() && host.as_deref() == expected;
-            let tls_clash = *use_tls == Some(true) && resolved.as_deref() == Some("http");
+            let tls_clash = *use_tls == Some(true) && resolved.is_none() && port.is_none();
             Check::new(
                 ok && !tls_clash,
                 title,
@@ -355,9 +394,11 @@ fn php_check(php: &PhpSide, env: &EnvFile, flavour: Flavour) -> Check {
             !(*use_tls_forced && scheme == "http"),
             title,
             format!(
-                "config/broadcasting.php sets 'useTLS' => true while {0}=http: \
-                 use 'useTLS' => env('{0}', 'https') === 'https'",
-                flavour.var("SCHEME")
+                "config/broadcasting.php sets 'useTLS' => true with no scheme or port, so the SDK \
+                 speaks https on 443 while {0}=http: add 'scheme' => env('{0}', 'https') and \
+                 'port' => env('{1}', 443)",
+                flavour.var("SCHEME"),
+                flavour.var("PORT")
             ),
         ),
         PusherTarget::Cloud => Check::fail(
