@@ -92,37 +92,53 @@ pub async fn auth_route(http: &awc::Client, app_url: &str) -> Check {
     }
 }
 
-/// The environment variable a config passes as
-/// `encryption_master_key_base64`, when it passes one.
-pub fn master_key_variable(broadcasting: &str) -> Option<String> {
-    let at = broadcasting.find("encryption_master_key_base64")?;
-    let rest = &broadcasting[at..];
-    let line = rest.lines().next()?;
-    if line.trim_start_matches(['\'', '"']).starts_with("//") {
-        return None;
-    }
+/// How a config passes `encryption_master_key_base64`: from which
+/// environment variable, and whether with `''` as the default (so that an
+/// unset variable means no encryption rather than a broken SDK).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterKeyOption {
+    pub variable: String,
+    pub empty_default: bool,
+}
+
+/// The option, when the config passes one (comments left out).
+pub fn master_key_variable(broadcasting: &str) -> Option<MasterKeyOption> {
+    let line = live_code(broadcasting).find(|l| l.contains("encryption_master_key_base64"))?;
     let env = line.find("env(")?;
-    let name: String = line[env + 4..]
+    let call = &line[env + 4..];
+    let name: String = call
         .trim_start_matches(['\'', '"'])
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    (!name.is_empty()).then_some(name)
+    let arguments = call.split(')').next().unwrap_or_default();
+    let empty_default = arguments
+        .split_once(',')
+        .is_some_and(|(_, default)| matches!(default.trim(), "''" | "\"\""));
+    (!name.is_empty()).then_some(MasterKeyOption {
+        variable: name,
+        empty_default,
+    })
 }
 
 /// Whether the master key the SDK will be given is usable: the SDK throws
-/// when it is created with one that does not decode to 32 bytes, so every
+/// when it is created with a key that does not decode to 32 bytes (an
+/// unset variable included, unless the option defaults to `''`), so every
 /// broadcast of the app fails, encrypted or not.
-pub fn master_key(variable: &str, value: Option<&str>) -> Check {
+pub fn master_key(option: &MasterKeyOption, value: Option<&str>) -> Check {
+    let variable = &option.variable;
     let title = format!("{variable} is a 32-byte key (encrypted channels)");
     let fix = format!(
         "config/broadcasting.php passes encryption_master_key_base64 from {variable}: set it to \
-         the output of `openssl rand -base64 32` (the same on every server), or guard the option, \
-         or every broadcast fails"
+         the output of `openssl rand -base64 32` (the same on every server), or give env() the \
+         default '' so an unset key means no encryption; as it is, every broadcast fails"
     );
-    let decoded = value.map(decode_base64);
-    match decoded {
+    match value.map(decode_base64) {
         Some(Some(32)) => Check::pass(title),
+        None if option.empty_default => Check::warn(
+            format!("{variable} is not set: encrypted channels are off"),
+            format!("set {variable} (`openssl rand -base64 32`) to use private-encrypted- channels"),
+        ),
         _ => Check::fail(&title, fix),
     }
 }
@@ -148,15 +164,23 @@ mod tests {
     #[test]
     fn the_master_key_variable_and_its_length() {
         let config = "'options' => [\n 'encryption_master_key_base64' => env('PUSHER_ENCRYPTION_MASTER_KEY_BASE64'),\n],";
-        assert_eq!(
-            master_key_variable(config).as_deref(),
-            Some("PUSHER_ENCRYPTION_MASTER_KEY_BASE64")
-        );
+        let option = master_key_variable(config).expect("found");
+        assert_eq!(option.variable, "PUSHER_ENCRYPTION_MASTER_KEY_BASE64");
+        assert!(!option.empty_default);
         assert_eq!(master_key_variable("'options' => [],"), None);
+        assert_eq!(
+            master_key_variable("// 'encryption_master_key_base64' => env('K'),"),
+            None
+        );
         let key = "ErlbA4HP5MuTlOsUZqPRmw7vGWk9MD9q0hWpEgZQ3eA=";
-        assert!(master_key("K", Some(key)).ok);
-        assert!(!master_key("K", None).ok);
-        assert!(!master_key("K", Some("c2hvcnQ=")).ok, "5 bytes");
-        assert!(!master_key("K", Some("not base64!")).ok);
+        assert!(master_key(&option, Some(key)).ok);
+        assert!(!master_key(&option, None).ok);
+        assert!(!master_key(&option, Some("c2hvcnQ=")).ok, "5 bytes");
+        assert!(!master_key(&option, Some("not base64!")).ok);
+        let guarded = master_key_variable("'encryption_master_key_base64' => env('K', ''),")
+            .expect("found");
+        assert!(guarded.empty_default);
+        let unset = master_key(&guarded, None);
+        assert!(unset.ok && unset.verdict == super::super::Verdict::Warn);
     }
 }

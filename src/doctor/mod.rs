@@ -305,8 +305,8 @@ fn project_checks(root: &std::path::Path, env: &EnvFile, flavour: Flavour) -> Ve
     checks.extend(app_side::routes_registered(root));
     let broadcasting =
         std::fs::read_to_string(root.join("config").join("broadcasting.php")).unwrap_or_default();
-    if let Some(variable) = app_side::master_key_variable(&broadcasting) {
-        checks.push(app_side::master_key(&variable, env.get(&variable)));
+    if let Some(option) = app_side::master_key_variable(&broadcasting) {
+        checks.push(app_side::master_key(&option, env.get(&option.variable)));
     } else if flavour == PUSHER && env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64").is_some() {
         checks.push(Check::warn(
             "PUSHER_ENCRYPTION_MASTER_KEY_BASE64 is set but not used".to_owned(),

@@ -1,13 +1,13 @@
-// The guide cannot drift: every ```php block of docs/laravel.md carries a
-// `<!-- tested: NAME -->` marker, and each is run here as the guide means
-// it (php/docs.php: Laravel 8.83's framework and the official PHP SDK)
+// The guides cannot drift: every ```php block of the README and of
+// docs/*.md carries a `<!-- tested: NAME -->` marker, and each is run here
+// as the guide means it (php/docs.php: Laravel 8.83's framework and the official PHP SDK)
 // against the Herald binary, with pusher-js checking what arrives. Blocks
 // for code Laravel 8.83 or this suite cannot run (Laravel 9+ APIs,
 // Livewire) are marked `syntax` / `syntax-class` and checked by `php -l`.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,7 +16,10 @@ import { fileURLToPath } from 'node:url';
 import {
   APP,
   Clients,
+  appConfigToml,
   makeSdk,
+  randomMasterKey,
+  startReceiver,
   runPhp,
   signIn,
   startServer,
@@ -26,23 +29,26 @@ import {
 } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const GUIDE = path.resolve(HERE, '..', '..', 'docs', 'laravel.md');
+const REPO = path.resolve(HERE, '..', '..');
+const GUIDES = ['README.md', ...readdirSync(path.join(REPO, 'docs'))
+  .filter((f) => f.endsWith('.md'))
+  .map((f) => path.join('docs', f))];
 
-/** Every ```php block of the guide with its marker and line. */
-function phpBlocks(text) {
+/** Every ```php block of a guide with its marker and line. */
+function phpBlocks(text, file) {
   const lines = text.split('\n');
   const blocks = [];
   for (let i = 0; i < lines.length; i += 1) {
     if (lines[i].trim() !== '```php') continue;
     const end = lines.indexOf('```', i + 1);
     const marker = /<!-- tested: ([\w-]+) -->/.exec(lines[i - 1] ?? '');
-    blocks.push({ line: i + 1, name: marker?.[1], code: lines.slice(i + 1, end).join('\n') });
+    blocks.push({ file, line: i + 1, name: marker?.[1], code: lines.slice(i + 1, end).join('\n') });
     i = end;
   }
   return blocks;
 }
 
-const blocks = phpBlocks(readFileSync(GUIDE, 'utf8'));
+const blocks = GUIDES.flatMap((file) => phpBlocks(readFileSync(path.join(REPO, file), 'utf8'), file));
 
 function runBlock(block, port, extra = {}) {
   const input = { name: block.name, code: block.code, port, app: APP, ...extra };
@@ -51,11 +57,11 @@ function runBlock(block, port, extra = {}) {
 
 function only(name) {
   const found = blocks.filter((b) => b.name === name);
-  assert.equal(found.length, 1, `one block marked ${name} in docs/laravel.md`);
+  assert.equal(found.length, 1, `one block marked ${name} in the guides`);
   return found[0];
 }
 
-describe('docs/laravel.md', () => {
+describe('the PHP blocks of the guides', () => {
   let server;
   let clients;
   let dir;
@@ -74,7 +80,7 @@ describe('docs/laravel.md', () => {
 
   it('marks every PHP block with the way it is tested', () => {
     assert.ok(blocks.length >= 10, `found ${blocks.length} PHP blocks`);
-    const unmarked = blocks.filter((b) => !b.name).map((b) => `line ${b.line}`);
+    const unmarked = blocks.filter((b) => !b.name).map((b) => `${b.file}:${b.line}`);
     assert.deepEqual(unmarked, [], 'PHP blocks without a <!-- tested: NAME --> marker');
   });
 
@@ -163,6 +169,56 @@ describe('docs/laravel.md', () => {
     assert.ok(out.channels.channels.docs, JSON.stringify(out.channels));
   });
 
+  it('the README\'s encryption option: a key encrypts, no key is no failure', async () => {
+    const masterKey = randomMasterKey();
+    const signer = makeSdk(server.port, { encryptionMasterKeyBase64: masterKey });
+    const pusher = await clients.pusher({ signer });
+    const vault = await subscribe(pusher, 'private-encrypted-docs');
+    const secret = waitForEvent(vault, 'checked', { timeout: 15000 });
+    await runBlock(only('encryption-option'), server.port, { master_key: masterKey });
+    assert.deepEqual((await secret).data, { block: 'encryption-option' });
+    await triggers('encryption-option');
+  });
+
+  it('the README\'s server-to-user calls reach and then close user 42', async () => {
+    const pusher = await clients.pusher({ user: { id: '42' } });
+    await signIn(pusher);
+    const notice = waitForEvent(pusher.user, 'notice', { timeout: 15000 });
+    const gone = waitForEvent(pusher.connection, 'state_change', {
+      filter: ({ current }) => ['disconnected', 'unavailable', 'failed'].includes(current),
+      timeout: 15000,
+    });
+    await runBlock(only('users-api'), server.port);
+    assert.deepEqual((await notice).data, { msg: 'hi' });
+    await gone;
+  });
+
+  it('the webhook route of docs/webhooks.md accepts what Herald sends and refuses a forgery', async () => {
+    const receiver = await startReceiver();
+    const hooked = await startServer({
+      configToml: `${appConfigToml({ webhook_debounce: 0 })}[[apps.webhooks]]\nurl = ${JSON.stringify(receiver.url)}\n`,
+    });
+    const room = new Clients(hooked.port);
+    try {
+      const pusher = await room.pusher({ presence: { user_id: '42', user_info: {} } });
+      await subscribe(pusher, 'presence-docs');
+      await receiver.until((e) => e.name === 'member_added', 'member_added');
+      const request = receiver.requests.find((r) => r.rawBody.includes('member_added'));
+      const out = await runBlock(only('webhook-route'), hooked.port, { headers: request.headers, body: request.rawBody });
+      assert.equal(out.status, 204, JSON.stringify(out));
+      assert.deepEqual(out.presence, [['join', 'presence-docs', '42']]);
+      const forged = await runBlock(only('webhook-route'), hooked.port, {
+        headers: request.headers, body: request.rawBody.replace('42', '43'),
+      });
+      assert.match(forged.refused, /invalid signature/);
+      assert.deepEqual(forged.presence, []);
+    } finally {
+      room.closeAll();
+      await hooked.stop();
+      await receiver.close();
+    }
+  });
+
   it('the blocks it cannot run are valid PHP', async () => {
     const checked = blocks.filter((b) => b.name === 'syntax' || b.name === 'syntax-class');
     assert.ok(checked.length >= 3);
@@ -173,14 +229,15 @@ describe('docs/laravel.md', () => {
         : `<?php\nfunction docs_block() {\n${block.code}\n}\n`;
       await writeFile(file, body);
       const out = await runPhp(['-l', file]);
-      assert.match(out, /No syntax errors/, `docs/laravel.md line ${block.line}`);
+      assert.match(out, /No syntax errors/, `${block.file}:${block.line}`);
     }
   });
 
   it('runs every marked block', () => {
     const known = new Set(['broadcasting-options', 'client-options', 'laravel-8-ca', 'event-class', 'channels',
-      'user-auth-route', 'polling', 'path-option', 'syntax', 'syntax-class']);
-    const unknown = blocks.filter((b) => b.name && !known.has(b.name)).map((b) => `${b.name} (line ${b.line})`);
+      'user-auth-route', 'polling', 'path-option', 'syntax', 'syntax-class', 'encryption-option', 'users-api',
+      'webhook-route']);
+    const unknown = blocks.filter((b) => b.name && !known.has(b.name)).map((b) => `${b.name} (${b.file}:${b.line})`);
     assert.deepEqual(unknown, []);
   });
 });

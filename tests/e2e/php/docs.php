@@ -204,6 +204,53 @@ switch ($input['name']) {
         $out['channels'] = $pusher->getChannels();
         break;
 
+    case 'encryption-option':
+        // The option added to the connection's options, with the key set
+        // (an encrypted event) or unset (no encryption, no failure).
+        $key = $input['master_key'] ?? null;
+        putenv($key === null ? 'PUSHER_ENCRYPTION_MASTER_KEY_BASE64' : "PUSHER_ENCRYPTION_MASTER_KEY_BASE64=$key");
+        unset($_ENV['PUSHER_ENCRYPTION_MASTER_KEY_BASE64'], $_SERVER['PUSHER_ENCRYPTION_MASTER_KEY_BASE64']);
+        if ($key !== null) {
+            $_ENV['PUSHER_ENCRYPTION_MASTER_KEY_BASE64'] = $_SERVER['PUSHER_ENCRYPTION_MASTER_KEY_BASE64'] = $key;
+        }
+        $options = pusher_connection()['options'] + fragment($code);
+        $pusher = new Pusher\Pusher($app['key'], $app['secret'], $app['id'], $options);
+        $channel = $key === null ? 'docs' : 'private-encrypted-docs';
+        $out['trigger'] = $pusher->trigger($channel, 'checked', ['block' => $input['name']]);
+        break;
+
+    case 'users-api':
+        $laravel = laravel(pusher_connection());
+        $pusher = Broadcast::connection('pusher')->getPusher();
+        eval($code);
+        $out['ran'] = true;
+        break;
+
+    case 'webhook-route':
+        // The route as routes/api.php has it (RouteServiceProvider serves
+        // it under /api), given a request Herald really sent.
+        eval('namespace App\Models; class Presence { public static $calls = [];'
+            . ' public static function join($c, $u) { self::$calls[] = ["join", $c, $u]; }'
+            . ' public static function leave($c, $u) { self::$calls[] = ["leave", $c, $u]; } }');
+        $laravel = laravel(pusher_connection());
+        eval(preg_replace('/^\s*\/\/[^\n]*\n/', '', $code));
+        $request = Request::create('/pusher/webhooks', 'POST', [], [], [], [
+            'HTTP_X_PUSHER_KEY' => $input['headers']['x-pusher-key'],
+            'HTTP_X_PUSHER_SIGNATURE' => $input['headers']['x-pusher-signature'],
+            'CONTENT_TYPE' => 'application/json',
+        ], $input['body']);
+        $laravel->instance('request', $request);
+        $laravel->instance(Request::class, $request);
+        $route = $laravel['router']->getRoutes()->match($request);
+        $route->bind($request);
+        try {
+            $out['status'] = $route->run()->getStatusCode();
+        } catch (Pusher\PusherException $e) {
+            $out['refused'] = $e->getMessage();
+        }
+        $out['presence'] = App\Models\Presence::$calls;
+        break;
+
     default:
         fwrite(STDERR, "no harness for a block named {$input['name']}\n");
         exit(2);
