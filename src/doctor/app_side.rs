@@ -137,7 +137,9 @@ pub fn master_key(option: &MasterKeyOption, value: Option<&str>) -> Check {
         Some(Some(32)) => Check::pass(title),
         None if option.empty_default => Check::warn(
             format!("{variable} is not set: encrypted channels are off"),
-            format!("set {variable} (`openssl rand -base64 32`) to use private-encrypted- channels"),
+            format!(
+                "set {variable} (`openssl rand -base64 32`) to use private-encrypted- channels"
+            ),
         ),
         _ => Check::fail(&title, fix),
     }
@@ -177,8 +179,8 @@ mod tests {
         assert!(!master_key(&option, None).ok);
         assert!(!master_key(&option, Some("c2hvcnQ=")).ok, "5 bytes");
         assert!(!master_key(&option, Some("not base64!")).ok);
-        let guarded = master_key_variable("'encryption_master_key_base64' => env('K', ''),")
-            .expect("found");
+        let guarded =
+            master_key_variable("'encryption_master_key_base64' => env('K', ''),").expect("found");
         assert!(guarded.empty_default);
         let unset = master_key(&guarded, None);
         assert!(unset.ok && unset.verdict == super::super::Verdict::Warn);
