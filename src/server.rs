@@ -111,6 +111,8 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     } else {
         "http"
     };
+    // Written before the listening line, which says Herald is up.
+    let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     info!("Herald listening on {addr} ({scheme}; WebSocket /app/{{key}}, HTTP API /apps/{{id}})");
     log_app_settings(&config, Some(addr.port()), scheme);
     let reloader = Reloader::new(
@@ -142,7 +144,32 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         }
         handle.stop(true).await;
     });
-    server.await
+    let served = server.await;
+    drop(pid_file);
+    served
+}
+
+/// `[server] pid_file`: written once Herald listens, removed when it exits.
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<&str>) -> std::io::Result<PidFile> {
+        let Some(path) = path else {
+            return Ok(PidFile(None));
+        };
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot write pid_file {path:?}: {e}"))
+        })?;
+        Ok(PidFile(Some(path.into())))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Starts the Prometheus listener (`GET /metrics`), unless its port is 0.
@@ -310,10 +337,21 @@ fn log_app_settings(config: &Config, port: Option<u16>, scheme: &str) {
             block.trim_end()
         );
     }
+    if !config.ignored_app_variables.is_empty() {
+        warn!(
+            "{} set but ignored: the config file names the apps ([[apps]]); set their values there, \
+             or with HERALD_APPS__<N>__ID/KEY/SECRET",
+            config.ignored_app_variables.join(", ")
+        );
+    }
     if config.uses_default_secret() {
         warn!(
-            "the built-in default app secret {DEFAULT_APP_SECRET:?} is in use: anyone can sign requests. \
-             Set HERALD_APP_SECRET (or REVERB_APP_SECRET / PUSHER_APP_SECRET without a config file, or the apps' secret in --config) before exposing Herald"
+            "the built-in default app secret {DEFAULT_APP_SECRET:?} is in use: anyone can sign requests. {} before exposing Herald",
+            if config.default_app.is_some() {
+                "Set HERALD_APP_SECRET (or REVERB_APP_SECRET / PUSHER_APP_SECRET, e.g. with --env-file)"
+            } else {
+                "Set the app's secret in the config file (or HERALD_APPS__<N>__SECRET)"
+            }
         );
     }
 }

@@ -284,3 +284,120 @@ fn a_busy_port_is_named_in_the_error() {
         "{err}"
     );
 }
+
+/// The systemd unit of docs/operations.md (the ```ini block marked
+/// `tested: systemd-unit`).
+fn documented_unit() -> String {
+    let guide = include_str!("../docs/operations.md");
+    let marked = guide
+        .split("<!-- tested: systemd-unit -->")
+        .nth(1)
+        .expect("the marked unit");
+    let start = marked.find("```ini\n").expect("an ini block") + "```ini\n".len();
+    let end = marked[start..].find("```").expect("its end") + start;
+    marked[start..end].to_owned()
+}
+
+#[test]
+fn the_documented_systemd_unit_is_valid_and_its_user_reads_a_group_readable_config() {
+    let unit = documented_unit();
+    assert!(
+        unit.contains("\nUser=herald\n") && unit.contains("\nGroup=herald\n"),
+        "{unit}"
+    );
+    assert!(
+        !unit.contains("DynamicUser=yes"),
+        "a dynamic user cannot read a config its group does not own"
+    );
+    let dir = std::env::temp_dir().join(format!("herald-systemd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+
+    // systemd's own check of the unit, where systemd is installed.
+    if std::path::Path::new("/usr/bin/systemd-analyze").exists() {
+        let file = dir.join("herald.service");
+        std::fs::write(
+            &file,
+            unit.replace("/usr/local/bin/herald", env!("CARGO_BIN_EXE_herald")),
+        )
+        .expect("write unit");
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&file)
+            .output()
+            .expect("systemd-analyze");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // The permissions the guide sets up: root-owned, readable by the
+    // service's group (here: nobody / nogroup, 65534), not by others.
+    let as_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !as_root {
+        eprintln!("skipping the permission half: it needs root (CI runs as root)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cret\"\n",
+    )
+    .expect("config");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let run_as_service = |mode: u32| {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        std::process::Command::new("chgrp")
+            .arg("65534")
+            .arg(&config)
+            .status()
+            .expect("chgrp");
+        // (A config that loads is then served: `--port` 1 cannot be bound
+        // as nobody, so the run stops right after reading it.)
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_herald"))
+            .args(["--config"])
+            .arg(&config)
+            .args(["--host", "127.0.0.1", "--port", "1"])
+            .env("HERALD_METRICS_PORT", "0")
+            .output()
+            .expect("setpriv")
+    };
+    let readable = run_as_service(0o640);
+    let err = String::from_utf8_lossy(&readable.stderr);
+    assert!(
+        !err.contains("cannot read config file"),
+        "0640 root:group: {err}"
+    );
+    assert!(err.contains("cannot listen on 127.0.0.1:1"), "{err}");
+    let unreadable = run_as_service(0o600);
+    let err = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(err.contains("cannot read config file"), "0600: {err}");
+    assert_eq!(unreadable.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_pid_file_names_the_process_until_it_exits() {
+    let dir = std::env::temp_dir().join(format!("herald-pid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pid_file = dir.join("herald.pid");
+    let mut server = Server::with_config(&format!(
+        "[server]\npid_file = {:?}\n",
+        pid_file.to_string_lossy()
+    ));
+    let written =
+        std::fs::read_to_string(&pid_file).expect("the pid file is there once it listens");
+    assert_eq!(written.trim(), server.pid().to_string());
+    server.terminate();
+    assert_eq!(server.wait_exit(), Some(0));
+    assert!(!pid_file.exists(), "removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -125,6 +125,17 @@ impl Config {
     /// the file has none (see [`AppSource`]). An app from `REVERB_*` is
     /// served on Reverb's port when nothing else set one (`port_set`).
     pub(super) fn apply_env(&mut self, env: &dyn Env, port_set: bool) -> Result<(), ConfigError> {
+        if !self.apps.is_empty() {
+            // The file names the apps: app variables change nothing, and a
+            // user who set them expects they did (the start-up log says so).
+            self.ignored_app_variables = ["HERALD_APP_", "REVERB_APP_", "PUSHER_APP_"]
+                .iter()
+                .flat_map(|prefix| {
+                    ["ID", "KEY", "SECRET"].map(move |field| format!("{prefix}{field}"))
+                })
+                .filter(|name| env.var(name).is_some())
+                .collect();
+        }
         if self.apps.is_empty() {
             let order = sources(env);
             let pick = |field: &str, default: &str| {

@@ -68,6 +68,10 @@ pub struct Config {
     /// Where the default app came from (`None`: the file has `[[apps]]`).
     #[serde(skip)]
     pub default_app: Option<AppSource>,
+    /// App variables (`PUSHER_APP_KEY`, ...) set in the environment that
+    /// changed nothing, because the file names the apps.
+    #[serde(skip)]
+    pub ignored_app_variables: Vec<String>,
 }
 
 impl Config {
@@ -241,6 +245,19 @@ mod tests {
             let e = c.validate().expect_err(bad).to_string();
             assert!(e.contains("server.path"), "{e}");
         }
+    }
+
+    #[test]
+    fn app_variables_beside_file_apps_are_reported_as_ignored() {
+        let dir = std::env::temp_dir().join(format!("herald-ignored-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("config.toml");
+        std::fs::write(&file, "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n")
+            .expect("write");
+        let c = Config::load(Some(&file), &env(&[("PUSHER_APP_SECRET", "x")])).expect("valid");
+        assert_eq!(c.apps[0].secret, "s");
+        assert_eq!(c.ignored_app_variables, ["PUSHER_APP_SECRET"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// Log level or filter (`info`, `debug`, `herald=debug,info`), applied
     /// again on reload; `HERALD_LOG` / `RUST_LOG` win over it.
     pub log_level: String,
+    /// A file Herald writes its process id into once it listens (and
+    /// removes when it exits), for `kill -HUP "$(cat ...)"` outside systemd.
+    pub pid_file: Option<String>,
     /// Pending connections the kernel holds for the listener (0: the
     /// kernel's `net.core.somaxconn`, which also caps any value).
     pub backlog: u32,
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             path: String::new(),
             backlog: 0,
+            pid_file: None,
         }
     }
 }
