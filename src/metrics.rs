@@ -35,6 +35,7 @@ pub struct Metrics {
     pub webhooks_sent: IntCounterVec,
     pub webhook_retries: IntCounterVec,
     pub webhooks_dropped: IntCounterVec,
+    pub refused: IntCounterVec,
     pub webhooks_pending: IntGauge,
     redis_up: IntGauge,
     relay_topics: IntGauge,
@@ -245,6 +246,12 @@ impl Metrics {
                 "Webhook events dropped (queue full, or retries ran out)",
                 &["app", "reason"],
             ),
+            refused: counter(
+                &r,
+                "herald_refused_total",
+                "Connections and API requests refused by admission: origin, authorization, caps, rates, memory",
+                &["reason"],
+            ),
             webhooks_pending,
             redis_up,
             relay_topics,
@@ -305,6 +312,11 @@ pub struct AppGauges<'a> {
 pub struct ClusterGauges {
     pub redis_up: bool,
     pub relay_topics: usize,
+}
+
+/// Counts a refused connection or request (`herald_refused_total`).
+pub fn refused(reason: &str) {
+    METRICS.refused.with_label_values(&[reason]).inc();
 }
 
 /// The process's metrics.

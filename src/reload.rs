@@ -7,7 +7,7 @@
 //!   4003. An app whose key changed is a new app.
 //! * The TLS certificate is read again (new connections get it).
 //! * The log level (`[server] log_level`) applies, unless `HERALD_LOG` /
-//!   `RUST_LOG` set it.
+//!   `RUST_LOG` set it; so does `[server] accept_traffic_memory_percent`.
 //! * Everything else of `[server]`, `[cluster]` and `[metrics]` is only
 //!   reported as needing a restart.
 //!
@@ -113,6 +113,12 @@ impl Reloader {
             }
             self.running.server.log_level = fresh.server.log_level.clone();
         }
+        let percent = fresh.server.accept_traffic_memory_percent;
+        if percent != self.running.server.accept_traffic_memory_percent {
+            self.state.admission.set_memory_percent(percent);
+            self.running.server.accept_traffic_memory_percent = percent;
+            info!("reload: accept_traffic_memory_percent is now {percent}");
+        }
         self.apply_apps(&fresh.apps);
         self.running.apps = fresh.apps;
         info!("reload: done");
@@ -201,7 +207,9 @@ fn restart_needed(running: &Config, fresh: &Config) -> Vec<String> {
         );
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
         for key in keys {
-            if section == "server" && key == "log_level" {
+            // Applied live (see `Reloader::reload`).
+            if section == "server" && (key == "log_level" || key == "accept_traffic_memory_percent")
+            {
                 continue;
             }
             if a.get(key) != b.get(key) {

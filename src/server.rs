@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::adapter::{Adapter, LocalAdapter, RedisAdapter};
 use crate::config::{AppSource, ClusterDriver, Config, DEFAULT_APP_SECRET};
 use crate::fallback::HttpSessions;
+use crate::http::admission::Admission;
 use crate::http::per_address::PerAddress;
 use crate::http::State;
 use crate::hub::Hub;
@@ -52,6 +53,7 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         hub,
         adapter: Arc::new(adapter),
         long_polls: PerAddress::new(config.server.max_long_polls_per_address, 0),
+        admission: Admission::new(&config.server),
     };
     let certificates = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => {
@@ -128,8 +130,10 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     let metrics = serve_metrics(&config, &state);
     let handle = server.handle();
     tokio::spawn(sweep(state.clone(), http_sessions.clone()));
+    state.admission.watch_memory();
     tokio::spawn(async move {
         wait_for_signal().await;
+        state.admission.shutting_down();
         info!("shutting down: asking clients to reconnect");
         for app in state.hub.apps() {
             app.close_all(Close::SHUTTING_DOWN);
@@ -239,6 +243,7 @@ fn render_metrics(hub: &Hub, adapter: &Adapter) -> String {
 /// Every route of the server.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/up", web::get().to(up))
+        .route("/ready", web::get().to(ready))
         .route("/app/{key}", web::get().to(not_a_handshake))
         .configure(api::routes)
         .configure(fallback::routes)
@@ -254,6 +259,23 @@ async fn up(state: web::Data<State>) -> HttpResponse {
         "degraded"
     };
     HttpResponse::Ok().json(serde_json::json!({ "status": status }))
+}
+
+/// Readiness, for load balancers and Kubernetes: 200 while the node takes
+/// new clients; 503 while it is over its memory share, cut off from the
+/// cluster, or shutting down (its clients are still served: `/up` is
+/// liveness).
+async fn ready(state: web::Data<State>) -> HttpResponse {
+    let status = if state.admission.is_shutting_down() {
+        "shutting down"
+    } else if state.admission.over_memory() {
+        "over capacity"
+    } else if !state.adapter.ready() {
+        "degraded"
+    } else {
+        return HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }));
+    };
+    HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": status }))
 }
 
 /// `GET /app/{key}` without the upgrade headers (handshakes never get here:
@@ -275,6 +297,7 @@ async fn sweep(state: State, http_sessions: web::Data<HttpSessions>) {
             app.sweep();
         }
         state.long_polls.sweep();
+        state.admission.sweep();
         http_sessions.sweep();
     }
 }

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::{HttpError, HttpResult, Signed};
+use super::{HttpError, HttpResult, Signed, Spend};
 use crate::hub::ChannelStats;
 use crate::protocol::channel::validate_channel_name;
 use crate::protocol::ChannelType;
@@ -72,6 +72,7 @@ fn channel_name(path: &web::Path<(String, String)>, signed: &Signed) -> HttpResu
 
 /// `GET /apps/{id}/channels[?filter_by_prefix=..&info=..]`: occupied channels.
 pub(super) async fn list(signed: Signed) -> HttpResult<HttpResponse> {
+    signed.spend(Spend::Read)?;
     let info = info_param(&signed)?;
     let prefix = signed.query.get("filter_by_prefix");
     if info.user_count && !prefix.is_some_and(|p| p.starts_with("presence-")) {
@@ -92,6 +93,7 @@ pub(super) async fn show(
     signed: Signed,
     path: web::Path<(String, String)>,
 ) -> HttpResult<HttpResponse> {
+    signed.spend(Spend::Read)?;
     let name = channel_name(&path, &signed)?;
     let info = info_param(&signed)?;
     if info.user_count && !ChannelType::of(&name).is_presence() {
@@ -113,6 +115,7 @@ pub(super) async fn users(
     signed: Signed,
     path: web::Path<(String, String)>,
 ) -> HttpResult<HttpResponse> {
+    signed.spend(Spend::Read)?;
     let name = channel_name(&path, &signed)?;
     if !ChannelType::of(&name).is_presence() {
         return Err(HttpError::BadRequest(

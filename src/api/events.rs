@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::channels::{stats_json, Info};
-use super::{HttpError, HttpResult, Signed};
+use super::{HttpError, HttpResult, Signed, Spend};
 use crate::adapter::ApiEvent;
 use crate::config::AppConfig;
 use crate::http::event::{self, json_body, EventBody};
@@ -25,6 +25,7 @@ struct Event {
 pub(super) async fn trigger(signed: Signed) -> HttpResult<actix_web::HttpResponse> {
     let body: EventBody = json_body(&signed.body)?;
     let event = validate(&signed.app.app(), body)?;
+    signed.spend(Spend::Events(1))?;
     publish(&signed, &event);
     let response = match event.info {
         Some(info) => {
@@ -68,6 +69,7 @@ pub(super) async fn trigger_batch(signed: Signed) -> HttpResult<actix_web::HttpR
             })
         })
         .collect::<HttpResult<Vec<_>>>()?;
+    signed.spend(Spend::Events(events.len() as u32))?;
     for event in &events {
         publish(&signed, event);
     }

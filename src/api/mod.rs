@@ -71,6 +71,44 @@ fn count(response: &ServiceResponse, took: Duration) {
     }
 }
 
+/// What a request spends of its app's per-second API budget on this node.
+pub(super) enum Spend {
+    /// Triggering `n` events (a batch counts its events).
+    Events(u32),
+    /// One read request (channels, a channel, its users).
+    Read,
+}
+
+impl Signed {
+    /// Takes what the request spends, or 429 (counted) beyond the budget.
+    pub(super) fn spend(&self, spend: Spend) -> HttpResult<()> {
+        let app = self.app.app();
+        let budget = self.app.api_budget();
+        let (within, reason, what) = match spend {
+            Spend::Events(n) => (
+                budget.take_events(n, app.max_backend_events_per_second),
+                "api_events",
+                format!("{} events per second", app.max_backend_events_per_second),
+            ),
+            Spend::Read => (
+                budget.take_read(app.max_read_requests_per_second),
+                "api_reads",
+                format!(
+                    "{} read requests per second",
+                    app.max_read_requests_per_second
+                ),
+            ),
+        };
+        if within {
+            return Ok(());
+        }
+        metrics::refused(reason);
+        Err(HttpError::TooManyRequests(format!(
+            "Rate limit exceeded: this app may make {what} (per node)"
+        )))
+    }
+}
+
 /// A request whose app exists and whose signature is valid.
 pub struct Signed {
     pub app: Arc<AppHub>,

@@ -24,8 +24,26 @@ pub struct AppConfig {
     pub subscription_count: bool,
     /// Close connections that have not signed in within `signin_timeout`.
     pub require_signin: bool,
-    /// Seconds a connection may stay unauthenticated when `require_signin` is on.
+    /// Pusher's "authorized connections": close connections that neither
+    /// signed in nor subscribed to a private or presence channel within
+    /// `signin_timeout` (4009).
+    pub require_authorization: bool,
+    /// Seconds a connection may stay unauthenticated when `require_signin`
+    /// or `require_authorization` is on.
     pub signin_timeout: u64,
+    /// Origins a browser may connect from (WebSocket, HTTP fallback, the
+    /// polling endpoint): exact (`https://app.example.com`) or with a
+    /// wildcard subdomain (`https://*.example.com`); empty: any origin.
+    pub allowed_origins: Vec<String>,
+    /// Whether a connection without an `Origin` header (a server-side
+    /// client, not a browser) is accepted while `allowed_origins` is set.
+    pub allow_missing_origin: bool,
+    /// Events the HTTP API may trigger per second on this node (a batch
+    /// counts its events); 0 = unlimited. 429 beyond.
+    pub max_backend_events_per_second: u32,
+    /// HTTP API read requests (channels, a channel, its users) per second
+    /// on this node; 0 = unlimited. 429 beyond.
+    pub max_read_requests_per_second: u32,
     /// Send watchlist online/offline events to signed-in users.
     pub watchlist_events: bool,
     /// Concurrent connections (0 = unlimited).
@@ -180,7 +198,12 @@ impl Default for AppConfig {
             client_events: true,
             subscription_count: false,
             require_signin: false,
+            require_authorization: false,
             signin_timeout: 30,
+            allowed_origins: Vec::new(),
+            allow_missing_origin: true,
+            max_backend_events_per_second: 0,
+            max_read_requests_per_second: 0,
             watchlist_events: true,
             max_connections: 0,
             max_presence_members: 100,
@@ -211,6 +234,22 @@ impl Default for AppConfig {
 }
 
 impl AppConfig {
+    /// Whether a connection with this `Origin` header may connect.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        if self.allowed_origins.is_empty() {
+            return true;
+        }
+        let Some(origin) = origin
+            .map(str::trim)
+            .filter(|o| !o.is_empty() && *o != "null")
+        else {
+            return self.allow_missing_origin;
+        };
+        self.allowed_origins
+            .iter()
+            .any(|allowed| origin_matches(allowed, origin))
+    }
+
     /// Whether `channel`'s events are kept for the polling endpoint.
     pub fn keeps_history(&self, channel: &str) -> bool {
         self.history_size > 0
@@ -228,6 +267,91 @@ impl AppConfig {
             key: key.into(),
             secret: secret.into(),
             ..AppConfig::default()
+        }
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the allowed one: equal
+/// (ASCII case aside), or for `scheme://*.domain[:port]` any subdomain of
+/// `domain` (not `domain` itself) on the same scheme and port; `*` is any.
+fn origin_matches(allowed: &str, origin: &str) -> bool {
+    if allowed == "*" || allowed.eq_ignore_ascii_case(origin) {
+        return true;
+    }
+    let (Some((scheme, pattern)), Some((origin_scheme, host))) =
+        (allowed.split_once("://"), origin.split_once("://"))
+    else {
+        return false;
+    };
+    let Some(domain) = pattern.strip_prefix("*.") else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(origin_scheme) || domain.is_empty() {
+        return false;
+    }
+    let host = host.to_ascii_lowercase();
+    let domain = domain.to_ascii_lowercase();
+    host.len() > domain.len() + 1
+        && host.ends_with(&domain)
+        && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+}
+
+/// Checks one `allowed_origins` entry's shape.
+pub(super) fn valid_origin_pattern(pattern: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = pattern.split_once("://") else {
+        return false;
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && !host.contains(['/', '*', '?', '#', ' '])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_wildcard_subdomain() {
+        let mut app = AppConfig::new("1", "k", "s");
+        assert!(
+            app.origin_allowed(Some("https://anything.test")),
+            "empty: any"
+        );
+        app.allowed_origins = vec![
+            "https://app.example.com".into(),
+            "https://*.example.org".into(),
+        ];
+        assert!(app.origin_allowed(Some("https://app.example.com")));
+        assert!(app.origin_allowed(Some("HTTPS://APP.EXAMPLE.COM")));
+        assert!(
+            !app.origin_allowed(Some("http://app.example.com")),
+            "scheme"
+        );
+        assert!(
+            !app.origin_allowed(Some("https://app.example.com:8443")),
+            "port"
+        );
+        assert!(app.origin_allowed(Some("https://a.example.org")));
+        assert!(app.origin_allowed(Some("https://a.b.example.org")));
+        assert!(
+            !app.origin_allowed(Some("https://example.org")),
+            "not the domain itself"
+        );
+        assert!(!app.origin_allowed(Some("https://badexample.org")));
+        assert!(!app.origin_allowed(Some("https://example.org.evil.test")));
+        assert!(app.origin_allowed(None), "server-side clients by default");
+        assert!(app.origin_allowed(Some("null")), "treated as missing");
+        app.allow_missing_origin = false;
+        assert!(!app.origin_allowed(None));
+        for ok in ["*", "https://a.b", "http://*.b.c:8080"] {
+            assert!(valid_origin_pattern(ok), "{ok}");
+        }
+        for bad in ["a.b", "ftp://a", "https://", "https://a/b", "https://*"] {
+            assert!(!valid_origin_pattern(bad), "{bad}");
         }
     }
 }

@@ -33,6 +33,19 @@ pub struct ServerConfig {
     pub new_http_sessions_per_second: u32,
     /// Long-polls (`wait` > 0) one client address may hold (0 = unlimited).
     pub max_long_polls_per_address: usize,
+    /// WebSocket plus HTTP-fallback connections on this node (0 =
+    /// unlimited); beyond, new ones are closed with 4100.
+    pub max_connections: usize,
+    /// Connections one client address may hold at once (0 = unlimited).
+    pub max_connections_per_address: usize,
+    /// New connections per second per client address, burst twice that
+    /// (0 = unlimited).
+    pub new_connections_per_address_per_second: u32,
+    /// Share (percent) of the memory available to the process (its cgroup
+    /// limit, else the machine's) beyond which new connections are refused
+    /// (4100) and `/ready` answers 503; 0 turns it off. Applied again on
+    /// reload.
+    pub accept_traffic_memory_percent: f64,
     /// Refuse connections that send no `protocol` query parameter (4008).
     pub require_protocol_param: bool,
     /// Seconds given to open connections to leave on shutdown.
@@ -75,6 +88,10 @@ impl Default for ServerConfig {
             max_http_sessions_per_address: 1000,
             new_http_sessions_per_second: 50,
             max_long_polls_per_address: 100,
+            max_connections: 0,
+            max_connections_per_address: 10_000,
+            new_connections_per_address_per_second: 200,
+            accept_traffic_memory_percent: 90.0,
             require_protocol_param: false,
             shutdown_timeout: 10,
             http_session_timeout: 10,

@@ -19,6 +19,12 @@ impl Config {
         positive("server.http_timestamp_window", s.http_timestamp_window)?;
         positive("server.request_body_timeout", s.request_body_timeout)?;
         positive("server.http_session_timeout", s.http_session_timeout)?;
+        if !(0.0..=100.0).contains(&s.accept_traffic_memory_percent) {
+            return Err(invalid(
+                "server.accept_traffic_memory_percent",
+                "must be a percentage (0 turns it off)",
+            ));
+        }
         if self.console.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid(
                 "console.token",
@@ -146,6 +152,17 @@ impl Config {
             positive(&at("cache_ttl"), app.cache_ttl)?;
             positive(&at("history_ttl"), app.history_ttl)?;
             if app.require_signin {
+                positive(&at("signin_timeout"), app.signin_timeout)?;
+            }
+            for origin in &app.allowed_origins {
+                if !super::app::valid_origin_pattern(origin) {
+                    return Err(invalid(
+                        at("allowed_origins"),
+                        format!("{origin:?} is not an origin such as \"https://app.example.com\" or \"https://*.example.com\""),
+                    ));
+                }
+            }
+            if app.require_authorization {
                 positive(&at("signin_timeout"), app.signin_timeout)?;
             }
             for (w, webhook) in app.webhooks.iter().enumerate() {

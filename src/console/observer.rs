@@ -58,6 +58,7 @@ fn shown(kind: EventKind) -> bool {
     matches!(
         kind,
         EventKind::ConnectionOpened
+            | EventKind::ConnectionRefused
             | EventKind::ConnectionClosed
             | EventKind::Subscribed
             | EventKind::SubscriptionRefused
@@ -74,6 +75,14 @@ fn line(event: &AppEvent<'_>) -> Option<Value> {
         AppEvent::ConnectionOpened { socket, transport } => json!({
             "type": "connection", "state": "opened", "socket_id": socket.to_string(),
             "transport": transport.label(),
+        }),
+        AppEvent::ConnectionRefused {
+            transport,
+            reason,
+            code,
+        } => json!({
+            "type": "connection", "state": "refused", "transport": transport.label(),
+            "reason": reason, "code": code,
         }),
         AppEvent::ConnectionClosed {
             socket,

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::framing;
 use crate::config::ServerConfig;
+use crate::http::admission::Admitted;
 use crate::http::body;
 use crate::http::cors;
 use crate::http::peer::{PeerSocket, SocketHandle};
@@ -105,6 +106,8 @@ pub struct HttpSession {
     generation: Generation,
     /// This session's place in its client address's quota.
     _address: AddressPermit,
+    /// Its place among the node's connections.
+    _admitted: Admitted,
 }
 
 impl HttpSession {
@@ -186,6 +189,8 @@ enum Refused {
     BadPath,
     /// Admission failed: the frames to send (`o`, `pusher:error`, `c[...]`).
     Frames(String),
+    /// A browser on an origin the app does not allow: 403.
+    Origin,
 }
 
 impl Refused {
@@ -193,6 +198,8 @@ impl Refused {
         match self {
             Refused::BadPath => cors::apply(req, HttpResponse::NotFound()).finish(),
             Refused::Frames(body) => frames_response(req, body),
+            Refused::Origin => HttpError::Forbidden("Origin not allowed".into())
+                .respond(cors::apply(req, HttpResponse::Forbidden())),
         }
     }
 }
@@ -210,22 +217,34 @@ fn find_or_open(
     if let Some(existing) = sessions.sessions.get(&id) {
         return Ok(existing.clone());
     }
+    let origin = req.headers().get("Origin").and_then(|v| v.to_str().ok());
+    if let Some(app) = state.hub.by_key(&path.0) {
+        if !app.app().origin_allowed(origin) {
+            crate::metrics::refused("origin");
+            return Err(Refused::Origin);
+        }
+    }
     let address = client_address(req, sessions.trust_forwarded_for);
+    let closed =
+        |close: &Close| Refused::Frames(format!("{}{}", framing::OPEN, framing::close(close)));
     let Some(permit) = sessions.per_address.acquire(address) else {
-        return Err(Refused::Frames(format!(
-            "{}{}",
-            framing::OPEN,
-            framing::close(&Close::TOO_MANY_SESSIONS)
-        )));
+        return Err(closed(&Close::TOO_MANY_SESSIONS));
     };
+    let admitted = state
+        .admission
+        .admit(address)
+        .map_err(|_| closed(&Close::OVER_CAPACITY))?;
     let session = session::admit(
         &state.hub,
         &state.session_context(),
         &path.0,
-        req.query_string(),
+        session::Opening {
+            query: req.query_string(),
+            origin,
+        },
         Transport::Http,
     )
-    .map_err(|refusal| Refused::Frames(format!("{}{}", framing::OPEN, framing::close(&refusal))))?;
+    .map_err(|refusal| closed(&refusal))?;
     let (inbound, inbox) = mpsc::channel(INBOUND_QUEUE);
     let http = Arc::new(HttpSession {
         conn: session.conn.clone(),
@@ -238,6 +257,7 @@ fn find_or_open(
         last_seen: Mutex::new(Instant::now()),
         generation: Generation::default(),
         _address: permit,
+        _admitted: admitted,
     });
     sessions.sessions.insert(id.clone(), http.clone());
     actix_web::rt::spawn(run(session, http.clone(), inbox, sessions.clone(), id));
@@ -287,10 +307,10 @@ async fn run(
                 if http.receivers.load(Ordering::Acquire) == 0 && http.idle_for() >= disconnect_timeout {
                     break None;
                 }
-                if signin_deadline.is_some_and(|d| Instant::now() >= d) && !session.is_signed_in() {
+                if signin_deadline.is_some_and(|d| Instant::now() >= d) && !session.is_authorized() {
                     http.conn.request_close(Close::SIGNIN_TIMEOUT);
                 }
-                timer.as_mut().reset(next_check(session.is_signed_in()));
+                timer.as_mut().reset(next_check(session.is_authorized()));
             }
         }
     };

@@ -4,6 +4,7 @@
 //! request, per-address limits, CORS, and the API's event body (checked
 //! the same way by the API and the console).
 
+pub mod admission;
 pub mod body;
 pub mod cors;
 mod error;

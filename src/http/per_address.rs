@@ -17,15 +17,34 @@ use crate::support::rate::TokenBucket;
 
 /// The client's address for per-address limits.
 pub fn client_address(req: &HttpRequest, trust_forwarded_for: bool) -> IpAddr {
+    address_of(req.headers(), req.peer_addr(), trust_forwarded_for)
+}
+
+/// The client's address from a request's headers and its TCP peer (for
+/// requests that are not actix-web's, such as a WebSocket upgrade).
+pub fn address_of(
+    headers: &actix_web::http::header::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    trust_forwarded_for: bool,
+) -> IpAddr {
     let forwarded = trust_forwarded_for
-        .then(|| req.headers().get("X-Forwarded-For"))
+        .then(|| headers.get("X-Forwarded-For"))
         .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|list| list.rsplit(',').next())
         .and_then(|last| last.trim().parse().ok());
     forwarded
-        .or_else(|| req.peer_addr().map(|a| a.ip()))
+        .or_else(|| peer.map(|a| a.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Which limit refused a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The address holds as many as it may.
+    Held,
+    /// The address took new ones faster than its rate.
+    Rate,
 }
 
 /// What one address holds.
@@ -57,21 +76,33 @@ impl PerAddress {
     /// Takes a place for `address`, or `None` when it is at its cap or
     /// over its rate. The place is given back when the permit is dropped.
     pub fn acquire(self: &Arc<Self>, address: IpAddr) -> Option<AddressPermit> {
+        self.try_acquire(address).ok()
+    }
+
+    /// Like [`PerAddress::acquire`], saying which limit refused.
+    pub fn try_acquire(self: &Arc<Self>, address: IpAddr) -> Result<AddressPermit, Limit> {
+        if self.max_active == 0 && self.rate.is_none() {
+            // No limit: nothing to remember per address.
+            return Ok(AddressPermit {
+                limits: None,
+                address,
+            });
+        }
         let mut usage = self.usage.entry(address).or_insert_with(|| Usage {
             active: 0,
             bucket: self.rate.map(|(rate, burst)| TokenBucket::new(rate, burst)),
         });
         if self.max_active > 0 && usage.active >= self.max_active {
-            return None;
+            return Err(Limit::Held);
         }
         if let Some(bucket) = usage.bucket.as_mut() {
             if !bucket.take() {
-                return None;
+                return Err(Limit::Rate);
             }
         }
         usage.active += 1;
-        Some(AddressPermit {
-            limits: self.clone(),
+        Ok(AddressPermit {
+            limits: Some(self.clone()),
             address,
         })
     }
@@ -85,18 +116,20 @@ impl PerAddress {
 
 /// One place held by an address.
 pub struct AddressPermit {
-    limits: Arc<PerAddress>,
+    /// `None`: taken from limits that count nothing.
+    limits: Option<Arc<PerAddress>>,
     address: IpAddr,
 }
 
 impl Drop for AddressPermit {
     fn drop(&mut self) {
-        if let Some(mut usage) = self.limits.usage.get_mut(&self.address) {
+        let Some(limits) = &self.limits else { return };
+        if let Some(mut usage) = limits.usage.get_mut(&self.address) {
             usage.active = usage.active.saturating_sub(1);
         }
         // Without a rate, an idle address needs no memory; with one, its
         // bucket must survive so that the rate holds across sessions.
-        self.limits
+        limits
             .usage
             .remove_if(&self.address, |_, u| u.active == 0 && u.bucket.is_none());
     }

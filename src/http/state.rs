@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
+use crate::http::admission::Admission;
 use crate::http::per_address::PerAddress;
 use crate::hub::Hub;
 use crate::session;
@@ -18,6 +19,8 @@ pub struct State {
     pub adapter: Arc<Adapter>,
     /// Long-polls held per client address.
     pub long_polls: Arc<PerAddress>,
+    /// Who may open a connection on this node (caps, rates, memory).
+    pub admission: Arc<Admission>,
 }
 
 impl State {

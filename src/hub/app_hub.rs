@@ -17,6 +17,7 @@ use arc_swap::{ArcSwap, Guard};
 use bytestring::ByteString;
 use dashmap::DashMap;
 
+use super::api_budget::ApiBudget;
 use super::channel::{Channel, ChannelStats};
 use super::connection::Connection;
 use super::events::{AppEvent, Observers};
@@ -56,6 +57,8 @@ pub struct AppHub {
     metrics: AppMetrics,
     /// Who reports what happens (the console, the webhooks).
     observers: Arc<Observers>,
+    /// The HTTP API's per-second budgets on this node.
+    api_budget: ApiBudget,
 }
 
 impl AppHub {
@@ -67,6 +70,7 @@ impl AppHub {
             emptied: tokio::sync::Notify::new(),
             metrics: AppMetrics::new(&app.id),
             observers: Arc::default(),
+            api_budget: ApiBudget::default(),
             id: app.id.as_str().into(),
             config: ArcSwap::new(app),
             channels: DashMap::new(),
@@ -106,6 +110,11 @@ impl AppHub {
     /// Who observes this app (attached at start and on reload).
     pub fn observers(&self) -> &Arc<Observers> {
         &self.observers
+    }
+
+    /// The HTTP API's per-second budgets on this node.
+    pub fn api_budget(&self) -> &ApiBudget {
+        &self.api_budget
     }
 
     /// Reports `event` to the app's observers that want it.

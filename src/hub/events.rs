@@ -28,6 +28,13 @@ pub enum AppEvent<'a> {
         socket: SocketId,
         transport: Transport,
     },
+    /// A connection to the app was refused before it opened (`reason`:
+    /// the `herald_refused_total` label, `code`: the close code).
+    ConnectionRefused {
+        transport: Transport,
+        reason: &'a str,
+        code: u16,
+    },
     /// `close`: what Herald closed it with (`None`: the client left).
     ConnectionClosed {
         socket: SocketId,
@@ -100,6 +107,7 @@ pub enum AppEvent<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
     ConnectionOpened,
+    ConnectionRefused,
     ConnectionClosed,
     Subscribed,
     SubscriptionRefused,
@@ -119,6 +127,7 @@ impl AppEvent<'_> {
     pub fn kind(&self) -> EventKind {
         match self {
             AppEvent::ConnectionOpened { .. } => EventKind::ConnectionOpened,
+            AppEvent::ConnectionRefused { .. } => EventKind::ConnectionRefused,
             AppEvent::ConnectionClosed { .. } => EventKind::ConnectionClosed,
             AppEvent::Subscribed { .. } => EventKind::Subscribed,
             AppEvent::SubscriptionRefused { .. } => EventKind::SubscriptionRefused,

@@ -1,6 +1,7 @@
 //! The in-node state of every app, looked up by app id (HTTP API) or by key
 //! (WebSocket path). See [`AppHub`] for what one app holds.
 
+mod api_budget;
 pub mod app_hub;
 mod channel;
 mod cluster_hooks;
@@ -20,6 +21,7 @@ use std::collections::HashMap;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
+pub use api_budget::ApiBudget;
 pub use app_hub::AppHub;
 pub use channel::ChannelStats;
 pub use connection::Connection;

@@ -12,13 +12,19 @@ use crate::http::{HttpError, HttpResult};
 use crate::hub::AppHub;
 use crate::support::query::Query;
 
-fn app_by_key(state: &State, key: &str) -> HttpResult<std::sync::Arc<AppHub>> {
+/// The app of `key`, enabled, for a browser on an origin it allows.
+fn app_by_key(state: &State, req: &HttpRequest, key: &str) -> HttpResult<std::sync::Arc<AppHub>> {
     let app = state
         .hub
         .by_key(key)
         .ok_or_else(|| HttpError::NotFound(format!("Unknown app key {key:?}")))?;
     if !app.app().enabled {
         return Err(HttpError::Forbidden("Application disabled".into()));
+    }
+    let origin = req.headers().get("Origin").and_then(|v| v.to_str().ok());
+    if !app.app().origin_allowed(origin) {
+        crate::metrics::refused("origin");
+        return Err(HttpError::Forbidden("Origin not allowed".into()));
     }
     Ok(app)
 }
@@ -29,7 +35,7 @@ pub async fn session(
     key: web::Path<String>,
     state: web::Data<State>,
 ) -> HttpResponse {
-    let answer = app_by_key(&state, &key).map(|app| {
+    let answer = app_by_key(&state, &req, &key).map(|app| {
         let socket_id = polling::poll_socket_id(&app.app().secret, rand::random());
         json!({ "socket_id": socket_id.to_string() })
     });
@@ -45,7 +51,7 @@ pub async fn browser_poll(
     state: web::Data<State>,
 ) -> HttpResponse {
     let answer = async {
-        let app = app_by_key(&state, &key)?;
+        let app = app_by_key(&state, &req, &key)?;
         let query = Query::parse(req.query_string())?;
         let poll = Poll::parse(&query, &app)?;
         polling::authorize_browser(&query, &app, &poll)?;

@@ -44,7 +44,14 @@ impl Close {
     pub const UNSUPPORTED_PROTOCOL: Close =
         Close::refusal(codes::UNSUPPORTED_PROTOCOL, "Unsupported protocol version");
 
-    /// The app required sign-in and none came in time.
+    /// A browser on an origin the app does not allow (as Reverb does).
+    pub const ORIGIN_NOT_ALLOWED: Close = Close::refusal(codes::UNAUTHORIZED, "Origin not allowed");
+    /// The node (or the client's address) is at its connection cap, or the
+    /// process is short of memory: pusher-js retries after a back-off.
+    pub const OVER_CAPACITY: Close = Close::refusal(codes::OVER_CAPACITY, "Over capacity");
+
+    /// The app required sign-in (or an authorized subscription) and none
+    /// came in time.
     pub const SIGNIN_TIMEOUT: Close = Close::refusal(
         codes::UNAUTHORIZED,
         "Connection not authorized within timeout.",

@@ -25,7 +25,7 @@ use self::signin::SignedInUser;
 use crate::adapter::Adapter;
 use crate::config::ServerConfig;
 use crate::hub::{AppEvent, AppHub, Connection, Hub};
-use crate::metrics::Transport;
+use crate::metrics::{self, Transport};
 use crate::protocol::channel::server_to_user_id;
 use crate::protocol::messages::{self, ClientMessage};
 use crate::protocol::{Close, SocketId};
@@ -51,6 +51,9 @@ pub struct Session {
     channels: HashMap<String, Option<Arc<str>>>,
     user: Option<SignedInUser>,
     client_events: RateLimit,
+    /// A private or presence subscription succeeded (Pusher's authorized
+    /// connections).
+    authorized_subscription: bool,
     /// Every frame the client sends takes a token.
     inbound: TokenBucket,
     transport: Transport,
@@ -77,6 +80,7 @@ impl Session {
             channels: HashMap::new(),
             user: None,
             client_events: RateLimit::per_second(rate),
+            authorized_subscription: false,
             inbound: TokenBucket::new(app.app().inbound_rate, app.app().inbound_burst),
             transport,
             app,
@@ -94,17 +98,28 @@ impl Session {
         }
     }
 
-    /// When the app requires sign-in: the moment an unauthenticated
-    /// connection must be closed.
+    /// When the app requires sign-in (or authorized connections): the
+    /// moment a connection that is not authorized by then must be closed.
     pub fn signin_deadline(&self) -> Option<Instant> {
-        self.app
-            .app()
-            .require_signin
-            .then(|| Instant::now() + Duration::from_secs(self.app.app().signin_timeout))
+        let app = self.app.app();
+        (app.require_signin || app.require_authorization)
+            .then(|| Instant::now() + Duration::from_secs(app.signin_timeout))
     }
 
     pub fn is_signed_in(&self) -> bool {
         self.user.is_some()
+    }
+
+    /// Whether the connection passed what the app requires of it: a
+    /// sign-in under `require_signin`; under `require_authorization`, a
+    /// sign-in or one successful private or presence subscription.
+    pub fn is_authorized(&self) -> bool {
+        let app = self.app.app();
+        if app.require_signin {
+            self.is_signed_in()
+        } else {
+            self.is_signed_in() || self.authorized_subscription
+        }
     }
 
     /// Dispatches one text frame by event name.
@@ -176,28 +191,49 @@ impl Session {
     }
 }
 
-/// Admission of a new connection to app `key` with the query string of its
-/// first request: app exists (4001), protocol version (4007 / 4008), app
-/// enabled (4003), connection quota (4004). Returns the running session,
-/// which has queued `connection_established`.
+/// What a connection shows of itself when it opens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Opening<'a> {
+    /// The query string of its first request.
+    pub query: &'a str,
+    /// Its `Origin` header (browsers send one; server-side clients not).
+    pub origin: Option<&'a str>,
+}
+
+/// Admission of a new connection to app `key`: app exists (4001),
+/// protocol version (4007 / 4008), app enabled (4003), origin allowed
+/// (4009), connection quota (4004). Returns the running session, which
+/// has queued `connection_established`.
 pub fn admit(
     hub: &Hub,
     ctx: &Context,
     key: &str,
-    query: &str,
+    opening: Opening<'_>,
     transport: Transport,
 ) -> Result<Session, Close> {
     let app = hub.by_key(key).ok_or(Close::APP_NOT_FOUND)?;
-    check_protocol(query, ctx.server.require_protocol_param)?;
+    let refuse = |reason: &str, close: Close| {
+        metrics::refused(reason);
+        app.emit(AppEvent::ConnectionRefused {
+            transport,
+            reason,
+            code: close.code,
+        });
+        Err(close)
+    };
+    check_protocol(opening.query, ctx.server.require_protocol_param)?;
     if !app.app().enabled {
         return Err(Close::APP_DISABLED);
+    }
+    if !app.app().origin_allowed(opening.origin) {
+        return refuse("origin", Close::ORIGIN_NOT_ALLOWED);
     }
     let conn = Arc::new(Connection::new(
         SocketId::random(),
         ctx.server.connection_queue,
     ));
     if !app.admit(&conn, ctx.adapter.connections_elsewhere(&app)) {
-        return Err(Close::OVER_QUOTA);
+        return refuse("app_max_connections", Close::OVER_QUOTA);
     }
     ctx.adapter.connections_changed(&app);
     Ok(Session::start(ctx.clone(), app, conn, transport))

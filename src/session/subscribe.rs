@@ -99,6 +99,12 @@ impl Session {
             .await;
         match subscribed {
             Ok(_) => {
+                if matches!(
+                    kind.kind,
+                    ChannelKind::Private | ChannelKind::Encrypted | ChannelKind::Presence
+                ) {
+                    self.authorized_subscription = true;
+                }
                 self.app.emit(AppEvent::Subscribed {
                     socket: self.conn.socket_id,
                     channel: name,

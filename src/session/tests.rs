@@ -28,7 +28,8 @@ fn hub(configure: impl FnOnce(&mut AppConfig)) -> (Hub, Context) {
 }
 
 fn connect(hub: &Hub, ctx: &Context) -> Session {
-    let mut session = admit(hub, ctx, KEY, "protocol=7", Transport::WebSocket).expect("admitted");
+    let mut session =
+        admit(hub, ctx, KEY, opening("protocol=7"), Transport::WebSocket).expect("admitted");
     let established = frames(&mut session);
     assert_eq!(established[0]["event"], "pusher:connection_established");
     session
@@ -78,17 +79,17 @@ async fn join_presence(session: &mut Session, channel: &str, user_id: &str) {
 async fn admission_refuses_unknown_apps_and_protocols() {
     let (hub, ctx) = hub(|_| {});
     assert_eq!(
-        admit(&hub, &ctx, "nope", "", Transport::WebSocket).err(),
+        admit(&hub, &ctx, "nope", opening(""), Transport::WebSocket).err(),
         Some(Close::APP_NOT_FOUND)
     );
     assert_eq!(
-        admit(&hub, &ctx, KEY, "protocol=3", Transport::WebSocket).err(),
+        admit(&hub, &ctx, KEY, opening("protocol=3"), Transport::WebSocket).err(),
         Some(Close::UNSUPPORTED_PROTOCOL)
     );
     let (hub, ctx) = hub_with_limit();
     let _first = connect(&hub, &ctx);
     assert_eq!(
-        admit(&hub, &ctx, KEY, "", Transport::WebSocket).err(),
+        admit(&hub, &ctx, KEY, opening(""), Transport::WebSocket).err(),
         Some(Close::OVER_QUOTA)
     );
 }
@@ -246,4 +247,12 @@ async fn a_failed_sign_in_closes_when_the_app_requires_sign_in() {
     )
     .await;
     assert_eq!(session.conn.close_request(), Some(Close::SIGNIN_FAILED));
+}
+
+/// A connection opening with this query string and no Origin.
+fn opening(query: &str) -> super::Opening<'_> {
+    super::Opening {
+        query,
+        origin: None,
+    }
 }

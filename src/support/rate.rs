@@ -25,22 +25,38 @@ impl TokenBucket {
 
     /// Takes one token; false when none is left.
     pub fn take(&mut self) -> bool {
-        self.take_at(Instant::now())
+        self.take_n_at(1, Instant::now())
     }
 
+    /// Takes `n` tokens at once, or none (false) when fewer are left.
+    pub fn take_n(&mut self, n: u32) -> bool {
+        self.take_n_at(n, Instant::now())
+    }
+
+    #[cfg(test)]
     fn take_at(&mut self, now: Instant) -> bool {
+        self.take_n_at(1, now)
+    }
+
+    fn take_n_at(&mut self, n: u32, now: Instant) -> bool {
         if self.rate == 0.0 {
             return true;
         }
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let wanted = f64::from(n);
+        if self.tokens >= wanted {
+            self.tokens -= wanted;
             true
         } else {
             false
         }
+    }
+
+    /// The sustained rate it was made with (per second).
+    pub fn rate(&self) -> u32 {
+        self.rate as u32
     }
 }
 

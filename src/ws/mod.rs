@@ -13,13 +13,15 @@ mod socket;
 
 use actix_codec::{Encoder, Framed};
 use actix_http::body::BodySize;
-use actix_http::{h1, Request, Response, StatusCode};
+use actix_http::{h1, HttpMessage, Request, Response, StatusCode};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 pub use self::io::{Io, TlsStream};
 use self::socket::Socket;
+use crate::http::per_address::address_of;
 use crate::http::State;
+use crate::hub::AppEvent;
 use crate::metrics::Transport;
 use crate::protocol::{messages, Close};
 use crate::session;
@@ -62,17 +64,42 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
     {
         return;
     }
-    let admitted = session::admit(
-        &state.hub,
-        &state.session_context(),
-        key,
-        req.uri().query().unwrap_or(""),
-        Transport::WebSocket,
+    // The node's admission first (caps, rates, memory), then the app's.
+    let address = address_of(
+        req.headers(),
+        req.peer_addr(),
+        state.server.trust_forwarded_for,
     );
+    let admitted = match state.admission.admit(address) {
+        Ok(place) => session::admit(
+            &state.hub,
+            &state.session_context(),
+            key,
+            session::Opening {
+                query: req.uri().query().unwrap_or(""),
+                origin: req
+                    .headers()
+                    .get(actix_http::header::ORIGIN)
+                    .and_then(|v| v.to_str().ok()),
+            },
+            Transport::WebSocket,
+        )
+        .map(|session| (session, place)),
+        Err(refusal) => {
+            if let Some(app) = state.hub.by_key(key) {
+                app.emit(AppEvent::ConnectionRefused {
+                    transport: Transport::WebSocket,
+                    reason: refusal.reason(),
+                    code: Close::OVER_CAPACITY.code,
+                });
+            }
+            Err(Close::OVER_CAPACITY)
+        }
+    };
     // Nothing of the request is needed any more: a connection lives long.
     drop((head, codec, req, state));
     match admitted {
-        Ok(session) => {
+        Ok((session, _place)) => {
             let max = session.app.app().max_message_bytes;
             socket::run(session, Socket::new(io, read, max)).await;
         }

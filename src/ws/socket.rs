@@ -148,7 +148,7 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
             () = &mut timer => {
                 let now = Instant::now();
                 if let Some(deadline) = signin_deadline {
-                    if !session.is_signed_in() && now >= deadline {
+                    if !session.is_authorized() && now >= deadline {
                         break Some(Close::SIGNIN_TIMEOUT);
                     }
                 }
@@ -164,7 +164,7 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
                     Some(sent) => sent + pong_wait,
                     None => alive.last_seen + activity,
                 };
-                if let Some(deadline) = signin_deadline.filter(|_| !session.is_signed_in()) {
+                if let Some(deadline) = signin_deadline.filter(|_| !session.is_authorized()) {
                     next = next.min(deadline);
                 }
                 timer.as_mut().reset(next);

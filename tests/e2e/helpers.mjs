@@ -165,9 +165,16 @@ function httpStatus(port, urlPath, ca) {
  */
 function serverEnv({ appEnv = true, extra = {} } = {}) {
   // Several servers may run at once: no metrics listener.
+  // Every test client comes from 127.0.0.1: no per-address caps unless a
+  // test asks for them.
+  const base = {
+    HERALD_METRICS_PORT: '0',
+    HERALD_SERVER__MAX_CONNECTIONS_PER_ADDRESS: '0',
+    HERALD_SERVER__NEW_CONNECTIONS_PER_ADDRESS_PER_SECOND: '0',
+  };
   const env = appEnv
-    ? { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret, HERALD_METRICS_PORT: '0' }
-    : { HERALD_METRICS_PORT: '0' };
+    ? { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret, ...base }
+    : base;
   for (const [name, value] of Object.entries(process.env)) {
     if (name.startsWith('HERALD_') && name !== 'HERALD_LOG') continue;
     if (name.startsWith('PUSHER_') || name.startsWith('REVERB_') || name.startsWith('BROADCAST_')) continue;
