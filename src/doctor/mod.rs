@@ -327,9 +327,9 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// What `config/reverb.php` says that Herald does differently: its apps
-/// (Herald's come from the `REVERB_*` variables or its own config), and
-/// `allowed_origins`, which Herald does not check (it accepts every origin).
+/// What `config/reverb.php` says that Herald takes from elsewhere: its
+/// apps (Herald's come from the `REVERB_*` variables or its own config),
+/// and `allowed_origins` (Herald's app has its own, empty by default).
 fn reverb_checks(reverb: &ReverbConfig, env: &EnvFile) -> Vec<Check> {
     let mut checks = Vec::new();
     let restricted: Vec<&String> = reverb
@@ -341,8 +341,9 @@ fn reverb_checks(reverb: &ReverbConfig, env: &EnvFile) -> Vec<Check> {
         checks.push(Check::warn(
             "config/reverb.php restricts allowed_origins".to_owned(),
             format!(
-                "Reverb accepted only {restricted:?}; Herald accepts WebSocket connections from every \
-                 origin, so put the origin check in front of it (your reverse proxy) if you relied on it"
+                "Reverb accepted only {restricted:?}; Herald reads no config/reverb.php: give Herald's \
+                 app the same allowed_origins ([[apps]] allowed_origins, or \
+                 HERALD_APP__ALLOWED_ORIGINS='[...]'), or it accepts every origin"
             ),
         ));
     }

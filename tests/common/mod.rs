@@ -390,6 +390,20 @@ impl Client {
         client
     }
 
+    /// Opens a socket with extra request headers (`Origin`,
+    /// `X-Forwarded-For`), reading nothing.
+    pub async fn open_with_headers(url: &str, headers: &[(&str, &str)]) -> Client {
+        let mut request = awc::Client::new().ws(url).max_frame_size(1 << 20);
+        for (name, value) in headers {
+            request = request.set_header(*name, *value);
+        }
+        let (_, framed) = request.connect().await.expect("websocket connect");
+        Client {
+            framed,
+            socket_id: String::new(),
+        }
+    }
+
     pub async fn open_with(http: &awc::Client, url: &str) -> Client {
         let (_, framed) = http
             .ws(url)
