@@ -113,7 +113,9 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     } else {
         "http"
     };
-    // Written before the listening line, which says Herald is up.
+    // Both before the listening line, which says Herald is up: a signal
+    // that came before its handler would take its default action (exit).
+    let signals = Signals::install()?;
     let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     info!("Herald listening on {addr} ({scheme}; WebSocket /app/{{key}}, HTTP API /apps/{{id}})");
     log_app_settings(&config, Some(addr.port()), scheme);
@@ -125,14 +127,15 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         consoles,
         certificates.clone(),
     );
-    tokio::spawn(reload_on_hangup(reloader));
+    let Signals { terminate, hangup } = signals;
+    tokio::spawn(reload_on_hangup(reloader, hangup));
 
     let metrics = serve_metrics(&config, &state);
     let handle = server.handle();
     tokio::spawn(sweep(state.clone(), http_sessions.clone()));
     state.admission.watch_memory();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(terminate).await;
         state.admission.shutting_down();
         info!("shutting down: asking clients to reconnect");
         for app in state.hub.apps() {
@@ -291,6 +294,8 @@ async fn not_found() -> HttpResponse {
 
 async fn sweep(state: State, http_sessions: web::Data<HttpSessions>) {
     let mut tick = tokio::time::interval(CACHE_SWEEP_INTERVAL);
+    // (An interval's first tick is at once: nothing is due at start.)
+    tick.tick().await;
     loop {
         tick.tick().await;
         for app in state.hub.apps() {
@@ -302,43 +307,64 @@ async fn sweep(state: State, http_sessions: web::Data<HttpSessions>) {
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// The signals Herald acts on, registered once at start.
+struct Signals {
+    /// SIGTERM (Ctrl-C is asked for when waiting).
+    terminate: Option<Signal>,
+    /// SIGHUP.
+    hangup: Option<Signal>,
+}
+
+#[cfg(unix)]
+type Signal = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Signal = ();
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                terminate: Some(signal(SignalKind::terminate())?),
+                hangup: Some(signal(SignalKind::hangup())?),
+            })
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {
+                terminate: None,
+                hangup: None,
+            })
+        }
     }
 }
 
-/// SIGHUP: reload (see `reload`).
-async fn reload_on_hangup(mut reloader: Reloader) {
+async fn wait_for_signal(terminate: Option<Signal>) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return;
-        };
+    if let Some(mut term) = terminate {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return;
+    }
+    #[cfg(not(unix))]
+    let _ = terminate;
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// SIGHUP: reload (see `reload`).
+async fn reload_on_hangup(mut reloader: Reloader, hangup: Option<Signal>) {
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangup {
         while hangups.recv().await.is_some() {
             info!("SIGHUP: reloading");
             reloader.reload();
         }
     }
     #[cfg(not(unix))]
-    let _ = reloader;
+    let _ = (reloader, hangup);
 }
 
 /// Logs what a Laravel `.env` needs, never a configured secret.

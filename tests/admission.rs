@@ -116,13 +116,7 @@ async fn browsers_from_other_origins_are_refused_and_the_api_ignores_origins() {
 
     // pusher-js's HTTP fallback and the polling endpoint: 403 with a JSON error.
     let evil = [("Origin", "https://evil.test")];
-    let (status, body) = http(
-        &server,
-        "POST",
-        "/pusher/app/app-key/123/abcdef/xhr",
-        &evil,
-    )
-    .await;
+    let (status, body) = http(&server, "POST", "/pusher/app/app-key/123/abcdef/xhr", &evil).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("Origin not allowed"), "{body}");
     let (status, body) = http(&server, "GET", "/app/app-key/poll/v1?channels=news", &evil).await;
