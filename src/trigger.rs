@@ -14,7 +14,7 @@ use crate::support::clock::unix_secs;
 #[derive(Args, Debug)]
 pub struct TriggerArgs {
     /// Base URL of the Herald server.
-    #[arg(long, default_value = "http://127.0.0.1:6001")]
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:6001")]
     pub url: String,
     /// App id [default: the only app of the config, or PUSHER_APP_ID].
     #[arg(long)]

@@ -7,6 +7,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -34,21 +35,26 @@ const GUIDES = ['README.md', ...readdirSync(path.join(REPO, 'docs'))
   .filter((f) => f.endsWith('.md'))
   .map((f) => path.join('docs', f))];
 
-/** Every ```php block of a guide with its marker and line. */
-function phpBlocks(text, file) {
+/** Every ```{lang} block of a guide with its marker and line. */
+function fencedBlocks(text, file, lang) {
   const lines = text.split('\n');
   const blocks = [];
   for (let i = 0; i < lines.length; i += 1) {
-    if (lines[i].trim() !== '```php') continue;
+    if (lines[i].trim() !== '```' + lang) continue;
     const end = lines.indexOf('```', i + 1);
     const marker = /<!-- tested: ([\w-]+) -->/.exec(lines[i - 1] ?? '');
-    blocks.push({ file, line: i + 1, name: marker?.[1], code: lines.slice(i + 1, end).join('\n') });
+    const notRun = /<!-- not run: (.+) -->/.exec(lines[i - 1] ?? '');
+    blocks.push({
+      file, line: i + 1, name: marker?.[1], notRun: notRun?.[1], code: lines.slice(i + 1, end).join('\n'),
+    });
     i = end;
   }
   return blocks;
 }
 
-const blocks = GUIDES.flatMap((file) => phpBlocks(readFileSync(path.join(REPO, file), 'utf8'), file));
+const guideText = (file) => readFileSync(path.join(REPO, file), 'utf8');
+const blocks = GUIDES.flatMap((file) => fencedBlocks(guideText(file), file, 'php'));
+const shellBlocks = GUIDES.flatMap((file) => fencedBlocks(guideText(file), file, 'sh'));
 
 function runBlock(block, port, extra = {}) {
   const input = { name: block.name, code: block.code, port, app: APP, ...extra };
@@ -239,5 +245,48 @@ describe('the PHP blocks of the guides', () => {
       'webhook-route']);
     const unknown = blocks.filter((b) => b.name && !known.has(b.name)).map((b) => `${b.name} (${b.file}:${b.line})`);
     assert.deepEqual(unknown, []);
+  });
+});
+
+describe('the shell blocks of the guides', () => {
+  let server;
+
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  it('are each run here, or say why not', () => {
+    assert.ok(shellBlocks.length >= 10, `found ${shellBlocks.length} shell blocks`);
+    const unmarked = shellBlocks
+      .filter((b) => b.name !== 'sh' && !b.notRun)
+      .map((b) => `${b.file}:${b.line}`);
+    assert.deepEqual(unmarked, [], 'shell blocks without <!-- tested: sh --> or <!-- not run: why -->');
+  });
+
+  it('run as written against a live Herald (its port put in place of 6001)', async () => {
+    const run = shellBlocks.filter((b) => b.name === 'sh');
+    assert.ok(run.length >= 4);
+    // The polling blocks read a channel's recent events: give them one.
+    await makeSdk(server.port).trigger('orders', 'OrderShipped', { order: { id: 1 } });
+    const herald = path.dirname(path.resolve(process.env.HERALD_BIN || path.join(REPO, 'target', 'debug', 'herald')));
+    for (const block of run) {
+      const script = block.code.replaceAll('127.0.0.1:6001', `127.0.0.1:${server.port}`);
+      const { status, stdout, stderr } = spawnSync('bash', ['-e', '-o', 'pipefail', '-c', script], {
+        env: {
+          ...process.env,
+          PATH: `${herald}:${process.env.PATH}`,
+          HERALD_URL: `http://127.0.0.1:${server.port}`,
+        },
+        encoding: 'utf8',
+        timeout: 30000,
+      });
+      assert.equal(status, 0, `${block.file}:${block.line}\n${script}\n${stdout}${stderr}`);
+      // Every block here talks to Herald and prints its JSON answer.
+      assert.match(stdout, /"(status|events)"|^\{\}/m, `${block.file}:${block.line}: ${stdout}`);
+      assert.doesNotMatch(stdout, /"error"/, `${block.file}:${block.line}: ${stdout}`);
+    }
   });
 });
