@@ -62,6 +62,11 @@ impl EnvFile {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// Whether the file sets the variable at all (an empty value included).
+    pub fn has(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
     /// A variable's value; empty values count as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values

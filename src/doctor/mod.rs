@@ -227,11 +227,13 @@ fn static_checks(env: &EnvFile, php: Option<&PhpSide>, flavour: Flavour) -> Vec<
 
     // Which variable picks the connection: Laravel 11+ reads
     // BROADCAST_CONNECTION, Laravel 10 and older BROADCAST_DRIVER.
+    // Without a project to tell, BROADCAST_CONNECTION (Laravel 11+, and
+    // what Herald prints) unless only BROADCAST_DRIVER is set.
     let selector = php.and_then(|p| p.selector.clone()).unwrap_or_else(|| {
-        if env.get("BROADCAST_CONNECTION").is_some() || flavour == REVERB {
-            "BROADCAST_CONNECTION".into()
-        } else {
+        if env.get("BROADCAST_DRIVER").is_some() && env.get("BROADCAST_CONNECTION").is_none() {
             "BROADCAST_DRIVER".into()
+        } else {
+            "BROADCAST_CONNECTION".into()
         }
     });
     let driver = php
@@ -391,6 +393,14 @@ fn php_check(php: &PhpSide, env: &EnvFile, flavour: Flavour) -> Check {
                 ),
             )
         }
+        // The stock config falls back to Pusher's cloud when the host is empty.
+        PusherTarget::ReadsHost { .. } if env.get(&host_var).is_none() => Check::fail(
+            &title,
+            format!(
+                "{host_var} is empty, so the stock config's `env('{host_var}') ?: 'api-...pusher.com'` \
+                 sends every broadcast to Pusher's cloud: set {host_var} to Herald's host"
+            ),
+        ),
         PusherTarget::ReadsHost { use_tls_forced } => Check::new(
             !(*use_tls_forced && scheme == "http"),
             title,
@@ -442,11 +452,15 @@ fn frontend_check(env: &EnvFile, flavour: Flavour) -> Check {
         Some(_) => {}
     }
     for name in ["HOST", "PORT", "SCHEME"].map(|n| flavour.var(n)) {
-        if var(&name).is_none() {
-            problems.push(format!(
-                "{prefix}_{name}=\"${{{name}}}\" is missing (Echo needs wsHost / wsPort / forceTLS)"
-            ));
+        let frontend = format!("{prefix}_{name}");
+        if var(&name).is_some() {
+            continue;
         }
+        problems.push(if env.has(&frontend) {
+            format!("{frontend} is empty ({name} is empty or unset): Echo gets no wsHost / wsPort / forceTLS")
+        } else {
+            format!("{frontend}=\"${{{name}}}\" is missing (Echo needs wsHost / wsPort / forceTLS)")
+        });
     }
     Check::new(
         problems.is_empty(),
@@ -473,6 +487,36 @@ mod tests {
             server_url(&env, PUSHER).as_deref(),
             Some("http://127.0.0.1:6001")
         );
+    }
+
+    #[test]
+    fn a_laravel_10_skeleton_with_an_empty_host_is_caught_everywhere() {
+        let env = EnvFile::parse(
+            "BROADCAST_DRIVER=pusher\nPUSHER_APP_ID=1\nPUSHER_APP_KEY=k\nPUSHER_APP_SECRET=s\n\
+             PUSHER_HOST=\nPUSHER_PORT=443\nPUSHER_SCHEME=https\n\
+             VITE_PUSHER_APP_KEY=\"${PUSHER_APP_KEY}\"\nVITE_PUSHER_HOST=\"${PUSHER_HOST}\"\n\
+             VITE_PUSHER_PORT=\"${PUSHER_PORT}\"\nVITE_PUSHER_SCHEME=\"${PUSHER_SCHEME}\"\n",
+        );
+        let php = laravel::read_config(
+            "'default' => env('BROADCAST_DRIVER', 'null'), 'pusher' => [ 'options' => [\n 'host' => env('PUSHER_HOST') ?: 'api-mt1.pusher.com',\n 'scheme' => env('PUSHER_SCHEME', 'https'),\n ], ],",
+        );
+        let checks = static_checks(&env, Some(&php), PUSHER);
+        let php_side = checks
+            .iter()
+            .find(|c| c.title.starts_with("the PHP side"))
+            .expect("the PHP check");
+        assert!(!php_side.ok && php_side.fix.as_deref().is_some_and(|f| f.contains("cloud")));
+        let frontend = checks.last().expect("the frontend check");
+        assert!(
+            frontend
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("VITE_PUSHER_HOST is empty")),
+            "{frontend:?}"
+        );
+        // With nothing set, the fix names what Herald prints.
+        let nothing = static_checks(&EnvFile::parse(""), None, PUSHER);
+        assert_eq!(nothing[0].title, "BROADCAST_CONNECTION is pusher");
     }
 
     #[test]
