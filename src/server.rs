@@ -119,6 +119,7 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     info!("Herald listening on {addr} ({scheme}; WebSocket /app/{{key}}, HTTP API /apps/{{id}})");
     log_app_settings(&config, Some(addr.port()), scheme);
+    warn_about_the_file_limit(config.server.max_connections);
     let reloader = Reloader::new(
         reload,
         config.clone(),
@@ -365,6 +366,47 @@ async fn reload_on_hangup(mut reloader: Reloader, hangup: Option<Signal>) {
     }
     #[cfg(not(unix))]
     let _ = (reloader, hangup);
+}
+
+/// Descriptors Herald needs beside its connections (listeners, Redis,
+/// webhooks, files).
+const SPARE_FILES: u64 = 64;
+
+/// Warns when the process's open-file limit caps connections below what
+/// `max_connections` allows (or, without one, below a few thousand): each
+/// connection is a descriptor, and at the limit new ones are refused by the
+/// kernel (the accept loop backs off; connected clients keep working).
+fn warn_about_the_file_limit(max_connections: usize) {
+    let Some(limit) = open_file_limit() else {
+        return;
+    };
+    let room = limit.saturating_sub(SPARE_FILES);
+    let wanted = if max_connections > 0 {
+        max_connections as u64
+    } else {
+        4096
+    };
+    if room < wanted {
+        warn!(
+            "the open-file limit is {limit}: at most about {room} connections{}; raise it (LimitNOFILE in systemd, ulimit -n, docs/operations.md)",
+            if max_connections > 0 {
+                format!(" of max_connections = {max_connections}")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Logs what a Laravel `.env` needs, never a configured secret.

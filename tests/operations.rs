@@ -401,3 +401,22 @@ fn the_pid_file_names_the_process_until_it_exits() {
     assert!(!pid_file.exists(), "removed at exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_low_open_file_limit_is_warned_about_at_start() {
+    // 128 descriptors: Herald warns at start that they cap its connections.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 128 && exec timeout -s TERM 3 '{}' --host 127.0.0.1 --port 0",
+            env!("CARGO_BIN_EXE_herald")
+        ))
+        .env("HERALD_METRICS_PORT", "0")
+        .output()
+        .expect("bash");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("the open-file limit is 128: at most about 64 connections"),
+        "{log}"
+    );
+}
