@@ -47,6 +47,8 @@ pub struct Admission {
     max_connections: usize,
     connections: Arc<AtomicUsize>,
     per_address: Arc<PerAddress>,
+    /// What loopback addresses take instead: nothing is limited for them.
+    loopback: Arc<PerAddress>,
     over_memory: Arc<AtomicBool>,
     /// `accept_traffic_memory_percent` as `f64` bits (reloadable).
     memory_percent: Arc<AtomicU64>,
@@ -74,6 +76,7 @@ impl Admission {
                 server.max_connections_per_address,
                 server.new_connections_per_address_per_second,
             ),
+            loopback: PerAddress::new(0, 0),
             over_memory: Arc::default(),
             memory_percent: Arc::new(AtomicU64::new(
                 server.accept_traffic_memory_percent.to_bits(),
@@ -89,6 +92,12 @@ impl Admission {
     }
 
     /// Admits one connection from `address`, or says why not (counted).
+    ///
+    /// A loopback address is not limited per address: it is this machine
+    /// (a proxy that does not forward the client's address, which would put
+    /// every client under one cap, or local tools and load tests), never an
+    /// internet client itself. Behind a proxy, `trust_forwarded_for` gives
+    /// each client its own address again.
     pub fn admit(&self, address: IpAddr) -> Result<Admitted, Refusal> {
         let refused = |refusal: Refusal| {
             metrics::refused(refusal.reason());
@@ -100,7 +109,7 @@ impl Admission {
         let held = self.connections.fetch_add(1, Ordering::AcqRel);
         let place = Admitted {
             connections: self.connections.clone(),
-            _address: match self.per_address.try_acquire(address) {
+            _address: match self.limits_for(address).try_acquire(address) {
                 Ok(permit) => permit,
                 Err(limit) => {
                     self.connections.fetch_sub(1, Ordering::AcqRel);
@@ -116,6 +125,14 @@ impl Admission {
             return refused(Refusal::NodeFull);
         }
         Ok(place)
+    }
+
+    fn limits_for(&self, address: IpAddr) -> &Arc<PerAddress> {
+        if address.to_canonical().is_loopback() {
+            &self.loopback
+        } else {
+            &self.per_address
+        }
     }
 
     /// Connections admitted and still open.
@@ -284,6 +301,21 @@ mod tests {
         let node = admission(0, 0, 1);
         let _burst: Vec<_> = (0..2).map(|_| node.admit(a).expect("burst")).collect();
         assert_eq!(node.admit(a).err(), Some(Refusal::AddressRate));
+    }
+
+    #[test]
+    fn loopback_addresses_are_not_limited_per_address() {
+        let node = admission(0, 1, 1);
+        for local in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let local: IpAddr = local.parse().expect("ip");
+            let held: Vec<_> = (0..5)
+                .map(|_| node.admit(local).expect("not limited"))
+                .collect();
+            assert_eq!(held.len(), 5);
+        }
+        let remote: IpAddr = "10.0.0.1".parse().expect("ip");
+        let _one = node.admit(remote).expect("first");
+        assert_eq!(node.admit(remote).err(), Some(Refusal::AddressFull));
     }
 
     #[test]
