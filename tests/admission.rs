@@ -362,11 +362,14 @@ async fn memory_pressure_flips_ready_and_refuses_newcomers_while_clients_are_ser
 
     // A reload with a tiny share: this process is over it at once.
     let config = server.config_path().expect("config file");
-    std::fs::write(config, "[server]\naccept_traffic_memory_percent = 0.0001\n").expect("write");
-    std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
+    let reload_with = |toml: &str| {
+        std::fs::write(config, toml).expect("write");
+        std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .expect("kill -HUP");
+    };
+    reload_with("[server]\naccept_traffic_memory_percent = 0.0001\n");
     common::eventually("/ready says over capacity", || async {
         http(&server, "GET", "/ready", &[]).await
             == (503, r#"{"status":"over capacity"}"#.to_owned())
@@ -384,11 +387,7 @@ async fn memory_pressure_flips_ready_and_refuses_newcomers_while_clients_are_ser
     existing.expect("still").await;
 
     // And back.
-    std::fs::write(config, "[server]\naccept_traffic_memory_percent = 90.0\n").expect("write");
-    std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
+    reload_with("[server]\naccept_traffic_memory_percent = 90.0\n");
     common::eventually("/ready is ready again", || async {
         http(&server, "GET", "/ready", &[]).await.0 == 200
     })

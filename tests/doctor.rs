@@ -7,10 +7,9 @@ use std::process::Command;
 
 use common::Server;
 
-/// Runs the doctor; returns its exit code and, per check, `✓ title` or
-/// `✗ title`, with the title cut before its first " (" (socket ids and
-/// latencies vary).
-fn doctor(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
+/// Runs the doctor with only `env` of the broadcasting variables; returns
+/// its exit code and what it printed.
+fn doctor_output(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.arg("doctor").args(args);
     for (name, _) in std::env::vars() {
@@ -26,13 +25,23 @@ fn doctor(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run herald doctor");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Runs the doctor; returns its exit code and, per check, `✓ title` or
+/// `✗ title`, with the title cut before its first " (" (socket ids and
+/// latencies vary).
+fn doctor(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
+    let (code, text) = doctor_output(args, env);
     let verdicts = text
         .lines()
         .filter(|l| l.starts_with('✓') || l.starts_with('✗'))
         .map(|l| l.split(" (").next().unwrap_or(l).to_owned())
         .collect();
-    (out.status.code(), verdicts)
+    (code, verdicts)
 }
 
 fn fixture(name: &str) -> String {
@@ -192,23 +201,16 @@ fn a_laravel_11_app_on_reverb_is_checked_with_its_reverb_variables() {
     assert_eq!(code, Some(0));
 
     // Reverb restricted origins; Herald does not: a warning, not a failure.
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "doctor",
-            "--laravel",
-            &fixture("reverb-origins"),
-            "--url",
-            &url,
-        ])
-        .output()
-        .expect("run herald doctor");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = doctor_output(
+        &["--laravel", &fixture("reverb-origins"), "--url", &url],
+        &[],
+    );
     assert!(
         text.contains("! config/reverb.php restricts allowed_origins")
             && text.contains("https://shop.example.com"),
         "{text}"
     );
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(code, Some(0), "{text}");
 
     let (code, verdicts) = doctor(
         &["--laravel", &fixture("reverb-wrong-secret"), "--url", &url],
@@ -253,17 +255,10 @@ fn a_laravel_11_app_on_reverb_is_checked_with_its_reverb_variables() {
 fn with_php_present_laravel_resolves_the_config() {
     let server = Server::start();
     let url = format!("http://127.0.0.1:{}", server.port);
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "doctor",
-            "--laravel",
-            &fixture("resolved-by-php"),
-            "--url",
-            &url,
-        ])
-        .output()
-        .expect("run herald doctor");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = doctor_output(
+        &["--laravel", &fixture("resolved-by-php"), "--url", &url],
+        &[],
+    );
     // The .env says BROADCAST_DRIVER=log, but what counts is what Laravel
     // resolves (the fixture's stand-in resolves "pusher", host 127.0.0.1).
     assert!(text.contains("✓ BROADCAST_DRIVER is pusher"), "{text}");
@@ -273,7 +268,7 @@ fn with_php_present_laravel_resolves_the_config() {
         ),
         "{text}"
     );
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(code, Some(0), "{text}");
 }
 
 /// A stand-in for the Laravel app: answers every request with `status`.
@@ -363,22 +358,20 @@ fn the_app_side_of_private_channels_is_checked() {
     }
 
     // An app that cannot be reached is a warning, not a failure.
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "doctor",
+    let (code, text) = doctor_output(
+        &[
             "--laravel",
             &fixture("laravel-10"),
             "--url",
             &url,
             "--app-url",
             "http://127.0.0.1:1",
-        ])
-        .output()
-        .expect("run herald doctor");
-    let text = String::from_utf8_lossy(&out.stdout);
+        ],
+        &[],
+    );
     assert!(
         text.contains("! the app at http://127.0.0.1:1 could not be asked"),
         "{text}"
     );
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(code, Some(0), "{text}");
 }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use super::per_address::{AddressPermit, Limit, PerAddress};
 use crate::config::ServerConfig;
-use crate::metrics;
+use crate::hub::{AppEvent, Hub};
+use crate::metrics::{self, Transport};
+use crate::protocol::Close;
 
 /// Why a connection was refused; the label of `herald_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Shows the refusal in the console of app `key`, when it is an app
+    /// (the node refused before the app was asked); returns the close.
+    pub fn report(self, hub: &Hub, key: &str, transport: Transport) -> Close {
+        if let Some(app) = hub.by_key(key) {
+            app.emit(AppEvent::ConnectionRefused {
+                transport,
+                reason: self.reason(),
+                code: Close::OVER_CAPACITY.code,
+            });
+        }
+        Close::OVER_CAPACITY
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Refusal::NodeFull => "max_connections",
@@ -49,9 +64,9 @@ pub struct Admission {
     per_address: Arc<PerAddress>,
     /// What loopback addresses take instead: nothing is limited for them.
     loopback: Arc<PerAddress>,
-    over_memory: Arc<AtomicBool>,
+    over_memory: AtomicBool,
     /// `accept_traffic_memory_percent` as `f64` bits (reloadable).
-    memory_percent: Arc<AtomicU64>,
+    memory_percent: AtomicU64,
     shutting_down: AtomicBool,
 }
 
@@ -77,10 +92,8 @@ impl Admission {
                 server.new_connections_per_address_per_second,
             ),
             loopback: PerAddress::new(0, 0),
-            over_memory: Arc::default(),
-            memory_percent: Arc::new(AtomicU64::new(
-                server.accept_traffic_memory_percent.to_bits(),
-            )),
+            over_memory: AtomicBool::new(false),
+            memory_percent: AtomicU64::new(server.accept_traffic_memory_percent.to_bits()),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -162,18 +175,18 @@ impl Admission {
     /// Watches the process's memory every second while the server runs
     /// (a look at `/proc` while the share is set; nothing otherwise).
     pub fn watch_memory(self: &Arc<Self>) {
-        let (over, percent) = (self.over_memory.clone(), self.memory_percent.clone());
+        let admission = self.clone();
         actix_web::rt::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut was_over = false;
             loop {
                 tick.tick().await;
-                let percent = f64::from_bits(percent.load(Ordering::Acquire));
+                let percent = f64::from_bits(admission.memory_percent.load(Ordering::Acquire));
                 let usage = if percent > 0.0 { memory::usage() } else { None };
                 let now_over =
                     usage.is_some_and(|(used, limit)| used as f64 * 100.0 > limit as f64 * percent);
                 let (used, limit) = usage.unwrap_or_default();
-                over.store(now_over, Ordering::Release);
+                admission.over_memory.store(now_over, Ordering::Release);
                 if now_over != was_over {
                     let (used_mib, limit_mib) = (used >> 20, limit >> 20);
                     if now_over {

@@ -21,7 +21,6 @@ pub use self::io::{Io, TlsStream};
 use self::socket::Socket;
 use crate::http::per_address::address_of;
 use crate::http::State;
-use crate::hub::AppEvent;
 use crate::metrics::Transport;
 use crate::protocol::{messages, Close};
 use crate::session;
@@ -85,16 +84,7 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
             Transport::WebSocket,
         )
         .map(|session| (session, place)),
-        Err(refusal) => {
-            if let Some(app) = state.hub.by_key(key) {
-                app.emit(AppEvent::ConnectionRefused {
-                    transport: Transport::WebSocket,
-                    reason: refusal.reason(),
-                    code: Close::OVER_CAPACITY.code,
-                });
-            }
-            Err(Close::OVER_CAPACITY)
-        }
+        Err(refusal) => Err(refusal.report(&state.hub, key, Transport::WebSocket)),
     };
     // Nothing of the request is needed any more: a connection lives long.
     drop((head, codec, req, state));

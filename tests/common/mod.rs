@@ -151,10 +151,6 @@ impl Server {
             .env("HERALD_LOG", "info")
             // Many servers run at once: no metrics listener unless asked.
             .env("HERALD_METRICS_PORT", "0")
-            // Every test client comes from 127.0.0.1: no per-address caps
-            // unless a test asks for them.
-            .env("HERALD_SERVER__MAX_CONNECTIONS_PER_ADDRESS", "0")
-            .env("HERALD_SERVER__NEW_CONNECTIONS_PER_ADDRESS_PER_SECOND", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(path) = &config {

@@ -165,13 +165,7 @@ function httpStatus(port, urlPath, ca) {
  */
 function serverEnv({ appEnv = true, extra = {} } = {}) {
   // Several servers may run at once: no metrics listener.
-  // Every test client comes from 127.0.0.1: no per-address caps unless a
-  // test asks for them.
-  const base = {
-    HERALD_METRICS_PORT: '0',
-    HERALD_SERVER__MAX_CONNECTIONS_PER_ADDRESS: '0',
-    HERALD_SERVER__NEW_CONNECTIONS_PER_ADDRESS_PER_SECOND: '0',
-  };
+  const base = { HERALD_METRICS_PORT: '0' };
   const env = appEnv
     ? { PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret, ...base }
     : base;

@@ -196,7 +196,7 @@ pub(super) fn find_or_open(
     let admitted = state
         .admission
         .admit(address)
-        .map_err(|_| closed(&Close::OVER_CAPACITY))?;
+        .map_err(|refusal| closed(&refusal.report(&state.hub, &path.0, Transport::Http)))?;
     let session = session::admit(
         &state.hub,
         &state.session_context(),
