@@ -39,6 +39,9 @@ pub struct Metrics {
     pub webhooks_pending: IntGauge,
     redis_up: IntGauge,
     relay_topics: IntGauge,
+    redis_master: IntGaugeVec,
+    /// Times a Sentinel failover moved this node to another Redis master.
+    pub redis_failovers: IntCounter,
     redis_up_registered: std::sync::Once,
     /// Resolved once: the relay counts every message, by direction and
     /// route (a channel's topic, or the shared control channel).
@@ -122,6 +125,19 @@ impl Metrics {
         let relay_topics = IntGauge::new(
             "herald_relay_topics",
             "Channel topics this cluster node listens to: the channels it serves, and those left within interest_linger_ms (cluster mode)",
+        )
+        .expect("valid metric");
+        let redis_master = IntGaugeVec::new(
+            Opts::new(
+                "herald_redis_master",
+                "1 for the address of the Redis master this cluster node uses (one Redis, or the master the Sentinels named; cluster mode)",
+            ),
+            &["address"],
+        )
+        .expect("valid metric");
+        let redis_failovers = IntCounter::new(
+            "herald_redis_failovers_total",
+            "Sentinel failovers this cluster node followed to a new Redis master (cluster mode)",
         )
         .expect("valid metric");
         let relay_dropped = registered(
@@ -255,6 +271,8 @@ impl Metrics {
             webhooks_pending,
             redis_up,
             relay_topics,
+            redis_master,
+            redis_failovers,
             redis_up_registered: std::sync::Once::new(),
             relay_in_channel: route("in", "channel"),
             relay_in_control: route("in", "control"),
@@ -291,8 +309,16 @@ impl Metrics {
             self.redis_up_registered.call_once(|| {
                 let _ = self.registry.register(Box::new(self.redis_up.clone()));
                 let _ = self.registry.register(Box::new(self.relay_topics.clone()));
+                let _ = self.registry.register(Box::new(self.redis_master.clone()));
+                let _ = self
+                    .registry
+                    .register(Box::new(self.redis_failovers.clone()));
             });
             self.redis_up.set(i64::from(cluster.redis_up));
+            self.redis_master.reset();
+            if let Some(master) = &cluster.redis_master {
+                self.redis_master.with_label_values(&[master]).set(1);
+            }
             self.relay_topics.set(cluster.relay_topics as i64);
         }
         let mut out = Vec::new();
@@ -312,6 +338,8 @@ pub struct AppGauges<'a> {
 pub struct ClusterGauges {
     pub redis_up: bool,
     pub relay_topics: usize,
+    /// The Redis master in use (none on a Redis Cluster).
+    pub redis_master: Option<String>,
 }
 
 /// Counts a refused connection or request (`herald_refused_total`).

@@ -238,6 +238,7 @@ fn render_metrics(hub: &Hub, adapter: &Adapter) -> String {
         Adapter::Redis(redis) => Some(ClusterGauges {
             redis_up: adapter.ready(),
             relay_topics: redis.topics(),
+            redis_master: redis.master(),
         }),
         Adapter::Local(_) => None,
     };

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::redis_server::{Backend, RedisServer};
-use common::webhook_receiver::{Answer, Receiver};
+use common::webhook_receiver::{tally, Answer, Receiver};
 use common::{Client, Server};
 use serde_json::{json, Value};
 
@@ -25,21 +25,6 @@ async fn node(redis: &impl Backend, url: &str, debounce: u64) -> Server {
     ));
     server.wait_ready().await;
     server
-}
-
-/// How often each (name, channel, user) was delivered.
-fn tally(events: &[Value]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for e in events {
-        let key = format!(
-            "{} {} {}",
-            e["name"].as_str().unwrap_or_default(),
-            e["channel"].as_str().unwrap_or_default(),
-            e["user_id"].as_str().unwrap_or_default()
-        );
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
 }
 
 fn is_barrier(name: &'static str) -> impl Fn(&Value) -> bool {

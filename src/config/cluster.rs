@@ -1,5 +1,5 @@
-//! `[cluster]`: how a node shares state with others (one Redis or a Redis
-//! Cluster).
+//! `[cluster]`: how a node shares state with others (one Redis, a Redis
+//! master under Sentinel, or a Redis Cluster).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +19,15 @@ pub enum ClusterDriver {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     pub driver: ClusterDriver,
-    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`, or the nodes of a
-    /// Redis Cluster: `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`;
-    /// `rediss://` and `rediss+cluster://` connect over TLS.
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`; a master watched by
+    /// Sentinels: `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster`;
+    /// or the nodes of a Redis Cluster:
+    /// `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`. `rediss://`,
+    /// `rediss+sentinel://` and `rediss+cluster://` connect over TLS.
     pub url: String,
+    /// The Sentinels' own password (`requirepass` in sentinel.conf), for a
+    /// `redis+sentinel://` URL; the URL's credentials are the master's.
+    pub sentinel_password: Option<String>,
     /// PEM file of the certificate authorities that sign Redis's TLS
     /// certificate (`rediss://`); unset: the system's trusted roots.
     pub tls_ca: Option<String>,
@@ -48,6 +53,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             driver: ClusterDriver::Local,
             url: "redis://127.0.0.1:6379".into(),
+            sentinel_password: None,
             tls_ca: None,
             prefix: "herald".into(),
             node_timeout: 30,

@@ -61,15 +61,27 @@ impl Config {
         }
         let c = &self.cluster;
         if c.driver == ClusterDriver::Redis {
-            let tls = c.url.starts_with("rediss://") || c.url.starts_with("rediss+cluster://");
+            let tls = ["rediss://", "rediss+sentinel://", "rediss+cluster://"]
+                .iter()
+                .any(|scheme| c.url.starts_with(scheme));
+            let sentinel = ["redis+sentinel://", "rediss+sentinel://"]
+                .iter()
+                .any(|scheme| c.url.starts_with(scheme));
             if !(tls
-                || c.url.starts_with("redis://")
-                || c.url.starts_with("unix://")
-                || c.url.starts_with("redis+cluster://"))
+                || sentinel
+                || ["redis://", "unix://", "redis+cluster://"]
+                    .iter()
+                    .any(|scheme| c.url.starts_with(scheme)))
             {
                 return Err(invalid(
                     "cluster.url",
-                    "must be a redis:// or rediss:// URL (redis+cluster:// or rediss+cluster:// for a Redis Cluster)",
+                    "must be a redis:// or rediss:// URL (redis+sentinel:// for a master under Sentinel, redis+cluster:// for a Redis Cluster; rediss+… over TLS)",
+                ));
+            }
+            if c.sentinel_password.is_some() && !sentinel {
+                return Err(invalid(
+                    "cluster.sentinel_password",
+                    "is for a redis+sentinel:// URL",
                 ));
             }
             if let Some(path) = &c.tls_ca {

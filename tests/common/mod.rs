@@ -27,7 +27,9 @@ macro_rules! on_redis_and_redis_cluster {
 }
 
 pub mod certificate;
+pub mod failover;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod slow_proxy;
 pub mod webhook_receiver;

@@ -2,7 +2,7 @@
 //! port that records every request and answers as told (a status per
 //! request, or never).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -218,4 +218,19 @@ async fn serve(stream: TcpStream, sender: mpsc::UnboundedSender<Hook>, script: A
             }
         }
     }
+}
+
+/// How often each `name channel user` of `events` was delivered.
+pub fn tally(events: &[Value]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        let key = format!(
+            "{} {} {}",
+            e["name"].as_str().unwrap_or_default(),
+            e["channel"].as_str().unwrap_or_default(),
+            e["user_id"].as_str().unwrap_or_default()
+        );
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
 }

@@ -1,7 +1,8 @@
 //! Where the cluster's Redis is, and how a node talks to it: one Redis
-//! server (`redis://`) or a Redis Cluster (`redis+cluster://`), over TLS
-//! with `rediss`, behind one connection type so that the rest of the
-//! adapter does not care which.
+//! server (`redis://`), a master watched by Sentinels (`redis+sentinel://`,
+//! see `sentinel`) or a Redis Cluster (`redis+cluster://`), over TLS with
+//! `rediss`, behind one connection type so that the rest of the adapter
+//! does not care which.
 //!
 //! On a Redis Cluster:
 //! * every key a script or a multi-key command touches shares one hash tag
@@ -30,6 +31,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Script, Value};
+use tokio::sync::watch;
+
+use super::sentinel::{is_sentinel_url, Sentinel, SentinelConnection};
 
 /// The URL schemes of a Redis Cluster, `redis+cluster://host:port,host:port`
 /// (any reachable nodes; the rest of the topology is discovered), and the
@@ -43,6 +47,8 @@ const CLUSTER_SCHEMES: [(&str, &str); 2] = [
 #[derive(Clone)]
 pub enum Target {
     Single(redis::Client),
+    /// A master and its replicas, found through their Sentinels.
+    Sentinel(Arc<Sentinel>),
     /// The seed nodes of a Redis Cluster, and the authorities that sign
     /// its TLS certificates (if not the system's).
     Cluster {
@@ -65,9 +71,18 @@ fn tcp() -> TcpSettings {
 }
 
 impl Target {
-    /// Reads `cluster.url`; `tls_ca` is the PEM of `cluster.tls_ca`.
-    pub fn parse(url: &str, tls_ca: Option<Vec<u8>>) -> Result<Target, String> {
+    /// Reads `cluster.url`; `tls_ca` is the PEM of `cluster.tls_ca`,
+    /// `sentinel_password` is `cluster.sentinel_password`.
+    pub fn parse(
+        url: &str,
+        tls_ca: Option<Vec<u8>>,
+        sentinel_password: Option<&str>,
+    ) -> Result<Target, String> {
         let invalid = |e: &dyn std::fmt::Display| format!("invalid cluster.url: {e}");
+        if is_sentinel_url(url) {
+            return Sentinel::parse(url, sentinel_password, tls_ca)
+                .map(|sentinel| Target::Sentinel(Arc::new(sentinel)));
+        }
         let cluster = CLUSTER_SCHEMES
             .iter()
             .find_map(|(scheme, node)| url.strip_prefix(scheme).map(|rest| (rest, node)));
@@ -114,6 +129,20 @@ impl Target {
         matches!(self, Target::Cluster { .. })
     }
 
+    /// The Sentinels, when Redis runs under them.
+    pub fn sentinel(&self) -> Option<&Arc<Sentinel>> {
+        match self {
+            Target::Sentinel(sentinel) => Some(sentinel),
+            _ => None,
+        }
+    }
+
+    /// What tells a connection that the master moved (never, but under
+    /// Sentinel).
+    pub fn switch_watch(&self) -> SwitchWatch {
+        SwitchWatch(self.sentinel().map(|sentinel| sentinel.switches()))
+    }
+
     fn cluster_client(
         seeds: &[redis::ConnectionInfo],
         tls_ca: &Option<Vec<u8>>,
@@ -145,6 +174,10 @@ impl Target {
                     .map(Redis::Single)
                     .map_err(|e| format!("cannot set up the Redis connection: {e}"))
             }
+            Target::Sentinel(sentinel) => Ok(Redis::Sentinel(SentinelConnection::new(
+                sentinel.clone(),
+                response_timeout,
+            ))),
             Target::Cluster { seeds, tls_ca } => {
                 let client = Target::cluster_client(seeds, tls_ca, response_timeout)
                     .build()
@@ -174,6 +207,10 @@ impl Target {
                     .await?;
                 Ok(Subscriber::Single(connection))
             }
+            Target::Sentinel(sentinel) => {
+                let config = redis::AsyncConnectionConfig::new().set_push_sender(pushes);
+                Ok(Subscriber::Single(sentinel.subscriber(config).await?))
+            }
             Target::Cluster { seeds, tls_ca } => {
                 let client = Target::cluster_client(seeds, tls_ca, Duration::from_secs(2))
                     .use_protocol(redis::ProtocolVersion::RESP3)
@@ -181,6 +218,38 @@ impl Target {
                     .build()?;
                 Ok(Subscriber::Cluster(client.get_async_connection().await?))
             }
+        }
+    }
+}
+
+/// Tells a connection made before a master switch that it is to a master
+/// no longer (only ever under Sentinel).
+pub struct SwitchWatch(Option<watch::Receiver<u64>>);
+
+impl SwitchWatch {
+    /// Marks the switches so far as seen.
+    pub fn seen(&mut self) {
+        if let Some(switches) = &mut self.0 {
+            switches.mark_unchanged();
+        }
+    }
+
+    /// Whether the master switched since [`SwitchWatch::seen`].
+    pub fn switched(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|switches| switches.has_changed().unwrap_or(false))
+    }
+
+    /// Returns at the next switch; never without Sentinels.
+    pub async fn next(&mut self) {
+        match &mut self.0 {
+            Some(switches) => {
+                if switches.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
         }
     }
 }
@@ -222,6 +291,7 @@ impl LazyCluster {
 #[derive(Clone)]
 pub enum Redis {
     Single(ConnectionManager),
+    Sentinel(SentinelConnection),
     Cluster(LazyCluster),
 }
 
@@ -235,6 +305,7 @@ impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Redis::Single(connection) => connection.req_packed_command(cmd),
+            Redis::Sentinel(connection) => connection.req_packed_command(cmd),
             Redis::Cluster(cluster) => Box::pin(async move {
                 let mut connection = cluster.get().await?;
                 connection.req_packed_command(cmd).await
@@ -250,6 +321,7 @@ impl ConnectionLike for Redis {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Redis::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Redis::Sentinel(connection) => connection.req_packed_commands(pipeline, offset, count),
             Redis::Cluster(cluster) => Box::pin(async move {
                 let mut connection = cluster.get().await?;
                 connection
@@ -262,6 +334,7 @@ impl ConnectionLike for Redis {
     fn get_db(&self) -> i64 {
         match self {
             Redis::Single(connection) => connection.get_db(),
+            Redis::Sentinel(connection) => connection.get_db(),
             Redis::Cluster(_) => 0,
         }
     }
@@ -408,6 +481,7 @@ mod tests {
         let Ok(Target::Cluster { seeds, .. }) = Target::parse(
             "redis+cluster://user:p@ss,w@10.0.0.1:7000,10.0.0.2:7001/",
             None,
+            None,
         ) else {
             panic!("a cluster");
         };
@@ -415,15 +489,16 @@ mod tests {
         assert_eq!(seeds[1].addr().to_string(), "10.0.0.2:7001");
         assert_eq!(seeds[0].redis_settings().password(), Some("p@ss,w"));
         assert!(
-            Target::parse("redis+cluster://h:1/0", None).is_err(),
+            Target::parse("redis+cluster://h:1/0", None, None).is_err(),
             "no db"
         );
-        assert!(Target::parse("redis+cluster://", None).is_err());
+        assert!(Target::parse("redis+cluster://", None, None).is_err());
         assert!(matches!(
-            Target::parse("redis://127.0.0.1:6379/0", None),
+            Target::parse("redis://127.0.0.1:6379/0", None, None),
             Ok(Target::Single(_))
         ));
-        let Ok(Target::Cluster { seeds, .. }) = Target::parse("rediss+cluster://h:1,h:2", None)
+        let Ok(Target::Cluster { seeds, .. }) =
+            Target::parse("rediss+cluster://h:1,h:2", None, None)
         else {
             panic!("a cluster over TLS");
         };
@@ -434,7 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_groups_by_slot_only_on_a_cluster() {
-        let single = Target::parse("redis://127.0.0.1:1", None)
+        let single = Target::parse("redis://127.0.0.1:1", None, None)
             .and_then(|t| t.connect(Duration::from_secs(1)));
         let Ok(single) = single else { panic!("lazy") };
         let mut batch = Batch::new(&single);

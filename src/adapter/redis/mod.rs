@@ -24,6 +24,7 @@ mod presence;
 mod queries;
 pub mod relay;
 mod scripts;
+mod sentinel;
 mod state;
 mod tasks;
 mod writer;
@@ -109,6 +110,10 @@ struct Inner {
     heartbeat: std::sync::OnceLock<tokio::task::AbortHandle>,
     /// Every background task of the node (stopped when it leaves).
     tasks: tasks::Tasks,
+    /// The Sentinels, when Redis runs under them, and the failovers this
+    /// node's share was last written after.
+    sentinel: Option<Arc<sentinel::Sentinel>>,
+    failovers_seen: std::sync::atomic::AtomicU64,
 }
 
 fn unavailable(e: redis::RedisError) -> AdapterError {
@@ -126,7 +131,7 @@ impl RedisAdapter {
             ),
             None => None,
         };
-        let target = Target::parse(&config.url, tls_ca)?;
+        let target = Target::parse(&config.url, tls_ca, config.sentinel_password.as_deref())?;
         let redis = target.connect(REDIS_TIMEOUT)?;
         let node = format!("{:016x}", rand::random::<u64>());
         let keys = Keys::new(&config.prefix, &node);
@@ -152,6 +157,8 @@ impl RedisAdapter {
             hooks: ArcSwap::from_pointee(hooks_of(&hub, &keys)),
             count_sent: DashMap::new(),
             heartbeat: std::sync::OnceLock::new(),
+            sentinel: target.sentinel().cloned(),
+            failovers_seen: std::sync::atomic::AtomicU64::new(0),
             fanout: Arc::new(
                 Fanout::new(config.fanout_threads)
                     .map_err(|e| format!("cannot start the relay threads: {e}"))?,
@@ -200,6 +207,11 @@ impl RedisAdapter {
             .tasks
             .supervise("heartbeat", move || node::heartbeat(beating.clone()));
         let _ = inner.heartbeat.set(heartbeat);
+        if let Some(sentinel) = target.sentinel().cloned() {
+            inner
+                .tasks
+                .supervise("sentinel watch", move || sentinel.clone().watch());
+        }
         Ok(RedisAdapter {
             inner,
             target: Arc::new(target),
@@ -223,11 +235,32 @@ impl RedisAdapter {
     pub fn node_id(&self) -> &str {
         &self.inner.keys.node
     }
+
+    /// The address of the Redis master in use (one Redis's, or the one
+    /// the Sentinels named last); none on a Redis Cluster.
+    pub fn master(&self) -> Option<String> {
+        match &*self.target {
+            Target::Single(client) => Some(client.get_connection_info().addr().to_string()),
+            Target::Sentinel(sentinel) => sentinel.master(),
+            Target::Cluster { .. } => None,
+        }
+    }
 }
 
 impl Inner {
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Whether the master moved (a Sentinel failover) since this node's
+    /// share was last written: what the old master had not yet passed to
+    /// its replica is lost, so the share is written again.
+    fn master_moved(&self) -> bool {
+        let Some(sentinel) = &self.sentinel else {
+            return false;
+        };
+        let failovers = sentinel.failovers();
+        self.failovers_seen.swap(failovers, Ordering::AcqRel) != failovers
     }
 
     fn mark_unhealthy(&self, error: &redis::RedisError) {

@@ -47,8 +47,9 @@ pub(super) async fn heartbeat(inner: std::sync::Arc<Inner>) {
             }
         }
         // A node missing from the node set means Redis lost our share (it
-        // restarted empty, or we were presumed dead): write it again.
-        if announced || !inner.healthy() {
+        // restarted empty, or we were presumed dead): write it again. So
+        // does a failover: the promoted replica may lack our last writes.
+        if announced || inner.master_moved() || !inner.healthy() {
             if inner.healthy.swap(false, Ordering::AcqRel) {
                 warn!("Redis no longer holds this node's state; rewriting it");
             }

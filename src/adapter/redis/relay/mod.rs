@@ -123,7 +123,9 @@ pub async fn run(relay: Arc<Relay>) {
         counts_changed,
     } = &*relay;
     let mut backoff = Duration::from_millis(100);
+    let mut switches = target.switch_watch();
     loop {
+        switches.seen();
         match subscribe(target, interest).await {
             Ok((offer, mut pushes, inbox)) => {
                 info!(
@@ -187,6 +189,12 @@ pub async fn run(relay: Arc<Relay>) {
                             Some(_) => {}
                             None => break,
                         },
+                        // Under Sentinel: the master moved, and the
+                        // old one may still hold this subscription.
+                        () = switches.next() => {
+                            info!("the Redis master switched; subscribing on the new one");
+                            break;
+                        }
                         () = health.reconnect.notified() => {
                             warn!("cluster relay hears nothing (its echoes stopped); reconnecting");
                             break;
@@ -200,7 +208,11 @@ pub async fn run(relay: Arc<Relay>) {
             }
             Err(e) => warn!("cluster relay cannot subscribe: {e}; retrying in {backoff:?}"),
         }
-        tokio::time::sleep(backoff).await;
+        // A master switch ends the wait: the new master is there now.
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = switches.next() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
