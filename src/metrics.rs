@@ -36,6 +36,9 @@ pub struct Metrics {
     pub webhook_retries: IntCounterVec,
     pub webhooks_dropped: IntCounterVec,
     pub refused: IntCounterVec,
+    /// Text bytes sent compressed (permessage-deflate), before and after.
+    pub deflate_in: IntCounter,
+    pub deflate_out: IntCounter,
     pub webhooks_pending: IntGauge,
     redis_up: IntGauge,
     relay_topics: IntGauge,
@@ -267,6 +270,22 @@ impl Metrics {
                 "herald_refused_total",
                 "Connections and API requests refused by admission: origin, authorization, caps, rates, memory",
                 &["reason"],
+            ),
+            deflate_in: registered(
+                &r,
+                IntCounter::new(
+                    "herald_deflate_input_bytes_total",
+                    "WebSocket text bytes sent compressed (permessage-deflate), before compression, per delivery",
+                )
+                .expect("valid metric"),
+            ),
+            deflate_out: registered(
+                &r,
+                IntCounter::new(
+                    "herald_deflate_output_bytes_total",
+                    "What those bytes became on the wire, compressed, per delivery",
+                )
+                .expect("valid metric"),
             ),
             webhooks_pending,
             redis_up,

@@ -1,6 +1,7 @@
 //! The WebSocket reader: any bytes from a client, arriving cut into any
-//! chunks, give messages or a close, never a panic, and never a message
-//! above the limit.
+//! chunks, on a connection with or without permessage-deflate, give
+//! messages or a close, never a panic, and never a message (inflated or
+//! not) above the limit.
 #![no_main]
 
 use bytes::BytesMut;
@@ -13,8 +14,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cut, stream)) = data.split_first() else {
         return;
     };
-    let mut reader = Reader::new(BytesMut::new(), MAX);
-    for chunk in stream.chunks(usize::from(cut).max(1)) {
+    // The first byte: whether the connection agreed to compression, and
+    // the size of the chunks the rest arrives in.
+    let mut reader = Reader::new(BytesMut::new(), MAX, cut & 0x80 != 0);
+    for chunk in stream.chunks(usize::from(cut & 0x7F).max(1)) {
         reader.buffer.extend_from_slice(chunk);
         loop {
             match reader.next_message() {

@@ -48,6 +48,12 @@ pub struct ServerConfig {
     pub accept_traffic_memory_percent: f64,
     /// Refuse connections that send no `protocol` query parameter (4008).
     pub require_protocol_param: bool,
+    /// Agree to permessage-deflate with WebSocket clients that offer it
+    /// (every browser does): each broadcast is compressed once and the
+    /// compressed bytes sent to every subscriber that agreed.
+    pub compression: bool,
+    /// Text frames smaller than this go uncompressed.
+    pub compression_min_bytes: usize,
     /// Seconds given to open connections to leave on shutdown.
     pub shutdown_timeout: u64,
     /// Seconds an HTTP fallback session (xhr_streaming / xhr_polling)
@@ -93,6 +99,8 @@ impl Default for ServerConfig {
             new_connections_per_address_per_second: 200,
             accept_traffic_memory_percent: 90.0,
             require_protocol_param: false,
+            compression: true,
+            compression_min_bytes: 256,
             shutdown_timeout: 10,
             http_session_timeout: 10,
             tls_cert: None,

@@ -94,4 +94,6 @@ impl Close {
     pub const PROTOCOL_ERROR: Close = Close::silent(1002, "WebSocket protocol error");
     /// A text message that is not UTF-8 (1007).
     pub const INVALID_TEXT: Close = Close::silent(1007, "Text message is not UTF-8");
+    /// A compressed message that is not valid deflate data (1007).
+    pub const BAD_DEFLATE: Close = Close::silent(1007, "Compressed message is invalid");
 }

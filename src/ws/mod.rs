@@ -7,16 +7,20 @@
 //! instead of actix-http's dispatcher (two 8 KiB buffers), actix-ws's
 //! channel and a session task beside them.
 
+pub mod deflate;
+pub mod frame;
 pub mod io;
 pub mod reader;
 mod socket;
 
 use actix_codec::{Encoder, Framed};
 use actix_http::body::BodySize;
+use actix_http::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
 use actix_http::{h1, HttpMessage, Request, Response, StatusCode};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use self::deflate::Deflate;
 pub use self::io::{Io, TlsStream};
 use self::socket::Socket;
 use crate::http::per_address::address_of;
@@ -47,7 +51,7 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
         let body = r#"{"error":"WebSocket connections are served at /app/{key} only"}"#;
         return answer(&mut io, &mut codec, StatusCode::NOT_FOUND, body).await;
     };
-    let accepted = match actix_http::ws::handshake(req.head()) {
+    let mut accepted = match actix_http::ws::handshake(req.head()) {
         Ok(mut accepted) => accepted.finish().drop_body(),
         Err(refused) => {
             let status = Response::from(refused).status();
@@ -55,6 +59,7 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
             return answer(&mut io, &mut codec, status, body).await;
         }
     };
+    let deflate = compression(&state, &req, &mut accepted);
     let mut head = BytesMut::new();
     if codec
         .encode(h1::Message::Item((accepted, BodySize::None)), &mut head)
@@ -86,19 +91,42 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
         .map(|session| (session, place)),
         Err(refusal) => Err(refusal.report(&state.hub, key, Transport::WebSocket)),
     };
+    let compress_from = state.server.compression_min_bytes;
     // Nothing of the request is needed any more: a connection lives long.
     drop((head, codec, req, state));
     match admitted {
         Ok((session, _place)) => {
             let max = session.app.app().max_message_bytes;
-            socket::run(session, Socket::new(io, read, max)).await;
+            let socket = Socket::new(io, read, max, deflate, compress_from);
+            socket::run(session, socket).await;
         }
         Err(refusal) => {
-            let mut socket = Socket::new(io, read, REFUSED_MAX_MESSAGE);
+            let mut socket = Socket::new(io, read, REFUSED_MAX_MESSAGE, deflate, compress_from);
             let said = socket::say_goodbye(&mut socket, Some(refusal)).await;
             socket::hang_up(socket, said).await;
         }
     }
+}
+
+/// Agrees to permessage-deflate when the server compresses and the client
+/// offers terms Herald can honour, saying so in the handshake's answer;
+/// otherwise the connection is plain (never a failed handshake).
+fn compression(state: &State, req: &Request, accepted: &mut Response<()>) -> Option<Deflate> {
+    if !state.server.compression {
+        return None;
+    }
+    let offers = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .filter_map(|offer| offer.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (deflate, response) = Deflate::negotiate(&offers)?;
+    let response = HeaderValue::from_str(&response).ok()?;
+    accepted
+        .headers_mut()
+        .insert(SEC_WEBSOCKET_EXTENSIONS, response);
+    Some(deflate)
 }
 
 /// The key in `/app/{key}`, under the path prefix `mount` or at the root.

@@ -1,15 +1,15 @@
 //! Turns the bytes a client sent into whole WebSocket messages: each frame's
-//! header is checked against the limit as soon as it is in (actix-http's
-//! codec would buffer a whole frame before checking its size, so a header
-//! announcing 2^40 bytes would make it wait for them), frames are decoded
-//! by the codec, fragmented messages are assembled up to the same limit,
-//! and text must be UTF-8.
+//! header is checked as soon as it is in (so a header announcing 2^40 bytes
+//! is refused at once instead of waited for), fragmented messages are
+//! assembled up to the limit, compressed ones (permessage-deflate, when the
+//! connection agreed to it) are inflated up to the same limit, and text
+//! must be UTF-8.
 
-use actix_codec::Decoder;
-use actix_http::ws::{Codec, Frame, Item, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
+use super::deflate;
+use super::frame::{self, Header};
 use crate::protocol::Close;
 
 /// What the client sent, as a connection cares.
@@ -22,26 +22,33 @@ pub enum Incoming {
     Ignored,
 }
 
+/// A message arriving in continuation frames.
+struct Partial {
+    text: bool,
+    compressed: bool,
+    bytes: BytesMut,
+}
+
 /// The reading half of a connection's protocol state.
 pub struct Reader {
-    codec: Codec,
     /// Bytes read and not yet decoded (empty and unallocated when idle).
     pub buffer: BytesMut,
-    /// A message arriving in continuation frames: whether it is text, and
-    /// its bytes so far.
-    partial: Option<(bool, BytesMut)>,
+    partial: Option<Partial>,
     max_message: usize,
+    /// Whether the connection agreed to permessage-deflate (RSV1 marks a
+    /// compressed message; without the agreement it is an error).
+    deflate: bool,
 }
 
 impl Reader {
-    /// A reader of messages up to `max_message` bytes, starting with the
-    /// bytes in `buffer`.
-    pub fn new(buffer: BytesMut, max_message: usize) -> Self {
+    /// A reader of messages up to `max_message` bytes (inflated, when
+    /// compressed), starting with the bytes in `buffer`.
+    pub fn new(buffer: BytesMut, max_message: usize, deflate: bool) -> Self {
         Reader {
-            codec: Codec::new().max_size(max_message),
             buffer,
             partial: None,
             max_message,
+            deflate,
         }
     }
 
@@ -49,81 +56,96 @@ impl Reader {
     /// are needed. An error is how the connection must close.
     pub fn next_message(&mut self) -> Result<Option<Incoming>, Close> {
         loop {
-            if announced_length(&self.buffer).is_some_and(|n| n > self.max_message as u64) {
-                return Err(Close::TOO_LARGE);
-            }
-            let frame = match self.codec.decode(&mut self.buffer) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    if self.buffer.is_empty() {
-                        // Give the memory back: idle connections hold none.
-                        self.buffer = BytesMut::new();
-                    }
-                    return Ok(None);
-                }
-                Err(ProtocolError::Overflow) => return Err(Close::TOO_LARGE),
-                Err(_) => return Err(Close::PROTOCOL_ERROR),
+            let Some(header) = Header::parse(&self.buffer, self.max_message as u64)? else {
+                return Ok(self.wait());
             };
-            return Ok(Some(match frame {
-                Frame::Text(bytes) => Incoming::Text(text(bytes)?),
-                Frame::Binary(_) | Frame::Pong(_) => Incoming::Ignored,
-                Frame::Ping(bytes) => Incoming::Ping(bytes),
-                Frame::Close(_) => Incoming::Close,
-                Frame::Continuation(item) => match self.assemble(item)? {
+            let whole = header.size + header.length as usize;
+            if self.buffer.len() < whole {
+                return Ok(self.wait());
+            }
+            // RSV1 is "compressed", on the first frame of a data message
+            // of a connection that agreed to it; anywhere else it is an
+            // error.
+            if header.rsv1
+                && (!self.deflate || header.is_control() || header.opcode == frame::CONTINUATION)
+            {
+                return Err(Close::PROTOCOL_ERROR);
+            }
+            self.buffer.advance(header.size);
+            let mut payload = self.buffer.split_to(header.length as usize);
+            frame::unmask(&mut payload, header.mask);
+            let message = match header.opcode {
+                frame::PING => Incoming::Ping(payload.freeze()),
+                frame::PONG => Incoming::Ignored,
+                frame::CLOSE => Incoming::Close,
+                frame::CONTINUATION => match self.assemble(header.fin, payload)? {
                     Some(message) => message,
                     None => continue,
                 },
-            }));
+                opcode => {
+                    if self.partial.is_some() {
+                        return Err(Close::PROTOCOL_ERROR);
+                    }
+                    let text = opcode == frame::TEXT;
+                    if !header.fin {
+                        self.partial = Some(Partial {
+                            text,
+                            compressed: header.rsv1,
+                            bytes: payload,
+                        });
+                        continue;
+                    }
+                    self.finish(text, header.rsv1, payload.freeze())?
+                }
+            };
+            return Ok(Some(message));
         }
+    }
+
+    /// More bytes are needed: an empty buffer gives its memory back, so
+    /// that idle connections hold none.
+    fn wait(&mut self) -> Option<Incoming> {
+        if self.buffer.is_empty() {
+            self.buffer = BytesMut::new();
+        }
+        None
     }
 
     /// Adds a continuation frame to the message being assembled; the whole
     /// message once its last frame came.
-    fn assemble(&mut self, item: Item) -> Result<Option<Incoming>, Close> {
-        let (first, last, bytes) = match item {
-            Item::FirstText(bytes) => (Some(true), false, bytes),
-            Item::FirstBinary(bytes) => (Some(false), false, bytes),
-            Item::Continue(bytes) => (None, false, bytes),
-            Item::Last(bytes) => (None, true, bytes),
-        };
-        if let Some(is_text) = first {
-            self.partial = Some((is_text, BytesMut::new()));
-        }
-        // (The codec refuses a continuation that starts nothing.)
-        let Some((_, so_far)) = self.partial.as_mut() else {
+    fn assemble(&mut self, fin: bool, bytes: BytesMut) -> Result<Option<Incoming>, Close> {
+        let Some(partial) = self.partial.as_mut() else {
             return Err(Close::PROTOCOL_ERROR);
         };
-        if so_far.len() + bytes.len() > self.max_message {
+        if partial.bytes.len() + bytes.len() > self.max_message {
             return Err(Close::TOO_LARGE);
         }
-        so_far.extend_from_slice(&bytes);
-        if !last {
+        partial.bytes.extend_from_slice(&bytes);
+        if !fin {
             return Ok(None);
         }
         match self.partial.take() {
-            Some((true, whole)) => Ok(Some(Incoming::Text(text(whole.freeze())?))),
-            _ => Ok(Some(Incoming::Ignored)),
+            Some(whole) => self
+                .finish(whole.text, whole.compressed, whole.bytes.freeze())
+                .map(Some),
+            None => Err(Close::PROTOCOL_ERROR),
         }
     }
-}
 
-/// The payload length the frame at the start of `bytes` announces, once its
-/// header is in.
-fn announced_length(bytes: &[u8]) -> Option<u64> {
-    let short = bytes.get(1)? & 0x7f;
-    match short {
-        126 => Some(u64::from(u16::from_be_bytes([
-            *bytes.get(2)?,
-            *bytes.get(3)?,
-        ]))),
-        127 => Some(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)),
-        n => Some(u64::from(n)),
+    /// A whole data message: inflated when compressed, checked as text.
+    fn finish(&self, text: bool, compressed: bool, bytes: Bytes) -> Result<Incoming, Close> {
+        let bytes = if compressed {
+            Bytes::from(deflate::inflate(&bytes, self.max_message)?)
+        } else {
+            bytes
+        };
+        if !text {
+            return Ok(Incoming::Ignored);
+        }
+        ByteString::try_from(bytes)
+            .map(Incoming::Text)
+            .map_err(|_| Close::INVALID_TEXT)
     }
-}
-
-/// The text of a text message, which must be UTF-8.
-fn text(bytes: Bytes) -> Result<ByteString, Close> {
-    ByteString::try_from(bytes).map_err(|_| Close::INVALID_TEXT)
 }
 
 #[cfg(test)]
@@ -146,7 +168,16 @@ mod tests {
     }
 
     fn reader(bytes: &[u8], max: usize) -> Reader {
-        Reader::new(BytesMut::from(bytes), max)
+        Reader::new(BytesMut::from(bytes), max, false)
+    }
+
+    /// A masked, compressed client frame.
+    fn compressed_frame(payload: &[u8]) -> Vec<u8> {
+        let deflated = deflate::compress(payload, 15);
+        assert!(deflated.len() < 126);
+        let mut f = vec![0xC1, 0x80 | deflated.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(&deflated);
+        f
     }
 
     #[test]
@@ -193,5 +224,40 @@ mod tests {
         // Half a frame: more bytes needed.
         let whole = frame(true, 0x1, b"hello");
         assert_eq!(reader(&whole[..4], 10).next_message(), Ok(None));
+    }
+
+    #[test]
+    fn compressed_messages_only_where_agreed() {
+        let hello = compressed_frame(br#"{"event":"pusher:ping","data":{}}"#);
+        let mut r = Reader::new(BytesMut::from(&hello[..]), 100, true);
+        assert_eq!(
+            r.next_message(),
+            Ok(Some(Incoming::Text(
+                r#"{"event":"pusher:ping","data":{}}"#.into()
+            )))
+        );
+        // Without the agreement, RSV1 is a protocol error.
+        assert_eq!(
+            reader(&hello, 100).next_message(),
+            Err(Close::PROTOCOL_ERROR)
+        );
+        // Never on a control frame or a continuation.
+        let ping = [0xC9, 0x80, 0, 0, 0, 0];
+        assert_eq!(
+            Reader::new(BytesMut::from(&ping[..]), 100, true).next_message(),
+            Err(Close::PROTOCOL_ERROR)
+        );
+        let mut fragments = frame(false, 0x1, b"a");
+        fragments.extend([0xC0, 0x81, 0, 0, 0, 0, b'b']);
+        assert_eq!(
+            Reader::new(BytesMut::from(&fragments[..]), 100, true).next_message(),
+            Err(Close::PROTOCOL_ERROR)
+        );
+        // The limit applies to what it inflates to.
+        let big = compressed_frame(&[b'x'; 101]);
+        assert_eq!(
+            Reader::new(BytesMut::from(&big[..]), 100, true).next_message(),
+            Err(Close::TOO_LARGE)
+        );
     }
 }

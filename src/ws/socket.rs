@@ -15,14 +15,16 @@
 
 use std::time::Duration;
 
-use actix_codec::Encoder;
-use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use bytes::BytesMut;
+use bytestring::ByteString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
+use super::deflate::{self, Deflate};
+use super::frame;
 use super::io::Io;
 use super::reader::{Incoming, Reader};
+use crate::metrics::METRICS;
 use crate::protocol::{messages, Close};
 use crate::session::Session;
 
@@ -33,7 +35,9 @@ pub(super) struct Socket<T> {
     /// Frames encoded and not yet written (empty and unallocated when
     /// idle).
     write: BytesMut,
-    codec: Codec,
+    /// What the connection agreed to compress, and from what size on.
+    deflate: Option<Deflate>,
+    compress_from: usize,
 }
 
 /// The activity clock: when the client was last heard from and whether the
@@ -45,20 +49,38 @@ struct Liveness {
 
 impl<T: Io> Socket<T> {
     /// A socket whose handshake is done; `read` holds whatever the client
-    /// sent after it.
-    pub(super) fn new(io: T, read: BytesMut, max_message: usize) -> Self {
+    /// sent after it. With `deflate`, text messages of `compress_from`
+    /// bytes or more are sent compressed, and the client may compress its
+    /// own.
+    pub(super) fn new(
+        io: T,
+        read: BytesMut,
+        max_message: usize,
+        deflate: Option<Deflate>,
+        compress_from: usize,
+    ) -> Self {
         Socket {
             io,
-            reader: Reader::new(read, max_message),
+            reader: Reader::new(read, max_message, deflate.is_some()),
             write: BytesMut::new(),
-            codec: Codec::new(),
+            deflate,
+            compress_from,
         }
     }
 
-    /// Encodes a frame for the next write.
-    fn queue(&mut self, message: Message) {
-        // Encoding into a growable buffer cannot fail.
-        let _ = self.codec.encode(message, &mut self.write);
+    /// Encodes a text message for the next write: compressed (once per
+    /// frame, whoever sends it: see `deflate::compressed`) when the
+    /// connection agreed to it and the frame is large enough.
+    fn queue_text(&mut self, text: &ByteString) {
+        match self.deflate {
+            Some(deflate) if text.len() >= self.compress_from => {
+                let bytes = deflate::compressed(text, deflate.window_bits);
+                METRICS.deflate_in.inc_by(text.len() as u64);
+                METRICS.deflate_out.inc_by(bytes.len() as u64);
+                frame::encode(&mut self.write, frame::TEXT, true, &bytes);
+            }
+            _ => frame::encode(&mut self.write, frame::TEXT, false, text.as_bytes()),
+        }
     }
 
     /// Writes everything queued; the buffer is released once it is out.
@@ -112,7 +134,7 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
             match message {
                 Incoming::Text(text) => session.handle_text(&text).await,
                 Incoming::Ping(bytes) => {
-                    socket.queue(Message::Pong(bytes));
+                    frame::encode(&mut socket.write, frame::PONG, false, &bytes);
                     if let Err(close) =
                         write_out(&mut socket, close_requested.as_mut(), stall).await
                     {
@@ -132,8 +154,8 @@ pub(super) async fn run<T: Io>(mut session: Session, mut socket: Socket<T>) {
                     break request;
                 }
                 session.app.metrics().sent(&batch);
-                for frame in batch.drain(..) {
-                    socket.queue(Message::Text(frame));
+                for text in batch.drain(..) {
+                    socket.queue_text(&text);
                 }
                 if let Err(close) = write_out(&mut socket, close_requested.as_mut(), stall).await {
                     break 'session close;
@@ -207,12 +229,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub(super) async fn say_goodbye<T: Io>(socket: &mut Socket<T>, close: Option<Close>) -> bool {
     match close {
         Some(close) => {
-            if let Some(frame) = super::error_frame(close) {
-                socket.queue(Message::Text(frame));
+            if let Some(text) = super::error_frame(close) {
+                socket.queue_text(&text);
             }
-            socket.queue(Message::Close(Some(close_reason(close))));
+            frame::encode_close(&mut socket.write, Some((close.code, close.reason)));
         }
-        None => socket.queue(Message::Close(None)),
+        None => frame::encode_close(&mut socket.write, None),
     }
     let sent = tokio::time::timeout(CLOSE_GRACE, async {
         socket.flush().await?;
@@ -242,12 +264,4 @@ pub(super) async fn hang_up<T: Io>(mut socket: Socket<T>, said_goodbye: bool) {
 async fn drain<T: Io>(io: &mut T) {
     let mut scratch = [0u8; 1024];
     while let Ok(1..) = io.read(&mut scratch).await {}
-}
-
-/// A close frame with a Pusher code.
-fn close_reason(close: Close) -> CloseReason {
-    CloseReason {
-        code: CloseCode::Other(close.code),
-        description: Some(close.reason.to_owned()),
-    }
 }

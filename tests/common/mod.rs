@@ -28,6 +28,7 @@ macro_rules! on_redis_and_redis_cluster {
 
 pub mod certificate;
 pub mod failover;
+pub mod raw_socket;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;
