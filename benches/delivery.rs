@@ -146,18 +146,8 @@ async fn paced(
     for _ in 0..batches {
         tick.tick().await;
         let t = common::unix_micros();
-        let batch: Vec<_> = (0..channels)
-            .map(|c| json!({"name": "tick", "channel": format!("paced-{c}"), "data": json!({"t": t}).to_string()}))
-            .collect();
-        let r = common::api(
-            server,
-            "POST",
-            "/apps/app-id/batch_events",
-            "",
-            Some(&json!({ "batch": batch }).to_string()),
-        )
-        .await;
-        assert_eq!(r.status, 200);
+        let data = json!({"t": t}).to_string();
+        common::publish_paced_batch(server, channels, "tick", &data).await;
     }
     let mut latencies = Vec::new();
     for c in collectors {

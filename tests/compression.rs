@@ -1,8 +1,8 @@
 //! permessage-deflate over raw sockets against the real binary: what the
 //! handshake agrees to (and when it agrees to nothing), which frames go
 //! compressed, compressed client frames, RSV1 where nothing was agreed, and
-//! a compression bomb. (Real clients, pusher-js, `ws` and Chromium, are in
-//! `tests/e2e/compression.test.mjs`.)
+//! a compression bomb; and gzip on the polling endpoint. (Real clients,
+//! pusher-js, `ws` and Chromium, are in `tests/e2e/compression.test.mjs`.)
 
 mod common;
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::raw_socket::{find, RawSocket};
 use common::{rss_kib, trigger, Server};
+use flate2::read::GzDecoder;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use serde_json::{json, Value};
 
@@ -209,4 +210,60 @@ fn a_compression_bomb_is_refused_at_the_limit_and_memory_stays_bounded() {
     let mut fresh = RawSocket::open(&server, PATH);
     let mut byte = [0u8; 1];
     fresh.stream.read_exact(&mut byte).expect("served");
+}
+
+/// A browser poll of `news` with `Accept-Encoding: accept` (if any): the
+/// `Content-Encoding` of the answer and its JSON, gunzipped as needed.
+async fn poll(server: &Server, accept: Option<&str>) -> (Option<String>, Value) {
+    let url = format!(
+        "http://127.0.0.1:{}/app/app-key/poll/v1?channels=news",
+        server.port
+    );
+    let mut request = awc::Client::new().get(url);
+    if let Some(accept) = accept {
+        request = request.insert_header(("Accept-Encoding", accept));
+    }
+    let mut response = request.send().await.expect("poll");
+    assert_eq!(response.status().as_u16(), 200);
+    let encoding = response
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.body().await.expect("body").to_vec();
+    let json = if encoding.as_deref() == Some("gzip") {
+        let mut text = Vec::new();
+        GzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .expect("gunzip");
+        text
+    } else {
+        body
+    };
+    (encoding, serde_json::from_slice(&json).expect("JSON"))
+}
+
+#[actix_rt::test]
+async fn the_polling_endpoint_gzips_large_answers_for_clients_that_take_it() {
+    for (server, on) in [
+        (Server::start(), true),
+        (
+            Server::launch(None, &[("HERALD_SERVER__COMPRESSION", "false")]),
+            false,
+        ),
+    ] {
+        let data = "lorem ipsum ".repeat(100);
+        let r = trigger(
+            &server,
+            json!({"name": "e", "channel": "news", "data": data}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let (encoding, gzipped) = poll(&server, Some("gzip, deflate, br")).await;
+        assert_eq!(encoding.as_deref(), on.then_some("gzip"));
+        assert_eq!(gzipped["events"][0]["data"], data);
+        let (encoding, plain) = poll(&server, None).await;
+        assert_eq!(encoding, None, "not asked for");
+        assert_eq!(plain, gzipped);
+    }
 }

@@ -3,7 +3,7 @@
 //! limit, however far the bytes would inflate.
 #![no_main]
 
-use herald::ws::deflate::inflate;
+use herald::protocol::deflate::inflate;
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 4096;

@@ -5,6 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::{HttpResult, Signed};
+use crate::http::gzip;
 use crate::polling::{self, Poll};
 
 pub(super) async fn poll(req: HttpRequest, signed: Signed) -> HttpResult<HttpResponse> {
@@ -12,5 +13,10 @@ pub(super) async fn poll(req: HttpRequest, signed: Signed) -> HttpResult<HttpRes
     let _held = polling::hold_long_poll(&signed.state, &req, &poll)?;
     let (status, body) = polling::answer(&signed.state.adapter, &signed.app, poll).await?;
     let status = actix_web::http::StatusCode::from_u16(status).unwrap_or_default();
-    Ok(HttpResponse::build(status).json(body))
+    Ok(gzip::json(
+        &req,
+        &signed.state,
+        HttpResponse::build(status),
+        &body,
+    ))
 }

@@ -28,6 +28,7 @@ use crate::http::body;
 use crate::http::State;
 use crate::http::{event, HttpError, HttpResult};
 use crate::hub::AppHub;
+use crate::metrics::METRICS;
 use crate::protocol::ChannelType;
 
 /// The console's token, kept as its HMAC with a fixed message: a request's
@@ -143,7 +144,18 @@ async fn channels(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpR
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "channels": listed, "total": total })))
+    // The node's permessage-deflate saving, which the page shows as a
+    // ratio beside the channels it refreshes.
+    let compression = json!({
+        "enabled": state.server.compression,
+        "before": METRICS.deflate_in.get(),
+        "after": METRICS.deflate_out.get(),
+    });
+    Ok(HttpResponse::Ok().json(json!({
+        "channels": listed,
+        "total": total,
+        "compression": compression,
+    })))
 }
 
 /// The app's feed as server-sent events, until the page goes away.

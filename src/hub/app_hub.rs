@@ -30,7 +30,7 @@ use super::users::Users;
 use crate::config::AppConfig;
 use crate::metrics::AppMetrics;
 use crate::protocol::channel::server_to_user_id;
-use crate::protocol::{messages, ChannelType, Close, SocketId};
+use crate::protocol::{deflate, messages, ChannelType, Close, SocketId};
 use crate::support::wait::{self, Generation};
 
 /// A presence member on this node: user id, local socket count, user_info.
@@ -326,6 +326,7 @@ impl AppHub {
     /// `#server-to-user-{id}`, to that user's signed-in sockets), except one
     /// socket. Returns how many connections it was queued for.
     pub fn publish(&self, name: &str, frame: &ByteString, except: Option<SocketId>) -> usize {
+        deflate::warm(frame);
         let mut delivered = 0;
         self.recipients(name, except, &mut |conn| {
             if conn.send(frame.clone()) {

@@ -18,6 +18,7 @@ use bytestring::ByteString;
 use tokio::sync::Notify;
 
 use super::connection::Connection;
+use crate::protocol::deflate;
 use crate::support::wait;
 
 /// Fan-outs this small are sent on the caller's thread (when nothing is
@@ -94,6 +95,7 @@ impl Fanout {
         frame: ByteString,
         recipients: impl FnOnce(&mut dyn FnMut(&Arc<Connection>)),
     ) -> usize {
+        deflate::warm(&frame);
         let mut count = 0;
         if self.shards.is_empty() {
             recipients(&mut |conn| {

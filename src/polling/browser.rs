@@ -6,8 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{self as polling, Poll};
-use crate::http::cors;
 use crate::http::State;
+use crate::http::{cors, gzip};
 use crate::http::{HttpError, HttpResult};
 use crate::hub::AppHub;
 use crate::support::query::Query;
@@ -39,7 +39,7 @@ pub async fn session(
         let socket_id = polling::poll_socket_id(&app.app().secret, rand::random());
         json!({ "socket_id": socket_id.to_string() })
     });
-    respond(&req, answer.map(|body| (200, body)))
+    respond(&req, &state, answer.map(|body| (200, body)))
 }
 
 /// `GET /app/{key}/poll/v1`: for browsers; private, encrypted and presence
@@ -58,15 +58,25 @@ pub async fn browser_poll(
         let _held = polling::hold_long_poll(&state, &req, &poll)?;
         polling::answer(&state.adapter, &app, poll).await
     };
-    respond(&req, answer.await)
+    respond(&req, &state, answer.await)
 }
 
-/// Every answer, errors included, carries CORS headers.
-fn respond(req: &HttpRequest, answer: HttpResult<(u16, serde_json::Value)>) -> HttpResponse {
+/// Every answer, errors included, carries CORS headers; large ones are
+/// gzipped for clients that take it.
+fn respond(
+    req: &HttpRequest,
+    state: &State,
+    answer: HttpResult<(u16, serde_json::Value)>,
+) -> HttpResponse {
     match answer {
         Ok((status, body)) => {
             let status = actix_web::http::StatusCode::from_u16(status).unwrap_or_default();
-            cors::apply(req, HttpResponse::build(status)).json(body)
+            gzip::json(
+                req,
+                state,
+                cors::apply(req, HttpResponse::build(status)),
+                &body,
+            )
         }
         Err(e) => {
             let status = actix_web::ResponseError::status_code(&e);

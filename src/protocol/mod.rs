@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod close;
+pub mod deflate;
 pub mod messages;
 pub mod webhook;
 

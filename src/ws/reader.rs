@@ -8,9 +8,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::deflate;
 use super::frame::{self, Header};
-use crate::protocol::Close;
+use crate::protocol::{deflate, Close};
 
 /// What the client sent, as a connection cares.
 #[derive(Debug, PartialEq, Eq)]

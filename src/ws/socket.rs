@@ -20,11 +20,12 @@ use bytestring::ByteString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
-use super::deflate::{self, Deflate};
+use super::deflate::Deflate;
 use super::frame;
 use super::io::Io;
 use super::reader::{Incoming, Reader};
 use crate::metrics::METRICS;
+use crate::protocol::deflate::{self, Agreed};
 use crate::protocol::{messages, Close};
 use crate::session::Session;
 
@@ -35,8 +36,9 @@ pub(super) struct Socket<T> {
     /// Frames encoded and not yet written (empty and unallocated when
     /// idle).
     write: BytesMut,
-    /// What the connection agreed to compress, and from what size on.
-    deflate: Option<Deflate>,
+    /// What the connection agreed to compress (and its place in the
+    /// node's count of such connections), and from what size on.
+    deflate: Option<(Deflate, Agreed)>,
     compress_from: usize,
 }
 
@@ -63,21 +65,24 @@ impl<T: Io> Socket<T> {
             io,
             reader: Reader::new(read, max_message, deflate.is_some()),
             write: BytesMut::new(),
-            deflate,
+            deflate: deflate.map(|agreed| (agreed, Agreed::new(compress_from))),
             compress_from,
         }
     }
 
     /// Encodes a text message for the next write: compressed (once per
-    /// frame, whoever sends it: see `deflate::compressed`) when the
+    /// frame, whoever sends it: see `protocol::deflate`) when the
     /// connection agreed to it and the frame is large enough.
     fn queue_text(&mut self, text: &ByteString) {
-        match self.deflate {
-            Some(deflate) if text.len() >= self.compress_from => {
-                let bytes = deflate::compressed(text, deflate.window_bits);
+        match &self.deflate {
+            Some((deflate, _)) if text.len() >= self.compress_from => {
+                let write = &mut self.write;
+                let sent = deflate::with_compressed(text, deflate.window_bits, |bytes| {
+                    frame::encode(write, frame::TEXT, true, bytes);
+                    bytes.len()
+                });
                 METRICS.deflate_in.inc_by(text.len() as u64);
-                METRICS.deflate_out.inc_by(bytes.len() as u64);
-                frame::encode(&mut self.write, frame::TEXT, true, &bytes);
+                METRICS.deflate_out.inc_by(sent as u64);
             }
             _ => frame::encode(&mut self.write, frame::TEXT, false, text.as_bytes()),
         }

@@ -646,6 +646,23 @@ pub async fn post(server: &impl Endpoint, path: &str, body: &str) -> Response {
 }
 
 /// `POST /apps/app-id/events` with a JSON body.
+/// Publishes `name` with `data` to channels `paced-0` .. `paced-{n-1}`,
+/// one event each, in one batch request (the paced benchmarks).
+pub async fn publish_paced_batch(server: &impl Endpoint, channels: usize, name: &str, data: &str) {
+    let batch: Vec<_> = (0..channels)
+        .map(|c| json!({"name": name, "channel": format!("paced-{c}"), "data": data}))
+        .collect();
+    let r = api(
+        server,
+        "POST",
+        "/apps/app-id/batch_events",
+        "",
+        Some(&json!({ "batch": batch }).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
 pub async fn trigger(server: &impl Endpoint, body: Value) -> Response {
     api(
         server,

@@ -2,8 +2,10 @@
 // driven by playwright-core) opens /console, is refused without the right
 // token, then sees a pusher-js connection, its subscription and an
 // SDK-triggered event appear live, lists the occupied channel, and sends a
-// test event that the pusher-js client receives. With HERALD_SCREENSHOT=1
-// it saves docs/console.png. Skipped when /usr/bin/chromium is missing.
+// test event that the pusher-js client receives, and shows what
+// permessage-deflate saved once a compressing client got an event. With
+// HERALD_SCREENSHOT=1 it saves docs/console.png. Skipped when
+// /usr/bin/chromium is missing.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +13,11 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { Clients, appConfigToml, makeSdk, startServer, subscribe, waitForEvent } from './helpers.mjs';
+import WebSocket from 'ws';
+
+import {
+  APP, Clients, appConfigToml, makeSdk, startServer, subscribe, waitFor, waitForEvent,
+} from './helpers.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SKIP = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed; console test skipped`;
@@ -87,5 +93,23 @@ describe('live console', { skip: SKIP }, () => {
     if (process.env.HERALD_SCREENSHOT) {
       await page.screenshot({ path: path.join(DOCS, 'console.png') });
     }
+  });
+
+  it('shows what compression saves', async () => {
+    const socket = new WebSocket(`ws://127.0.0.1:${server.port}/app/${APP.key}?protocol=7`, { perMessageDeflate: true });
+    const got = (event) => waitFor((resolve) => {
+      socket.on('message', (data) => {
+        if (JSON.parse(data.toString()).event === event) resolve();
+      });
+    }, { label: event });
+    await got('pusher:connection_established');
+    socket.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: 'orders' } }));
+    await got('pusher_internal:subscription_succeeded');
+    const big = got('Big');
+    await makeSdk(server.port).trigger('orders', 'Big', { text: 'lorem ipsum '.repeat(300) });
+    await big;
+    socket.close();
+    await page.waitForSelector('#compression:has-text("×")', PAGE_WAIT);
+    assert.match(await page.textContent('#compression'), /^compression \d+\.\d× \(\d/);
   });
 });
