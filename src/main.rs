@@ -187,6 +187,7 @@ fn init_tracing(level: &str) -> Result<Option<herald::reload::SetLogLevel>, Stri
     tracing_subscriber::registry()
         .with(filter)
         .with(output)
+        .with(herald::metrics::AcceptStalls)
         .init();
     if fixed {
         return Ok(None);

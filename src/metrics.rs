@@ -366,6 +366,39 @@ pub fn refused(reason: &str) {
     METRICS.refused.with_label_values(&[reason]).inc();
 }
 
+/// Counts the accept loop's stalls at the open-file limit, which
+/// actix-server reports only as a log line ("Error accepting connection:
+/// Too many open files") before it stops accepting for half a second:
+/// each is `herald_refused_total{reason="accept_file_limit"}`. (Herald's
+/// own cap, `file_limit`, refuses before the kernel does; this is what is
+/// left when other descriptors ran out first.)
+pub struct AcceptStalls;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AcceptStalls {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        // (Events bridged from the `log` crate keep their module as target.)
+        if !event.metadata().target().starts_with("actix_server") {
+            return;
+        }
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    let text = format!("{value:?}");
+                    self.0 = text.contains("Too many open files")
+                        || text.contains("os error 24")
+                        || text.contains("os error 23");
+                }
+            }
+        }
+        let mut message = Message(false);
+        event.record(&mut message);
+        if message.0 {
+            refused("accept_file_limit");
+        }
+    }
+}
+
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 

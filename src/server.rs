@@ -18,6 +18,7 @@ use crate::hub::Hub;
 use crate::metrics::{AppGauges, ClusterGauges, METRICS};
 use crate::protocol::Close;
 use crate::reload::{Reload, Reloader};
+use crate::support::files;
 use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
 use crate::{api, console, fallback, laravel, polling};
@@ -369,19 +370,16 @@ async fn reload_on_hangup(mut reloader: Reloader, hangup: Option<Signal>) {
     let _ = (reloader, hangup);
 }
 
-/// Descriptors Herald needs beside its connections (listeners, Redis,
-/// webhooks, files).
-const SPARE_FILES: u64 = 64;
-
 /// Warns when the process's open-file limit caps connections below what
 /// `max_connections` allows (or, without one, below a few thousand): each
-/// connection is a descriptor, and at the limit new ones are refused by the
-/// kernel (the accept loop backs off; connected clients keep working).
+/// connection is a descriptor. At the cap new connections are refused
+/// with 4100 (see `http::admission`), before the kernel would refuse them;
+/// connected clients keep working.
 fn warn_about_the_file_limit(max_connections: usize) {
-    let Some(limit) = open_file_limit() else {
+    let Some(limit) = files::open_file_limit() else {
         return;
     };
-    let room = limit.saturating_sub(SPARE_FILES);
+    let room = files::connection_room(limit);
     let wanted = if max_connections > 0 {
         max_connections as u64
     } else {
@@ -389,7 +387,7 @@ fn warn_about_the_file_limit(max_connections: usize) {
     };
     if room < wanted {
         warn!(
-            "the open-file limit is {limit}: at most about {room} connections{}; raise it (LimitNOFILE in systemd, ulimit -n, docs/operations.md)",
+            "the open-file limit is {limit}: at most {room} connections{}; raise it (LimitNOFILE in systemd, ulimit -n, docs/operations.md)",
             if max_connections > 0 {
                 format!(" of max_connections = {max_connections}")
             } else {
@@ -397,17 +395,6 @@ fn warn_about_the_file_limit(max_connections: usize) {
             }
         );
     }
-}
-
-/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Logs what a Laravel `.env` needs, never a configured secret.

@@ -416,7 +416,7 @@ fn a_low_open_file_limit_is_warned_about_at_start() {
         .expect("bash");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        log.contains("the open-file limit is 128: at most about 64 connections"),
+        log.contains("the open-file limit is 128: at most 64 connections"),
         "{log}"
     );
 }

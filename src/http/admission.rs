@@ -1,5 +1,6 @@
 //! Who may open a connection on this node, and how many: the node's cap,
-//! the caps and rate per client address, and memory pressure. WebSockets
+//! the room the open-file limit leaves, the caps and rate per client
+//! address, and memory pressure. WebSockets
 //! and HTTP-fallback sessions are admitted here alike, once each, before
 //! any per-app check; what an admitted connection holds is given back when
 //! its permit is dropped. Connected clients are never touched: a refusal
@@ -19,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::hub::{AppEvent, Hub};
 use crate::metrics::{self, Transport};
 use crate::protocol::Close;
+use crate::support::files;
 
 /// Why a connection was refused; the label of `herald_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,8 @@ pub enum Refusal {
     AddressRate,
     /// The process is over `accept_traffic_memory_percent`.
     Memory,
+    /// The open-file limit leaves no room for another connection.
+    FileLimit,
 }
 
 impl Refusal {
@@ -53,6 +57,7 @@ impl Refusal {
             Refusal::AddressFull => "max_connections_per_address",
             Refusal::AddressRate => "new_connections_per_address",
             Refusal::Memory => "memory",
+            Refusal::FileLimit => "file_limit",
         }
     }
 }
@@ -60,6 +65,9 @@ impl Refusal {
 /// The node's admission state, shared by the transports.
 pub struct Admission {
     max_connections: usize,
+    /// Connections the open-file limit leaves room for (0: no limit
+    /// known).
+    file_room: usize,
     connections: Arc<AtomicUsize>,
     per_address: Arc<PerAddress>,
     /// What loopback addresses take instead: nothing is limited for them.
@@ -86,6 +94,8 @@ impl Admission {
     pub fn new(server: &ServerConfig) -> Arc<Admission> {
         Arc::new(Admission {
             max_connections: server.max_connections,
+            file_room: files::open_file_limit()
+                .map_or(0, |limit| files::connection_room(limit).max(1) as usize),
             connections: Arc::default(),
             per_address: PerAddress::new(
                 server.max_connections_per_address,
@@ -136,6 +146,10 @@ impl Admission {
         if self.max_connections > 0 && held >= self.max_connections {
             drop(place);
             return refused(Refusal::NodeFull);
+        }
+        if self.file_room > 0 && held >= self.file_room {
+            drop(place);
+            return refused(Refusal::FileLimit);
         }
         Ok(place)
     }
