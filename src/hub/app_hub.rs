@@ -326,7 +326,7 @@ impl AppHub {
     /// `#server-to-user-{id}`, to that user's signed-in sockets), except one
     /// socket. Returns how many connections it was queued for.
     pub fn publish(&self, name: &str, frame: &ByteString, except: Option<SocketId>) -> usize {
-        deflate::warm(frame);
+        deflate::warm(frame, || self.local_subscribers(name) > 1);
         let mut delivered = 0;
         self.recipients(name, except, &mut |conn| {
             if conn.send(frame.clone()) {

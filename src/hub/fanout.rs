@@ -18,7 +18,6 @@ use bytestring::ByteString;
 use tokio::sync::Notify;
 
 use super::connection::Connection;
-use crate::protocol::deflate;
 use crate::support::wait;
 
 /// Fan-outs this small are sent on the caller's thread (when nothing is
@@ -95,7 +94,6 @@ impl Fanout {
         frame: ByteString,
         recipients: impl FnOnce(&mut dyn FnMut(&Arc<Connection>)),
     ) -> usize {
-        deflate::warm(&frame);
         let mut count = 0;
         if self.shards.is_empty() {
             recipients(&mut |conn| {

@@ -43,9 +43,9 @@ thread_local! {
 pub fn compress(payload: &[u8], window_bits: u8) -> Bytes {
     COMPRESSORS.with(|compressors| {
         let mut compressors = compressors.borrow_mut();
-        let slot = usize::from(window_bits.clamp(9, 15) - 9);
-        let compressor = compressors[slot].get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(LEVEL), false, window_bits.clamp(9, 15))
+        let bits = window_bits.clamp(9, 15);
+        let compressor = compressors[usize::from(bits - 9)].get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(LEVEL), false, bits)
         });
         compressor.reset();
         let mut out = Vec::with_capacity(payload.len() / 2 + 64);
@@ -92,13 +92,13 @@ thread_local! {
         const { RefCell::new([const { None }; NEAR_SLOTS]) };
 }
 
-/// Whether `recent` holds `frame` compressed with `window_bits`.
-fn holds(recent: &Option<Compressed>, frame: &ByteString, window_bits: u8) -> bool {
-    recent.as_ref().is_some_and(|recent| {
-        recent.frame.as_ptr() == frame.as_ptr()
-            && recent.frame.len() == frame.len()
-            && recent.window_bits == window_bits
-    })
+impl Compressed {
+    /// Whether this is `frame` compressed with `window_bits`.
+    fn is(&self, frame: &ByteString, window_bits: u8) -> bool {
+        self.frame.as_ptr() == frame.as_ptr()
+            && self.frame.len() == frame.len()
+            && self.window_bits == window_bits
+    }
 }
 
 /// Gives `send` the compressed bytes of `frame`, compressed once per frame
@@ -119,7 +119,7 @@ pub fn with_compressed<R>(frame: &ByteString, window_bits: u8, send: impl FnOnce
     let sent = NEAR.with(move |near| {
         let near = near.borrow();
         match &near[near_slot] {
-            Some(hit) if holds(&near[near_slot], frame, window_bits) => Ok(send(&hit.bytes)),
+            Some(hit) if hit.is(frame, window_bits) => Ok(send(&hit.bytes)),
             _ => Err(send),
         }
     });
@@ -130,14 +130,15 @@ pub fn with_compressed<R>(frame: &ByteString, window_bits: u8, send: impl FnOnce
     let slot = &RECENT[address % SLOTS];
     let found = {
         let recent = slot.lock().unwrap_or_else(|p| p.into_inner());
-        holds(&recent, frame, window_bits)
-            .then(|| recent.as_ref().map(|r| r.bytes.clone()))
-            .flatten()
+        recent
+            .as_ref()
+            .filter(|r| r.is(frame, window_bits))
+            .map(|r| r.bytes.clone())
     };
     let bytes = found.unwrap_or_else(|| {
         let bytes = compress(frame.as_bytes(), window_bits);
         let mut recent = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if !holds(&recent, frame, window_bits) {
+        if !recent.as_ref().is_some_and(|r| r.is(frame, window_bits)) {
             *recent = Some(Compressed {
                 frame: frame.clone(),
                 window_bits,
@@ -183,12 +184,17 @@ impl Drop for Agreed {
 }
 
 /// Compresses a broadcast as it is published, before any subscriber's
-/// connection sends it, when some connection of the node compresses and
-/// the frame is large enough: its subscribers then only copy the bytes.
-/// (For the usual window; a client that asked for a smaller one has its
-/// frames compressed when sent.)
-pub fn warm(frame: &ByteString) {
-    if AGREED.load(Ordering::Relaxed) > 0 && frame.len() >= COMPRESS_FROM.load(Ordering::Relaxed) {
+/// connection sends it, when some connection of the node compresses, the
+/// frame is large enough, and `shared()` says the frame goes to more than
+/// one local subscriber (asked last: a map lookup). Its subscribers then
+/// only copy the bytes; a frame for one subscriber, or none, is left to
+/// be compressed when (and if) it is sent. (For the usual window; a client
+/// that asked for a smaller one has its frames compressed when sent.)
+pub fn warm(frame: &ByteString, shared: impl FnOnce() -> bool) {
+    if AGREED.load(Ordering::Relaxed) > 0
+        && frame.len() >= COMPRESS_FROM.load(Ordering::Relaxed)
+        && shared()
+    {
         with_compressed(frame, 15, |_| ());
     }
 }
@@ -217,13 +223,13 @@ pub fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, Close> {
             if out.len() > max {
                 return Err(Close::TOO_LARGE);
             }
-            let stuck = inflater.total_in() == before_in && inflater.total_out() == before_out;
             if status == Status::StreamEnd {
                 return Ok(out);
             }
-            if (rest.is_empty() && out.len() < out.capacity())
-                || (stuck && out.len() < out.capacity())
-            {
+            // Done with this input when it is all taken (or nothing more
+            // comes of it) while there was room left for output.
+            let stuck = inflater.total_in() == before_in && inflater.total_out() == before_out;
+            if (rest.is_empty() || stuck) && out.len() < out.capacity() {
                 break;
             }
         }
@@ -262,14 +268,26 @@ mod tests {
         // Published while a connection compresses: compressed before any
         // connection sends it.
         let agreed = Agreed::new(256);
+        let alone = ByteString::from("z".repeat(1000));
+        warm(&alone, || false);
         let published = ByteString::from("y".repeat(1000));
-        warm(&published);
+        warm(&published, || true);
         let slot = &RECENT[((published.as_ptr() as usize >> 4) ^ 15) % SLOTS];
         let warmed = slot
             .lock()
             .ok()
             .and_then(|s| s.as_ref().map(|c| c.frame.as_ptr() == published.as_ptr()));
         assert_eq!(warmed, Some(true));
+        let slot = &RECENT[((alone.as_ptr() as usize >> 4) ^ 15) % SLOTS];
+        let warmed = slot
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|c| c.frame.as_ptr() == alone.as_ptr()));
+        assert_ne!(
+            warmed,
+            Some(true),
+            "one subscriber or none: not compressed ahead"
+        );
         drop(agreed);
     }
 

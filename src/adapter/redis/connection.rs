@@ -234,13 +234,6 @@ impl SwitchWatch {
         }
     }
 
-    /// Whether the master switched since [`SwitchWatch::seen`].
-    pub fn switched(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|switches| switches.has_changed().unwrap_or(false))
-    }
-
     /// Returns at the next switch; never without Sentinels.
     pub async fn next(&mut self) {
         match &mut self.0 {

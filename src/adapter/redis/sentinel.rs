@@ -182,11 +182,6 @@ impl Sentinel {
         Ok(sentinel)
     }
 
-    /// The master's name, as the Sentinels know it.
-    pub fn master_name(&self) -> &str {
-        &self.master_name
-    }
-
     /// The address of the master this node last connected to.
     pub fn master(&self) -> Option<String> {
         self.master
@@ -556,7 +551,7 @@ mod tests {
         let Ok(sentinel) = parsed else {
             panic!("valid: {:?}", parsed.err());
         };
-        assert_eq!(sentinel.master_name(), "mymaster");
+        assert_eq!(sentinel.master_name, "mymaster");
         assert_eq!(sentinel.db, 3);
         assert_eq!(sentinel.sentinels.len(), 2);
         let second = sentinel.sentinels[1].get_connection_info();

@@ -8,6 +8,7 @@ use super::wire::Message;
 use crate::hub::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::METRICS;
+use crate::protocol::deflate;
 
 /// What a relayed message asks of the adapter beyond the hub.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,6 +60,7 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied 
             };
             let deliver = !(message.kind == b'R' && ours);
             let version = message.number.unwrap_or_default();
+            deflate::warm(&frame, || deliver && app.local_subscribers(channel) > 1);
             fanout.deliver(frame.clone(), |visit| {
                 app.member_event_recipients(
                     channel,
@@ -89,6 +91,7 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied 
             if message.kind == b'C' {
                 app.store_cached(channel, frame.clone());
             }
+            deflate::warm(&frame, || app.local_subscribers(channel) > 1);
             let delivered = fanout.deliver(frame, |visit| {
                 app.recipients(channel, message.except, visit)
             });
