@@ -82,6 +82,24 @@ pub fn verify_auth(
     }
 }
 
+/// [`verify_auth`] against any of `secrets`: an app's secret and, while a
+/// rotation's grace lasts, the one before it.
+pub fn verify_auth_any<'s>(
+    app_key: &str,
+    secrets: impl IntoIterator<Item = &'s str>,
+    string_to_sign: &str,
+    auth: &str,
+) -> Result<(), AuthError> {
+    let mut result = Err(AuthError::Malformed);
+    for secret in secrets {
+        result = verify_auth(app_key, secret, string_to_sign, auth);
+        if !matches!(result, Err(AuthError::BadSignature(_))) {
+            break;
+        }
+    }
+    result
+}
+
 /// The `auth` value an app server would hand a client (used by `herald`'s
 /// own tooling and tests).
 pub fn make_auth(app_key: &str, secret: &str, string_to_sign: &str) -> String {

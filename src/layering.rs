@@ -17,8 +17,9 @@ const FLOORS: &[(&str, u8)] = &[
     ("tls", 0),
     // 1: configuration (it checks names against the protocol's).
     ("config", 1),
-    // 2: pure in-node state, and the events it reports.
+    // 2: pure in-node state, and the events it reports; the apps table.
     ("hub", 2),
+    ("app_store", 2),
     // 3: the seam to the rest of the cluster; publishing.
     ("adapter", 3),
     // 4: one client's session; webhook delivery.
@@ -33,15 +34,18 @@ const FLOORS: &[(&str, u8)] = &[
     // 7: the HTTP API and the console.
     ("api", 7),
     ("console", 7),
-    // 8: the listener, reload, and the command-line helpers.
+    // 8: the listener, the live set of apps, and the command-line helpers.
     ("listener", 8),
-    ("reload", 8),
+    ("catalog", 8),
     ("laravel", 8),
     ("trigger", 8),
-    // 9: wiring, and the commands built on the others.
-    ("server", 9),
-    ("doctor", 9),
-    ("health", 9),
+    // 9: what changes the apps: reload and the admin API.
+    ("reload", 9),
+    ("admin", 9),
+    // 10: wiring, and the commands built on the others.
+    ("server", 10),
+    ("doctor", 10),
+    ("health", 10),
 ];
 
 fn floor_of(module: &str) -> Option<u8> {

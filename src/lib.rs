@@ -9,8 +9,11 @@
 //! helpers; `server` and `doctor` on top.
 
 pub mod adapter;
+pub mod admin;
 pub mod api;
+pub mod app_store;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod console;
 pub mod doctor;

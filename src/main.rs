@@ -29,6 +29,9 @@ enum Command {
     /// Ask a running Herald's /up (exit 0 on 200): for container health
     /// checks.
     Health(herald::health::HealthArgs),
+    /// Manage the apps of a running Herald's app store (its admin API), or
+    /// create its table (`migrate`).
+    Apps(herald::admin::cli::AppsArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Doctor(args)) => herald::doctor::run(args),
         Some(Command::Health(args)) => herald::health::run(args),
+        Some(Command::Apps(args)) => herald::admin::cli::run(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -99,6 +103,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = actix_web::rt::System::new().block_on(herald::server::run(config, reload));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(herald::server::Failure::Config(e)) => config_error(&e),
         Err(e) => {
             tracing::error!("server failed: {e}");
             ExitCode::FAILURE

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub webhook_retries: IntCounterVec,
     pub webhooks_dropped: IntCounterVec,
     pub refused: IntCounterVec,
+    /// Queries made of the app store, by what they read or write.
+    pub app_store_queries: IntCounterVec,
     /// Text bytes sent compressed (permessage-deflate), before and after.
     pub deflate_in: IntCounter,
     pub deflate_out: IntCounter,
@@ -270,6 +272,12 @@ impl Metrics {
                 "herald_refused_total",
                 "Connections and API requests refused by admission: origin, authorization, caps, rates, memory",
                 &["reason"],
+            ),
+            app_store_queries: counter(
+                &r,
+                "herald_app_store_queries_total",
+                "Queries this node made of the app store: all (a full read), key and id (one app not in memory), write (the admin API)",
+                &["query"],
             ),
             deflate_in: registered(
                 &r,

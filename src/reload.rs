@@ -1,10 +1,9 @@
 //! Reload on SIGHUP: the config file is read again and what can change
 //! live is applied without dropping anyone.
 //!
-//! * Apps: added ones accept connections; changed ones (secret, limits,
-//!   switches, webhooks) take their new settings with their connections
-//!   open; removed or disabled ones have their connections closed with
-//!   4003. An app whose key changed is a new app.
+//! * Apps: as `catalog::apply` says (added ones are served, changed ones
+//!   keep their connections, removed or disabled ones are closed with
+//!   4003); with an app store, the store is read again instead.
 //! * The TLS certificate is read again (new connections get it).
 //! * The log level (`[server] log_level`) applies, unless `HERALD_LOG` /
 //!   `RUST_LOG` set it; so does `[server] accept_traffic_memory_percent`.
@@ -15,19 +14,15 @@
 //! and the running configuration stays. In a cluster each node reloads its
 //! own file.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::config::{AppConfig, Config, ProcessEnv};
-use crate::console::Consoles;
+use crate::catalog::Catalog;
+use crate::config::{Config, ProcessEnv};
 use crate::http::State;
-use crate::hub::AppHub;
-use crate::protocol::Close;
 use crate::tls::Certificates;
-use crate::webhooks::Webhooks;
 
 /// Changes the log filter (built by `main`, which owns the subscriber).
 pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -49,9 +44,7 @@ pub struct Reloader {
     reload: Reload,
     running: Config,
     state: State,
-    webhooks: Arc<Webhooks>,
-    /// The console's feeds, when the console is on.
-    consoles: Option<Arc<Consoles>>,
+    catalog: Arc<Catalog>,
     certificates: Option<Arc<Certificates>>,
 }
 
@@ -60,16 +53,14 @@ impl Reloader {
         reload: Reload,
         running: Config,
         state: State,
-        webhooks: Arc<Webhooks>,
-        consoles: Option<Arc<Consoles>>,
+        catalog: Arc<Catalog>,
         certificates: Option<Arc<Certificates>>,
     ) -> Reloader {
         Reloader {
             reload,
             running,
             state,
-            webhooks,
-            consoles,
+            catalog,
             certificates,
         }
     }
@@ -119,79 +110,16 @@ impl Reloader {
             self.running.server.accept_traffic_memory_percent = percent;
             info!("reload: accept_traffic_memory_percent is now {percent}");
         }
-        self.apply_apps(&fresh.apps);
-        self.running.apps = fresh.apps;
+        if self.catalog.has_store() {
+            // The store names the apps; it is read again too.
+            let catalog = self.catalog.clone();
+            tokio::spawn(async move { catalog.refresh().await });
+        } else {
+            self.catalog.apply(&fresh.apps);
+            self.running.apps = fresh.apps;
+        }
         info!("reload: done");
     }
-
-    fn apply_apps(&self, apps: &[AppConfig]) {
-        let hub = &self.state.hub;
-        let mut current: HashMap<String, Arc<AppHub>> = hub
-            .apps()
-            .into_iter()
-            .map(|app| (app.id().to_owned(), app))
-            .collect();
-        let mut next = Vec::new();
-        // Apps whose key changed: closed once the new key is served, so a
-        // client told 4003 can connect with the new key at once.
-        let mut rekeyed = Vec::new();
-        for config in apps {
-            let app = match current.remove(&config.id) {
-                Some(app) if app.app().key == config.key => {
-                    let old = app.app().clone();
-                    if *old != *config {
-                        app.set_config(config.clone());
-                        if old.enabled && !config.enabled {
-                            app.close_all(Close::APP_DISABLED);
-                        }
-                        if webhooks_changed(&old, config) {
-                            self.webhooks.attach(&app);
-                        }
-                        info!(app = %config.id, "reload: app settings changed");
-                    }
-                    app
-                }
-                old => {
-                    // A new key is a new app: the old key's sockets go.
-                    rekeyed.extend(old);
-                    let app = Arc::new(AppHub::new(Arc::new(config.clone())));
-                    self.webhooks.attach(&app);
-                    if let Some(consoles) = &self.consoles {
-                        consoles.attach(&app);
-                    }
-                    info!(app = %config.id, "reload: app added");
-                    app
-                }
-            };
-            next.push(app);
-        }
-        hub.replace_apps(next);
-        if let Some(consoles) = &self.consoles {
-            consoles.retain(&|id| hub.by_id(id).is_some());
-        }
-        for old in rekeyed {
-            old.close_all(Close::APP_DISABLED);
-        }
-        // Apps that left: their sockets go.
-        for (id, app) in current {
-            app.close_all(Close::APP_DISABLED);
-            info!(app = %id, "reload: app removed; its connections are closed");
-        }
-        self.state.adapter.apps_changed();
-    }
-}
-
-/// Whether the settings that shape an app's webhook delivery differ (its
-/// URLs, their handling, what its requests are signed with).
-fn webhooks_changed(old: &AppConfig, new: &AppConfig) -> bool {
-    old.webhooks != new.webhooks
-        || old.webhook_batching != new.webhook_batching
-        || old.webhook_debounce != new.webhook_debounce
-        || old.webhook_timeout != new.webhook_timeout
-        || old.webhook_retry_for != new.webhook_retry_for
-        || old.webhook_max_pending != new.webhook_max_pending
-        || old.subscription_count != new.subscription_count
-        || old.secret != new.secret
 }
 
 /// The keys outside the apps that differ, as `section.key`.

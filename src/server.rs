@@ -9,7 +9,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use tracing::{info, warn};
 
 use crate::adapter::{Adapter, LocalAdapter, RedisAdapter};
-use crate::config::{AppSource, ClusterDriver, Config, DEFAULT_APP_SECRET};
+use crate::app_store::AppStore;
+use crate::catalog::{self, Catalog};
+use crate::config::{AppConfig, AppSource, ClusterDriver, Config, DEFAULT_APP_SECRET};
 use crate::fallback::HttpSessions;
 use crate::http::admission::Admission;
 use crate::http::per_address::PerAddress;
@@ -21,7 +23,7 @@ use crate::reload::{Reload, Reloader};
 use crate::support::files;
 use crate::tls::Certificates;
 use crate::webhooks::Webhooks;
-use crate::{api, console, fallback, laravel, polling};
+use crate::{admin, api, console, fallback, laravel, polling};
 
 /// How long sessions get to say goodbye and leave their channels on shutdown.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
@@ -30,9 +32,24 @@ const SESSIONS_GRACE: Duration = Duration::from_secs(2);
 /// entries are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Why Herald stopped before serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The configuration cannot be served (exit code 2).
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Runs Herald until a shutdown signal.
-pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
-    let hub = Arc::new(Hub::new(config.apps.clone()));
+pub async fn run(config: Config, reload: Reload) -> Result<(), Failure> {
+    let store = open_store(&config).await?;
+    let initial_apps = match &store {
+        Some((_, apps, _)) => apps.clone(),
+        None => config.apps.clone(),
+    };
+    let hub = Arc::new(Hub::new(initial_apps));
     let mut outbox = None;
     let adapter = match config.cluster.driver {
         ClusterDriver::Local => Adapter::Local(LocalAdapter),
@@ -79,6 +96,28 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     if console.is_some() {
         info!("live console at /console (it asks for the console token)");
     }
+    let catalog = match store {
+        Some((db, _, healthy)) => {
+            let catalog = Catalog::of_store(
+                state.clone(),
+                webhooks.clone(),
+                consoles.clone(),
+                db,
+                config.app_store.clone(),
+                healthy,
+            );
+            catalog.start_sync();
+            catalog
+        }
+        None => Catalog::of_file(state.clone(), webhooks.clone(), consoles.clone()),
+    };
+    let admin = config.admin.token.as_deref().map(|token| {
+        info!("app management API at /admin/apps (it asks for the admin token)");
+        (
+            web::Data::new(admin::Token::new(token)),
+            web::Data::from(catalog.clone()),
+        )
+    });
     let console_feeds = consoles.clone().map(web::Data::from);
     let http_sessions = web::Data::new(HttpSessions::new(&config.server));
     let sessions = http_sessions.clone();
@@ -90,8 +129,12 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
             (Some(token), Some(feeds)) => Some((token.clone(), feeds.clone())),
             _ => None,
         };
+        let admin = admin.clone();
         let every_route = move |cfg: &mut web::ServiceConfig| {
             cfg.configure(routes);
+            if let Some((token, catalog)) = &admin {
+                admin::routes(cfg, catalog.clone(), token.clone());
+            }
             if let Some((token, feeds)) = &console {
                 cfg.app_data(token.clone())
                     .app_data(feeds.clone())
@@ -125,8 +168,7 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
         reload,
         config.clone(),
         state.clone(),
-        webhooks.clone(),
-        consoles,
+        catalog,
         certificates.clone(),
     );
     let Signals { terminate, hangup } = signals;
@@ -155,7 +197,55 @@ pub async fn run(config: Config, reload: Reload) -> std::io::Result<()> {
     });
     let served = server.await;
     drop(pid_file);
-    served
+    Ok(served?)
+}
+
+/// With `[app_store]`: the store, its apps, and whether they came from
+/// it (false: from the fallback file, the store not answering). Without a
+/// fallback a store that cannot be read stops Herald here.
+async fn open_store(config: &Config) -> Result<Option<(AppStore, Vec<AppConfig>, bool)>, Failure> {
+    if config.app_store.url.is_none() {
+        return Ok(None);
+    }
+    let db = AppStore::open(&config.app_store).map_err(|e| Failure::Config(e.to_string()))?;
+    crate::metrics::METRICS
+        .app_store_queries
+        .with_label_values(&["all"])
+        .inc();
+    match db.all().await {
+        Ok(apps) => {
+            let apps: Vec<AppConfig> = apps
+                .into_iter()
+                .filter(|app| match app.validate(|field| field.to_owned()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(app = %app.id, "the app store's row is not a valid app; not served: {e}");
+                        false
+                    }
+                })
+                .collect();
+            info!(
+                "{} apps from the app store (table {:?}, {:?})",
+                apps.len(),
+                config.app_store.table,
+                db.kind()
+            );
+            Ok(Some((db, apps, true)))
+        }
+        Err(e) => {
+            let Some(path) = &config.app_store.fallback_file else {
+                return Err(Failure::Config(format!(
+                    "{e} (is the database up, and the table made with `herald apps migrate`?)"
+                )));
+            };
+            let apps = catalog::fallback_apps(path).map_err(Failure::Config)?;
+            warn!(
+                "{e}: serving the {} apps of {path} until the app store answers",
+                apps.len()
+            );
+            Ok(Some((db, apps, false)))
+        }
+    }
 }
 
 /// `[server] pid_file`: written once Herald listens, removed when it exits.
@@ -276,7 +366,7 @@ async fn ready(state: web::Data<State>) -> HttpResponse {
         "shutting down"
     } else if state.admission.over_memory() {
         "over capacity"
-    } else if !state.adapter.ready() {
+    } else if !state.adapter.ready() || !state.hub.source_healthy() {
         "degraded"
     } else {
         return HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }));

@@ -192,6 +192,13 @@ impl Adapter {
         }
     }
 
+    /// Tells the other nodes that app `id` changed in the app store.
+    pub fn announce_app_change(&self, id: &str) {
+        if let Adapter::Redis(redis) = self {
+            redis.app_changed(id);
+        }
+    }
+
     /// Removes this node's share of the cluster state (graceful shutdown).
     pub async fn shutdown(&self) {
         if let Adapter::Redis(redis) = self {

@@ -141,7 +141,8 @@ async fn authenticate(req: HttpRequest, mut payload: Payload) -> HttpResult<Sign
     let app_id = req.match_info().get("app_id").unwrap_or_default();
     let app = state
         .hub
-        .by_id(app_id)
+        .find_id(app_id)
+        .await
         .ok_or_else(|| HttpError::NotFound(format!("Unknown app {app_id:?}")))?
         .clone();
     let query = Query::parse(req.query_string())?;

@@ -95,7 +95,10 @@ pub fn verify(
     let paths = [Some(decoded.as_str()), Some(request.path), unmounted];
     for path in paths.into_iter().flatten() {
         let to_sign = auth::http_string_to_sign(request.method, path, &params);
-        if auth::verify(&app.secret, to_sign.as_bytes(), signature) {
+        if app
+            .verifying_secrets()
+            .any(|secret| auth::verify(secret, to_sign.as_bytes(), signature))
+        {
             return Ok(body_md5);
         }
         tried.push(to_sign);

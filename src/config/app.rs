@@ -97,6 +97,18 @@ pub struct AppConfig {
     /// Webhook events waiting per URL (single node) or in the app's
     /// cluster outbox; beyond it new ones are dropped and logged.
     pub webhook_max_pending: usize,
+    /// The secret before the last rotation, still accepted on signatures
+    /// until it expires (app store only; never in a file).
+    #[serde(skip)]
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A rotated-out secret and when it stops being accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: String,
+    /// Unix seconds.
+    pub until: u64,
 }
 
 /// One webhook endpoint of an app.
@@ -229,6 +241,7 @@ impl Default for AppConfig {
             webhook_timeout: 5,
             webhook_retry_for: 300,
             webhook_max_pending: 10_000,
+            previous_secret: None,
         }
     }
 }
@@ -258,6 +271,20 @@ impl AppConfig {
                     .history_channels
                     .iter()
                     .any(|prefix| channel.starts_with(prefix.as_str())))
+    }
+
+    /// The secrets a signature may be made with now: the secret, and its
+    /// predecessor while its grace lasts.
+    pub fn verifying_secrets(&self) -> impl Iterator<Item = &str> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .filter(|p| p.until > now)
+            .map(|p| p.secret.as_str());
+        std::iter::once(self.secret.as_str()).chain(previous)
     }
 
     /// An app with the given credentials and every default.

@@ -136,7 +136,8 @@ impl Config {
                 .filter(|name| env.var(name).is_some())
                 .collect();
         }
-        if self.apps.is_empty() {
+        // With an app store the database names the apps.
+        if self.apps.is_empty() && self.app_store.url.is_none() {
             let order = sources(env);
             let pick = |field: &str, default: &str| {
                 order

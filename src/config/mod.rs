@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod app;
+mod app_store;
 mod cluster;
 mod env;
 mod env_file;
@@ -18,7 +19,8 @@ mod overlay;
 mod server;
 mod validate;
 
-pub use app::{AppConfig, WebhookConfig};
+pub use app::{AppConfig, PreviousSecret, WebhookConfig};
+pub use app_store::{AdminConfig, AppStoreConfig, StoreKind, ADMIN_TOKEN_MIN};
 pub use cluster::{ClusterConfig, ClusterDriver};
 pub use env::{AppSource, Env, ProcessEnv, REVERB_DEFAULT_PORT};
 pub use env_file::EnvFile;
@@ -63,6 +65,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub app_store: AppStoreConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
     /// Where the default app came from (`None`: the file has `[[apps]]`).

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{invalid, ClusterDriver, Config, ConfigError, DEFAULT_APP_SECRET};
+use super::{invalid, AppConfig, ClusterDriver, Config, ConfigError, DEFAULT_APP_SECRET};
 
 impl Config {
     /// Checks every value that could make the server misbehave.
@@ -102,6 +102,17 @@ impl Config {
                 ));
             }
         }
+        self.app_store.validate()?;
+        self.admin.validate()?;
+        if self.app_store.url.is_some() {
+            if !self.apps.is_empty() {
+                return Err(invalid(
+                    "apps",
+                    "the apps come from [app_store]: create them there (herald apps create), or remove [app_store].url",
+                ));
+            }
+            return Ok(());
+        }
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one app is required"));
         }
@@ -109,21 +120,7 @@ impl Config {
         let mut keys = HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let at = |field: &str| format!("apps[{i}].{field}");
-            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
-                if value.trim().is_empty() {
-                    return Err(invalid(at(field), "must not be empty"));
-                }
-            }
-            if app.key.contains(':') {
-                return Err(invalid(at("key"), "must not contain ':'"));
-            }
-            if app.id.contains('/') || app.key.contains('/') {
-                return Err(invalid(at("id"), "id and key must not contain '/'"));
-            }
-            // The cluster relay's message header is one field per line.
-            if app.id.chars().any(char::is_control) {
-                return Err(invalid(at("id"), "must not contain control characters"));
-            }
+            app.validate(at)?;
             if !ids.insert(app.id.as_str()) {
                 return Err(invalid(at("id"), format!("duplicate app id {:?}", app.id)));
             }
@@ -133,55 +130,6 @@ impl Config {
                     format!("duplicate app key {:?}", app.key),
                 ));
             }
-            positive(&at("max_presence_members"), app.max_presence_members as u64)?;
-            positive(
-                &at("max_presence_user_info_bytes"),
-                app.max_presence_user_info_bytes as u64,
-            )?;
-            positive(&at("max_user_id_length"), app.max_user_id_length as u64)?;
-            positive(&at("max_event_bytes"), app.max_event_bytes as u64)?;
-            positive(
-                &at("max_channels_per_event"),
-                app.max_channels_per_event as u64,
-            )?;
-            positive(&at("max_batch_events"), app.max_batch_events as u64)?;
-            positive(
-                &at("max_channel_name_length"),
-                app.max_channel_name_length as u64,
-            )?;
-            positive(
-                &at("max_event_name_length"),
-                app.max_event_name_length as u64,
-            )?;
-            positive(&at("max_message_bytes"), app.max_message_bytes as u64)?;
-            positive(
-                &at("max_channels_per_connection"),
-                app.max_channels_per_connection as u64,
-            )?;
-            if app.inbound_rate > 0 {
-                positive(&at("inbound_burst"), app.inbound_burst as u64)?;
-            }
-            positive(&at("cache_ttl"), app.cache_ttl)?;
-            positive(&at("history_ttl"), app.history_ttl)?;
-            if app.require_signin {
-                positive(&at("signin_timeout"), app.signin_timeout)?;
-            }
-            for origin in &app.allowed_origins {
-                if !super::app::valid_origin_pattern(origin) {
-                    return Err(invalid(
-                        at("allowed_origins"),
-                        format!("{origin:?} is not an origin such as \"https://app.example.com\" or \"https://*.example.com\""),
-                    ));
-                }
-            }
-            if app.require_authorization {
-                positive(&at("signin_timeout"), app.signin_timeout)?;
-            }
-            for (w, webhook) in app.webhooks.iter().enumerate() {
-                webhook.validate(|field| at(&format!("webhooks[{w}].{field}")))?;
-            }
-            positive(&at("webhook_timeout"), app.webhook_timeout)?;
-            positive(&at("webhook_max_pending"), app.webhook_max_pending as u64)?;
         }
         Ok(())
     }
@@ -189,6 +137,79 @@ impl Config {
     /// True while any app still uses the built-in default secret.
     pub fn uses_default_secret(&self) -> bool {
         self.apps.iter().any(|a| a.secret == DEFAULT_APP_SECRET)
+    }
+}
+
+impl AppConfig {
+    /// The checks of one app, as the config file and the admin API apply
+    /// them; `at` names a field for the error (`apps[0].key`, `key`).
+    pub fn validate(&self, at: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let app = self;
+        for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+            if value.trim().is_empty() {
+                return Err(invalid(at(field), "must not be empty"));
+            }
+        }
+        if app.key.contains(':') {
+            return Err(invalid(at("key"), "must not contain ':'"));
+        }
+        if app.id.contains('/') || app.key.contains('/') {
+            return Err(invalid(at("id"), "id and key must not contain '/'"));
+        }
+        // The cluster relay's message header is one field per line.
+        if app.id.chars().any(char::is_control) {
+            return Err(invalid(at("id"), "must not contain control characters"));
+        }
+        positive(&at("max_presence_members"), app.max_presence_members as u64)?;
+        positive(
+            &at("max_presence_user_info_bytes"),
+            app.max_presence_user_info_bytes as u64,
+        )?;
+        positive(&at("max_user_id_length"), app.max_user_id_length as u64)?;
+        positive(&at("max_event_bytes"), app.max_event_bytes as u64)?;
+        positive(
+            &at("max_channels_per_event"),
+            app.max_channels_per_event as u64,
+        )?;
+        positive(&at("max_batch_events"), app.max_batch_events as u64)?;
+        positive(
+            &at("max_channel_name_length"),
+            app.max_channel_name_length as u64,
+        )?;
+        positive(
+            &at("max_event_name_length"),
+            app.max_event_name_length as u64,
+        )?;
+        positive(&at("max_message_bytes"), app.max_message_bytes as u64)?;
+        positive(
+            &at("max_channels_per_connection"),
+            app.max_channels_per_connection as u64,
+        )?;
+        if app.inbound_rate > 0 {
+            positive(&at("inbound_burst"), app.inbound_burst as u64)?;
+        }
+        positive(&at("cache_ttl"), app.cache_ttl)?;
+        positive(&at("history_ttl"), app.history_ttl)?;
+        if app.require_signin {
+            positive(&at("signin_timeout"), app.signin_timeout)?;
+        }
+        for origin in &app.allowed_origins {
+            if !super::app::valid_origin_pattern(origin) {
+                return Err(invalid(
+                    at("allowed_origins"),
+                    format!("{origin:?} is not an origin such as \"https://app.example.com\" or \"https://*.example.com\""),
+                ));
+            }
+        }
+        if app.require_authorization {
+            positive(&at("signin_timeout"), app.signin_timeout)?;
+        }
+        for (w, webhook) in app.webhooks.iter().enumerate() {
+            webhook.validate(|field| at(&format!("webhooks[{w}].{field}")))?;
+        }
+        positive(&at("webhook_timeout"), app.webhook_timeout)?;
+        positive(&at("webhook_max_pending"), app.webhook_max_pending as u64)?;
+        Ok(())
     }
 }
 

@@ -104,9 +104,18 @@ fn app_of(state: &State, req: &HttpRequest) -> HttpResult<std::sync::Arc<AppHub>
 
 async fn apps(req: HttpRequest, state: web::Data<State>) -> HttpResult<HttpResponse> {
     authorize(&req)?;
-    let mut ids: Vec<String> = state.hub.apps().iter().map(|a| a.id().to_owned()).collect();
+    let apps = state.hub.apps();
+    let mut ids: Vec<&str> = apps.iter().map(|a| a.id()).collect();
     ids.sort();
-    Ok(HttpResponse::Ok().json(json!({ "apps": ids })))
+    // Live connections per app, cluster-wide.
+    let connections: serde_json::Map<String, serde_json::Value> = apps
+        .iter()
+        .map(|app| {
+            let count = app.connection_count() + state.adapter.connections_elsewhere(app);
+            (app.id().to_owned(), json!(count))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "apps": ids, "connections": connections })))
 }
 
 /// Occupied channels (cluster-wide in cluster mode) with their counts, and

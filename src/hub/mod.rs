@@ -14,6 +14,7 @@ mod member_order;
 mod pollers;
 pub mod presence;
 pub mod rules;
+mod source;
 mod users;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ pub use connection::Connection;
 pub use events::{AppEvent, EventKind, Observer, ObserverSlot, Observers};
 pub use presence::{MemberInfo, Roster};
 pub use rules::{ChannelRules, JoinOutcome, SubscribeError};
+pub use source::AppSource;
 
 use crate::config::AppConfig;
 
@@ -37,6 +39,8 @@ use crate::config::AppConfig;
 #[derive(Debug, Default)]
 pub struct Hub {
     apps: ArcSwap<Apps>,
+    /// The app store's lookups, when the apps live in one.
+    source: source::Source,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +67,7 @@ impl Hub {
             .map(|app| Arc::new(AppHub::new(Arc::new(app))));
         Hub {
             apps: ArcSwap::from_pointee(Apps::of(hubs)),
+            source: source::Source::default(),
         }
     }
 
@@ -72,6 +77,42 @@ impl Hub {
 
     pub fn by_key(&self, key: &str) -> Option<Arc<AppHub>> {
         self.apps.load().by_key.get(key).cloned()
+    }
+
+    /// The app with this key, asking the app store when it is not in
+    /// memory (see [`AppSource`]).
+    pub async fn find_key(&self, key: &str) -> Option<Arc<AppHub>> {
+        if let Some(app) = self.by_key(key) {
+            return Some(app);
+        }
+        self.source.get()?.find_key(key).await;
+        self.by_key(key)
+    }
+
+    /// The app with this id, asking the app store when it is not in memory.
+    pub async fn find_id(&self, id: &str) -> Option<Arc<AppHub>> {
+        if let Some(app) = self.by_id(id) {
+            return Some(app);
+        }
+        self.source.get()?.find_id(id).await;
+        self.by_id(id)
+    }
+
+    /// Makes `source` the place unknown keys and ids are looked for.
+    pub fn set_source(&self, source: &Arc<dyn AppSource>) {
+        self.source.set(source);
+    }
+
+    /// Another node changed app `id` in the app store.
+    pub fn app_changed(&self, id: &str) {
+        if let Some(source) = self.source.get() {
+            source.changed(id);
+        }
+    }
+
+    /// False while the app store does not answer (true without one).
+    pub fn source_healthy(&self) -> bool {
+        self.source.get().is_none_or(|s| s.healthy())
     }
 
     /// Every app, as of now.

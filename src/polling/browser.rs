@@ -13,10 +13,15 @@ use crate::hub::AppHub;
 use crate::support::query::Query;
 
 /// The app of `key`, enabled, for a browser on an origin it allows.
-fn app_by_key(state: &State, req: &HttpRequest, key: &str) -> HttpResult<std::sync::Arc<AppHub>> {
+async fn app_by_key(
+    state: &State,
+    req: &HttpRequest,
+    key: &str,
+) -> HttpResult<std::sync::Arc<AppHub>> {
     let app = state
         .hub
-        .by_key(key)
+        .find_key(key)
+        .await
         .ok_or_else(|| HttpError::NotFound(format!("Unknown app key {key:?}")))?;
     if !app.app().enabled {
         return Err(HttpError::Forbidden("Application disabled".into()));
@@ -35,7 +40,7 @@ pub async fn session(
     key: web::Path<String>,
     state: web::Data<State>,
 ) -> HttpResponse {
-    let answer = app_by_key(&state, &req, &key).map(|app| {
+    let answer = app_by_key(&state, &req, &key).await.map(|app| {
         let socket_id = polling::poll_socket_id(&app.app().secret, rand::random());
         json!({ "socket_id": socket_id.to_string() })
     });
@@ -51,7 +56,7 @@ pub async fn browser_poll(
     state: web::Data<State>,
 ) -> HttpResponse {
     let answer = async {
-        let app = app_by_key(&state, &req, &key)?;
+        let app = app_by_key(&state, &req, &key).await?;
         let query = Query::parse(req.query_string())?;
         let poll = Poll::parse(&query, &app)?;
         polling::authorize_browser(&query, &app, &poll)?;

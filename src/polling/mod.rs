@@ -289,8 +289,13 @@ pub fn authorize_browser(query: &Query, app: &AppHub, poll: &Poll) -> HttpResult
         })?;
         let channel_data = query.get(&format!("channel_data[{channel}]"));
         let signed = auth::channel_string_to_sign(socket_id, channel, channel_data);
-        auth::verify_auth(&app.app().key, &app.app().secret, &signed, signature)
-            .map_err(|e| HttpError::Unauthorized(format!("{channel}: {e}")))?;
+        auth::verify_auth_any(
+            &app.app().key,
+            app.app().verifying_secrets(),
+            &signed,
+            signature,
+        )
+        .map_err(|e| HttpError::Unauthorized(format!("{channel}: {e}")))?;
     }
     Ok(())
 }

@@ -46,7 +46,9 @@ impl Session {
         };
         let app = self.app.app().clone();
         let signed = auth::user_string_to_sign(&self.socket_id, &data.user_data);
-        if let Err(e) = auth::verify_auth(&app.key, &app.secret, &signed, &data.auth) {
+        if let Err(e) =
+            auth::verify_auth_any(&app.key, app.verifying_secrets(), &signed, &data.auth)
+        {
             return self.signin_failed(&format!("Sign-in refused: {e}"));
         }
         let user: UserData = match serde_json::from_str(&data.user_data) {

@@ -226,7 +226,7 @@ impl Session {
             .ok_or_else(|| Refusal::auth(format!("Missing auth for {name}")))?;
         let signed = auth::channel_string_to_sign(&self.socket_id, name, channel_data);
         let app = &self.app.app();
-        auth::verify_auth(&app.key, &app.secret, &signed, auth)
+        auth::verify_auth_any(&app.key, app.verifying_secrets(), &signed, auth)
             .map_err(|e| Refusal::auth(e.to_string()))
     }
 

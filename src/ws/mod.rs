@@ -75,6 +75,11 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
         state.server.trust_forwarded_for,
     );
     let admitted = match state.admission.admit(address) {
+        // (With an app store, a key not in memory is asked for first.)
+        Ok(place) if state.hub.find_key(key).await.is_none() => {
+            drop(place);
+            Err(Close::APP_NOT_FOUND)
+        }
         Ok(place) => session::admit(
             &state.hub,
             &state.session_context(),

@@ -226,6 +226,16 @@ impl RedisAdapter {
             .store(Arc::new(hooks_of(&inner.hub, &inner.keys)));
     }
 
+    /// App `id` changed in the app store: the other nodes read it again.
+    pub fn app_changed(&self, id: &str) {
+        let inner = &self.inner;
+        inner.writer.send(Write::Publish {
+            channel: inner.keys.control(),
+            payload: Command::AppChanged.encode(&inner.keys.node, id),
+            control: true,
+        });
+    }
+
     /// How many channel topics this node listens to.
     pub fn topics(&self) -> usize {
         self.inner.interest.len()

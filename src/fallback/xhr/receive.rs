@@ -81,7 +81,7 @@ pub async fn streaming(
     state: web::Data<State>,
     sessions: web::Data<HttpSessions>,
 ) -> HttpResponse {
-    let http = match find_or_open(&req, &state, &sessions, &path) {
+    let http = match find_or_open(&req, &state, &sessions, &path).await {
         Ok(http) => http,
         Err(refused) => return refused.respond(&req),
     };
@@ -178,7 +178,7 @@ pub async fn polling(
     state: web::Data<State>,
     sessions: web::Data<HttpSessions>,
 ) -> HttpResponse {
-    let http = match find_or_open(&req, &state, &sessions, &path) {
+    let http = match find_or_open(&req, &state, &sessions, &path).await {
         Ok(http) => http,
         Err(refused) => return refused.respond(&req),
     };

@@ -168,7 +168,7 @@ impl Refused {
 }
 
 /// Finds the session, or admits a new connection for it.
-pub(super) fn find_or_open(
+pub(super) async fn find_or_open(
     req: &HttpRequest,
     state: &State,
     sessions: &web::Data<HttpSessions>,
@@ -181,7 +181,7 @@ pub(super) fn find_or_open(
         return Ok(existing.clone());
     }
     let origin = req.headers().get("Origin").and_then(|v| v.to_str().ok());
-    if let Some(app) = state.hub.by_key(&path.0) {
+    if let Some(app) = state.hub.find_key(&path.0).await {
         if !app.app().origin_allowed(origin) {
             crate::metrics::refused("origin");
             return Err(Refused::Origin);

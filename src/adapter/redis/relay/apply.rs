@@ -35,6 +35,12 @@ pub fn apply(hub: &Hub, fanout: &Fanout, node: &str, payload: Bytes) -> Applied 
         b'E' if ours => return Applied::OwnEcho,
         b'E' => return Applied::Done,
         b'N' if ours => return Applied::Done,
+        // (The app may be new here, or gone: the hub's source decides.)
+        b'A' if !ours => {
+            hub.app_changed(message.app);
+            return Applied::Done;
+        }
+        b'A' => return Applied::Done,
         b'N' => {
             // Only while subscribers here would hear the count.
             let served = hub

@@ -48,6 +48,9 @@ pub enum Command<'a> {
     /// written in Redis already): each node serving the channel recomputes
     /// the total and tells its own subscribers.
     CountChanged { channel: &'a str },
+    /// The app (the message's app id) changed in the app store: each node
+    /// reads it again.
+    AppChanged,
 }
 
 impl Command<'_> {
@@ -78,6 +81,7 @@ impl Command<'_> {
             }
             Command::Echo => (b'E', "", None, None, b""),
             Command::CountChanged { channel } => (b'N', channel, None, None, b""),
+            Command::AppChanged => (b'A', "", None, None, b""),
         };
         use std::io::Write;
         // Two numbers of at most 20 digits each and six separators.

@@ -1,0 +1,109 @@
+//! Keeping the apps in memory in step with the store: a full read every
+//! `refresh_seconds` (sooner while the store does not answer, and when a
+//! notification may have been missed), and on PostgreSQL a listener that
+//! rereads each changed row as its notification arrives.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::Catalog;
+use crate::metrics::METRICS;
+
+/// How often a store that does not answer is asked again.
+const RETRY: Duration = Duration::from_secs(2);
+
+impl Catalog {
+    /// Starts the refresh and, on PostgreSQL, the listener.
+    pub fn start_sync(self: &Arc<Self>) {
+        if self.store.is_none() {
+            return;
+        }
+        tokio::spawn(refresh_loop(self.clone()));
+        tokio::spawn(listen_loop(self.clone()));
+    }
+
+    /// Reads every app and makes them the node's apps (rows that are not
+    /// valid apps are logged and left out). False when the store did not
+    /// answer.
+    pub async fn refresh(&self) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        let seen = store.changes.load(Ordering::Acquire);
+        METRICS.app_store_queries.with_label_values(&["all"]).inc();
+        let Ok(apps) = self.answered(store.db.all().await) else {
+            return false;
+        };
+        if store.changes.load(Ordering::Acquire) != seen {
+            // A single app changed while the table was read: the read may
+            // predate it. Read again rather than undo it.
+            store.refresh_now.notify_one();
+            return true;
+        }
+        let apps: Vec<_> = apps
+            .into_iter()
+            .filter(|app| match app.validate(|field| field.to_owned()) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(app = %app.id, "the app store's row is not a valid app; not served: {e}");
+                    false
+                }
+            })
+            .collect();
+        self.apply(&apps);
+        true
+    }
+}
+
+async fn refresh_loop(catalog: Arc<Catalog>) {
+    let Some(store) = &catalog.store else { return };
+    let every = Duration::from_secs(store.config.refresh_seconds);
+    loop {
+        let healthy = store.healthy.load(Ordering::Acquire);
+        let wait = if healthy { every } else { RETRY.min(every) };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = store.refresh_now.notified() => {}
+        }
+        catalog.refresh().await;
+    }
+}
+
+/// PostgreSQL's notifications of changed rows (see `schema::notify_trigger`).
+async fn listen_loop(catalog: Arc<Catalog>) {
+    let Some(store) = &catalog.store else { return };
+    let mut first = true;
+    loop {
+        let mut listener = match store.db.listen().await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = catalog.answered::<()>(Err(e));
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        if !first {
+            // What changed while nobody listened.
+            store.refresh_now.notify_one();
+        }
+        first = false;
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    let id = notification.payload().to_owned();
+                    let catalog = catalog.clone();
+                    tokio::spawn(async move { catalog.reread(&id).await });
+                }
+                // The connection was lost (the next call reconnects), and
+                // with it whatever was notified meanwhile.
+                Ok(None) => store.refresh_now.notify_one(),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
