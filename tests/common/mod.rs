@@ -27,6 +27,7 @@ macro_rules! on_redis_and_redis_cluster {
 }
 
 pub mod certificate;
+pub mod database;
 pub mod failover;
 pub mod raw_socket;
 pub mod redis_cluster;
