@@ -28,11 +28,29 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A PostgreSQL server program: on the PATH, or where Debian's packages
+/// put it (`/usr/lib/postgresql/<version>/bin`, not on the PATH).
+fn postgres_program(program: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    if on_path {
+        return PathBuf::from(program);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dir| dir.flatten().map(|e| e.path().join("bin").join(program)).collect())
+        .unwrap_or_default();
+    versions.retain(|p| p.is_file());
+    versions.sort();
+    versions.pop().unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// A command, as the `postgres` user when we are root.
 fn postgres_command(program: &str) -> Command {
+    let program = postgres_program(program);
     if is_root() {
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--", program]);
+        cmd.args(["-u", "postgres", "--"]).arg(program);
         cmd
     } else {
         Command::new(program)
