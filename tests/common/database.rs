@@ -38,7 +38,11 @@ fn postgres_program(program: &str) -> PathBuf {
         return PathBuf::from(program);
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dir| dir.flatten().map(|e| e.path().join("bin").join(program)).collect())
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.path().join("bin").join(program))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|p| p.is_file());
     versions.sort();
