@@ -40,7 +40,25 @@ on_postgres_and_mariadb!(
     clients_are_served_while_the_database_is_away,
     a_database_away_at_start_stops_herald_or_serves_the_fallback,
     a_change_on_one_node_reaches_the_other_within_two_seconds,
+    the_cli_manages_apps,
 );
+
+/// `herald apps …` against `server`; its exit code and output (JSON when
+/// it printed JSON).
+fn cli(server: &impl Endpoint, args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("apps")
+        .args(args)
+        .env("HERALD_URL", format!("http://127.0.0.1:{}", server.port()))
+        .env("HERALD_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("herald apps");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| {
+        Value::String(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    });
+    (out.status.code().unwrap_or(-1), value)
+}
 
 /// A database with the app table made by `herald apps migrate`.
 fn migrated(kind: Kind) -> Database {
@@ -452,4 +470,90 @@ async fn a_change_on_one_node_reaches_the_other_within_two_seconds(kind: Kind) {
             .map(|a| a.iter().map(|x| x["id"].clone()).collect::<Vec<_>>())
     };
     assert_eq!(ids(&on_a), ids(&on_b));
+}
+
+async fn the_cli_manages_apps(kind: Kind) {
+    let db = migrated(kind);
+    let server = Server::with_config(&store_config(&db, ""));
+    let (code, made) = cli(
+        &server,
+        &[
+            "create",
+            "--id",
+            "cli",
+            "--set",
+            "max_connections=3",
+            "--set",
+            "allowed_origins=[\"https://a.test\"]",
+        ],
+    );
+    assert_eq!(code, 0, "{made}");
+    assert_eq!(
+        (made["id"].clone(), made["max_connections"].clone()),
+        (json!("cli"), json!(3))
+    );
+    assert_eq!(made["allowed_origins"], json!(["https://a.test"]));
+    let key = made["key"].as_str().expect("a made-up key").to_owned();
+    let client = connect(&server, &key).await.expect("served");
+    let (code, listed) = cli(&server, &["list"]);
+    assert_eq!(code, 0);
+    assert_eq!(listed["apps"][0]["connections"], 1, "{listed}");
+    let (code, updated) = cli(&server, &["update", "cli", "--set", "max_connections=0"]);
+    assert_eq!((code, updated["max_connections"].clone()), (0, json!(0)));
+    let (code, error) = cli(&server, &["update", "cli", "--set", "max_event_bytes=0"]);
+    assert_eq!(code, 1);
+    assert!(error.to_string().contains("max_event_bytes"), "{error}");
+    let (code, rotated) = cli(&server, &["rotate-secret", "cli", "--grace-seconds", "30"]);
+    assert_eq!(code, 0);
+    assert_ne!(rotated["secret"], made["secret"]);
+    let (code, _) = cli(&server, &["delete", "cli"]);
+    assert_eq!(code, 0);
+    let (code, gone) = cli(&server, &["show", "cli"]);
+    assert_eq!(code, 1, "{gone}");
+    drop(client);
+    // Without the token the API refuses.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "apps",
+            "list",
+            "--token",
+            "wrong-token-wrong-token-wrong-token",
+        ])
+        .env("HERALD_URL", format!("http://127.0.0.1:{}", server.port()))
+        .output()
+        .expect("herald apps");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+/// PostgreSQL tells the nodes of a row changed by hand at once.
+#[actix_rt::test]
+async fn postgres_notifies_a_change_made_in_sql() {
+    let db = migrated(Kind::Postgres);
+    let server = Server::with_config(
+        &store_config(&db, "").replace("refresh_seconds = 1", "refresh_seconds = 600"),
+    );
+    create(&server, json!({"id": "sql", "key": "sql-key"})).await;
+    let mut client = connect(&server, "sql-key").await.expect("served");
+    let changed = Instant::now();
+    db.sql("UPDATE herald_apps SET enabled = false WHERE id = 'sql'");
+    assert_eq!(client.expect_close().await.0, 4003);
+    assert!(
+        changed.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        changed.elapsed()
+    );
+    // A bulk change: one full read rather than a query per row.
+    let values: Vec<String> = (0..200)
+        .map(|i| format!("('bulk{i}', 'bulk-key-{i}', 's')"))
+        .collect();
+    db.sql(&format!(
+        "INSERT INTO herald_apps (id, \"key\", secret) VALUES {}",
+        values.join(", ")
+    ));
+    eventually("the bulk insert is served", || async {
+        connect(&server, "bulk-key-199").await.is_ok()
+    })
+    .await;
+    connect(&server, "bulk-key-0").await.expect("every row");
 }

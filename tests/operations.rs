@@ -194,6 +194,15 @@ async fn the_console_exists_only_with_a_token_and_checks_it_first() {
         .send_body(json!({"name": "hi", "channel": "news", "data": "{}"}).to_string());
     assert_eq!(status(sent.await), 200);
     assert_eq!(client.expect("hi").await["channel"], "news");
+    // The app list counts the live connection.
+    let mut listed = http
+        .get(&url)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .expect("request");
+    let body: Value = listed.json().await.expect("json");
+    assert_eq!(body["connections"]["app-id"], json!(1), "{body}");
 }
 
 /// The Dockerfile's HEALTHCHECK command, with the image's binary path

@@ -16,17 +16,27 @@ use crate::trigger::base_url;
 #[derive(Args, Debug)]
 pub struct AppsArgs {
     /// Base URL of a running Herald.
-    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:6001")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_URL",
+        default_value = "http://127.0.0.1:6001"
+    )]
     pub url: String,
     /// The admin token [default: HERALD_ADMIN_TOKEN, or the config's
     /// `[admin] token`].
-    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Config file (for the admin token, and the app store of `migrate`).
-    #[arg(long, short = 'c', env = "HERALD_CONFIG")]
+    #[arg(long, short = 'c', global = true, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
     /// PEM file of a private CA that signed Herald's certificate.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: AppsCommand,

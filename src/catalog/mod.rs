@@ -14,6 +14,7 @@ pub mod edit;
 mod misses;
 mod sync;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -56,6 +57,10 @@ struct Store {
     changes: AtomicU64,
     /// Asks the refresh task for a full read now.
     refresh_now: Notify,
+    /// Apps other nodes or the database said changed, waiting to be read
+    /// again by the one task that does (see `sync`).
+    changed: Mutex<HashSet<String>>,
+    changed_now: Notify,
 }
 
 impl Catalog {
@@ -98,6 +103,8 @@ impl Catalog {
                 healthy: AtomicBool::new(healthy),
                 changes: AtomicU64::new(0),
                 refresh_now: Notify::new(),
+                changed: Mutex::new(HashSet::new()),
+                changed_now: Notify::new(),
             }),
             applying: Mutex::new(()),
             me: me.clone(),
@@ -218,9 +225,8 @@ impl AppSource for Catalog {
     }
 
     fn changed(&self, id: &str) {
-        if let Some(me) = self.me.upgrade() {
-            let id = id.to_owned();
-            tokio::spawn(async move { me.reread(&id).await });
+        if let Some(store) = &self.store {
+            store.note_change(id);
         }
     }
 

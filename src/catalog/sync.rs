@@ -15,6 +15,27 @@ use crate::metrics::METRICS;
 /// How often a store that does not answer is asked again.
 const RETRY: Duration = Duration::from_secs(2);
 
+/// Changed apps read one by one at most; beyond, one full read instead
+/// (a bulk `UPDATE` notifies every row it touched).
+const MAX_REREADS: usize = 64;
+
+/// Changed ids remembered at most while they wait (then a full read).
+const MAX_CHANGED: usize = 10_000;
+
+impl super::Store {
+    /// App `id` changed: read it again soon (by the one task that does).
+    pub(super) fn note_change(&self, id: &str) {
+        let mut changed = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+        if changed.len() < MAX_CHANGED {
+            changed.insert(id.to_owned());
+        } else {
+            self.refresh_now.notify_one();
+        }
+        drop(changed);
+        self.changed_now.notify_one();
+    }
+}
+
 impl Catalog {
     /// Starts the refresh and, on PostgreSQL, the listener.
     pub fn start_sync(self: &Arc<Self>) {
@@ -23,6 +44,7 @@ impl Catalog {
         }
         tokio::spawn(refresh_loop(self.clone()));
         tokio::spawn(listen_loop(self.clone()));
+        tokio::spawn(reread_loop(self.clone()));
     }
 
     /// Reads every app and makes them the node's apps (rows that are not
@@ -72,6 +94,26 @@ async fn refresh_loop(catalog: Arc<Catalog>) {
     }
 }
 
+/// Reads the apps noted as changed: one by one while they are few, with
+/// one full read when many changed at once.
+async fn reread_loop(catalog: Arc<Catalog>) {
+    let Some(store) = &catalog.store else { return };
+    loop {
+        store.changed_now.notified().await;
+        let ids: Vec<String> = {
+            let mut changed = store.changed.lock().unwrap_or_else(|e| e.into_inner());
+            changed.drain().collect()
+        };
+        if ids.len() > MAX_REREADS {
+            catalog.refresh().await;
+            continue;
+        }
+        for id in ids {
+            catalog.reread(&id).await;
+        }
+    }
+}
+
 /// PostgreSQL's notifications of changed rows (see `schema::notify_trigger`).
 async fn listen_loop(catalog: Arc<Catalog>) {
     let Some(store) = &catalog.store else { return };
@@ -93,11 +135,7 @@ async fn listen_loop(catalog: Arc<Catalog>) {
         first = false;
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => {
-                    let id = notification.payload().to_owned();
-                    let catalog = catalog.clone();
-                    tokio::spawn(async move { catalog.reread(&id).await });
-                }
+                Ok(Some(notification)) => store.note_change(notification.payload()),
                 // The connection was lost (the next call reconnects), and
                 // with it whatever was notified meanwhile.
                 Ok(None) => store.refresh_now.notify_one(),

@@ -155,6 +155,43 @@ mod tests {
     }
 
     #[test]
+    fn an_app_store_names_the_apps_and_is_checked() {
+        let store = [("HERALD_APP_STORE__URL", "postgres://u:p@db/herald")];
+        let c = Config::load(None, &env(&store)).expect("valid");
+        assert!(c.apps.is_empty(), "no default app with a store");
+        assert_eq!(c.app_store.table, "herald_apps");
+        assert_eq!(c.app_store.refresh_seconds, 30);
+        let refused = |pairs: &[(&'static str, &'static str)], key: &str| {
+            let e = Config::load(None, &env(pairs))
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        };
+        refused(&[("HERALD_APP_STORE__URL", "sqlite://x")], "app_store.url");
+        refused(
+            &[
+                ("HERALD_APP_STORE__URL", "mysql://db/h"),
+                ("HERALD_APP_STORE__TABLE", "apps; DROP"),
+            ],
+            "app_store.table",
+        );
+        refused(
+            &[
+                ("HERALD_APP_STORE__URL", "mysql://db/h"),
+                ("HERALD_APP_STORE__REFRESH_SECONDS", "0"),
+            ],
+            "app_store.refresh_seconds",
+        );
+        refused(&[("HERALD_ADMIN__TOKEN", "too-short")], "admin.token");
+        let with_apps = "[app_store]\nurl = \"mysql://db/h\"\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let e = Config::from_toml(with_apps)
+            .expect("parses")
+            .validate()
+            .expect_err("apps and a store");
+        assert!(e.to_string().contains("[app_store]"), "{e}");
+    }
+
+    #[test]
     fn zero_config_has_the_default_app() {
         let c = Config::load(None, &env(&[])).expect("valid");
         assert_eq!(c.server.port, 6001);
