@@ -2,8 +2,9 @@
 //!
 //! actix-http hands every HTTP/1 request that asks for an upgrade, with its
 //! socket, to [`upgrade`]: it checks the handshake, admits the connection
-//! and runs it on the same task ([`socket::run`]), reading and writing the
-//! socket itself. So a connection is one task and no buffer while idle,
+//! and runs it on a task of its own ([`socket::run`], sized for its loop
+//! alone), reading and writing the socket itself. So a connection is one
+//! task and no buffer while idle,
 //! instead of actix-http's dispatcher (two 8 KiB buffers), actix-ws's
 //! channel and a session task beside them.
 
@@ -18,6 +19,7 @@ use actix_http::body::BodySize;
 use actix_http::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
 use actix_http::{h1, HttpMessage, Request, Response, StatusCode};
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 
 use self::deflate::Deflate;
@@ -100,10 +102,15 @@ pub async fn upgrade<T: Io>(state: State, req: Request, framed: Framed<T, h1::Co
     // Nothing of the request is needed any more: a connection lives long.
     drop((head, codec, req, state));
     match admitted {
-        Ok((session, _place)) => {
+        Ok((session, place)) => {
             let max = session.app.app().max_message_bytes;
             let socket = Socket::new(io, read, max, deflate, compress_from);
-            socket::run(session, socket).await;
+            // A task of its own, sized for the connection's loop alone:
+            // this one (as large as the handshake's state) ends here.
+            // (A combinator, not an async block: a block would keep the
+            // session and socket twice, as captures and in the loop.)
+            let run = socket::run(session, socket).map(move |()| drop(place));
+            actix_web::rt::spawn(run);
         }
         Err(refusal) => {
             let mut socket = Socket::new(io, read, REFUSED_MAX_MESSAGE, deflate, compress_from);

@@ -29,6 +29,7 @@ macro_rules! on_redis_and_redis_cluster {
 pub mod certificate;
 pub mod database;
 pub mod failover;
+pub mod lean;
 pub mod raw_socket;
 pub mod redis_cluster;
 pub mod redis_sentinel;
