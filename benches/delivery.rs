@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use common::{cpu_time, env_or, Client, Server};
+use common::{cpu_split, cpu_time, env_or, Client, Server};
 use serde_json::json;
 
 struct Report {
@@ -21,6 +21,9 @@ struct Report {
     latencies: Vec<u64>,
     /// CPU time (user + system) the server processes spent during the run.
     server_cpu: Duration,
+    /// The user-space part of it (Herald's own work; the rest is the
+    /// kernel's, mostly the send path).
+    server_user: Duration,
 }
 
 impl Report {
@@ -31,7 +34,7 @@ impl Report {
             self.latencies.get(i).copied().unwrap_or(0) as f64 / 1000.0
         };
         println!(
-            "{label:<28} {:>8} deliveries in {:>6.2} s = {:>9.0} msg/s   latency ms p50 {:>6.2}  p95 {:>6.2}  p99 {:>6.2}  max {:>6.2}   server CPU {:>5.2} µs/delivery",
+            "{label:<28} {:>8} deliveries in {:>6.2} s = {:>9.0} msg/s   latency ms p50 {:>6.2}  p95 {:>6.2}  p99 {:>6.2}  max {:>6.2}   server CPU {:>5.2} µs/delivery (user {:>5.2} µs)",
             self.deliveries,
             self.elapsed.as_secs_f64(),
             self.deliveries as f64 / self.elapsed.as_secs_f64(),
@@ -40,6 +43,7 @@ impl Report {
             pct(0.99),
             pct(1.0),
             self.server_cpu.as_secs_f64() * 1e6 / self.deliveries.max(1) as f64,
+            self.server_user.as_secs_f64() * 1e6 / self.deliveries.max(1) as f64,
         );
     }
 }
@@ -83,6 +87,7 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
         &pids[..]
     };
     let cpu_before: Duration = distinct.iter().map(|p| cpu_time(*p)).sum();
+    let user_before: Duration = distinct.iter().map(|p| cpu_split(*p).0).sum();
     let start = Instant::now();
     let in_flight = 8;
     let per_task = messages.div_ceil(in_flight);
@@ -111,11 +116,13 @@ async fn run(receiver: &Server, publisher: &Server, n: usize, messages: usize) -
         latencies.extend(c.await.expect("collector"));
     }
     let server_cpu = distinct.iter().map(|p| cpu_time(*p)).sum::<Duration>() - cpu_before;
+    let server_user = distinct.iter().map(|p| cpu_split(*p).0).sum::<Duration>() - user_before;
     Report {
         deliveries: latencies.len(),
         elapsed: start.elapsed(),
         latencies,
         server_cpu,
+        server_user,
     }
 }
 
@@ -139,6 +146,7 @@ async fn paced(
     }
     let collectors = collect_ticks(clients, per_channel);
     let cpu_before = cpu_time(server.pid());
+    let user_before = cpu_split(server.pid()).0;
     let start = Instant::now();
     let batches = total_events / channels;
     let mut tick =
@@ -154,11 +162,13 @@ async fn paced(
         latencies.extend(c.await.expect("collector"));
     }
     let server_cpu = cpu_time(server.pid()) - cpu_before;
+    let server_user = cpu_split(server.pid()).0 - user_before;
     Report {
         deliveries: latencies.len(),
         elapsed: start.elapsed(),
         latencies,
         server_cpu,
+        server_user,
     }
 }
 

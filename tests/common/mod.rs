@@ -324,6 +324,14 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// A process's user + system CPU time so far, from `/proc/<pid>/stat`
 /// (utime and stime, in clock ticks of 10 ms).
 pub fn cpu_time(pid: u32) -> Duration {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// A process's user and system CPU time so far, apart: the kernel's send
+/// path (system) is common to every server, what Herald does itself is
+/// user time.
+pub fn cpu_split(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .unwrap_or_else(|e| panic!("no /proc/{pid}/stat: {e}"));
     // The fields after the parenthesised command name.
@@ -333,8 +341,10 @@ pub fn cpu_time(pid: u32) -> Duration {
         .map(|f| f.parse().unwrap_or(0))
         .collect();
     assert!(fields.len() > 12, "unexpected /proc/{pid}/stat: {stat}");
-    let ticks = fields[11] + fields[12];
-    Duration::from_millis(ticks * 10)
+    (
+        Duration::from_millis(fields[11] * 10),
+        Duration::from_millis(fields[12] * 10),
+    )
 }
 
 /// Microseconds since the Unix epoch (benchmarks stamp events with it).
