@@ -1,8 +1,8 @@
 //! A lean WebSocket client for many connections: a raw TCP socket and a
 //! small read buffer per connection, no client library, so a test process
 //! holds thousands of them. It speaks just enough of RFC 6455 for Pusher
-//! text frames: masked text frames out, unmasked frames in (pings are
-//! answered with pongs).
+//! text frames: masked text frames out, unmasked frames in (WebSocket
+//! pings and `pusher:ping` are answered).
 
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ pub struct Lean {
     stream: TcpStream,
     /// Bytes read and not yet made into frames.
     pending: Vec<u8>,
+    /// How long a read may wait (`None`: as long as it takes).
+    patience: Option<Duration>,
 }
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -20,8 +22,48 @@ const WAIT: Duration = Duration::from_secs(30);
 impl Lean {
     /// Opens `/app/{key}` and reads `connection_established`.
     pub async fn connect(port: u16, key: &str) -> std::io::Result<Lean> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        Lean::handshake(stream, key).await
+    }
+
+    /// Opens `/app/{key}` from the loopback address `source` (the kernel
+    /// picks the port when connecting, so each source address has the
+    /// whole port range for each server port).
+    pub async fn connect_from(
+        source: std::net::Ipv4Addr,
+        port: u16,
+        key: &str,
+    ) -> std::io::Result<Lean> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        {
+            use std::os::fd::AsRawFd;
+            let yes: libc::c_int = 1;
+            // SAFETY: a valid socket and a pointer to an int of its size.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&yes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        socket.bind((source, 0).into())?;
+        let stream = socket.connect(([127, 0, 0, 1], port).into()).await?;
+        Lean::handshake(stream, key).await
+    }
+
+    /// Waits for messages without a time limit from now on.
+    pub fn be_patient(&mut self) {
+        self.patience = None;
+    }
+
+    async fn handshake(mut stream: TcpStream, key: &str) -> std::io::Result<Lean> {
         stream.set_nodelay(true)?;
+        // Closed with a reset: thousands of connections ending at once must
+        // not leave thousands of ports in TIME_WAIT for the tests after.
+        socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
         let request = format!(
             "GET /app/{key}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -30,6 +72,7 @@ impl Lean {
         let mut lean = Lean {
             stream,
             pending: Vec::new(),
+            patience: Some(WAIT),
         };
         // The handshake's answer ends with an empty line.
         loop {
@@ -51,9 +94,12 @@ impl Lean {
 
     async fn fill(&mut self) -> std::io::Result<()> {
         let mut chunk = [0u8; 512];
-        let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::other("nothing read in time"))??;
+        let n = match self.patience {
+            Some(wait) => tokio::time::timeout(wait, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| std::io::Error::other("nothing read in time"))??,
+            None => self.stream.read(&mut chunk).await?,
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -102,12 +148,16 @@ impl Lean {
         }
     }
 
-    /// The next text message containing `needle`.
+    /// The next text message containing `needle` (the server's
+    /// `pusher:ping`s answered meanwhile).
     pub async fn expect(&mut self, needle: &str) -> std::io::Result<String> {
         loop {
             let text = self.next_text().await?;
             if text.contains(needle) {
                 return Ok(text);
+            }
+            if text.contains("\"pusher:ping\"") {
+                self.send(r#"{"event":"pusher:pong","data":{}}"#).await?;
             }
         }
     }

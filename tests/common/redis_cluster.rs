@@ -26,11 +26,21 @@ pub struct RedisCluster {
     tls: bool,
 }
 
+/// A free port whose cluster bus port (10000 above it) is a port too, and
+/// free: the kernel hands out ports up to 60999, and a node on 55536 or
+/// above cannot start.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let bus_free =
+            port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok();
+        if bus_free {
+            return port;
+        }
+    }
 }
 
 impl RedisCluster {

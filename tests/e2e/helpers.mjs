@@ -307,9 +307,20 @@ function run(command, args, timeout = 30000) {
  * `redis-cli --cluster create`). Resolves with { url, stop() }, the URL
  * being Herald's `redis+cluster://` form.
  */
+/**
+ * A free port for a Redis Cluster node: its cluster bus listens 10000
+ * above it, so it must be 55535 or below (the kernel hands out up to 60999).
+ */
+async function clusterPort() {
+  for (;;) {
+    const port = await freePort();
+    if (port <= 55535) return port;
+  }
+}
+
 export async function startRedisCluster() {
   const dir = await mkdtemp(path.join(tmpdir(), 'herald-e2e-redis-cluster-'));
-  const ports = [await freePort(), await freePort(), await freePort()];
+  const ports = [await clusterPort(), await clusterPort(), await clusterPort()];
   const children = ports.map((port) => spawn('redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
     '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir,
