@@ -193,7 +193,7 @@ async fn controller() {
         redis.port
     );
     let servers: Vec<Server> = (0..nodes)
-        .map(|_| Server::launch(Some(&config), &[("HERALD_LOG", "warn")]))
+        .map(|_| Server::launch(Some(&config), &[("HERALD_LOG", "warn,herald::server=info")]))
         .collect();
     for server in &servers {
         server.wait_ready().await;
