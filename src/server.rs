@@ -233,6 +233,8 @@ async fn open_store(config: &Config) -> Result<Option<(AppStore, Vec<AppConfig>,
             Ok(Some((db, apps, true)))
         }
         Err(e) => {
+            // The database's own reason, when it cannot be reached at all.
+            let e = db.reachable().await.err().unwrap_or(e);
             let Some(path) = &config.app_store.fallback_file else {
                 return Err(Failure::Config(format!(
                     "{e} (is the database up, and the table made with `herald apps migrate`?)"

@@ -405,6 +405,10 @@ async fn a_database_away_at_start_stops_herald_or_serves_the_fallback(kind: Kind
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("app store is unavailable"), "{stderr}");
     assert!(
+        stderr.contains("cannot connect"),
+        "the database's own reason: {stderr}"
+    );
+    assert!(
         !stderr.contains("herald-pw"),
         "no password in the log: {stderr}"
     );

@@ -206,8 +206,11 @@ fn migrate(config: &Config) -> ExitCode {
             2,
         );
     }
-    let result = actix_web::rt::System::new()
-        .block_on(async { AppStore::open(&config.app_store)?.migrate().await });
+    let result = actix_web::rt::System::new().block_on(async {
+        let store = AppStore::open(&config.app_store)?;
+        store.reachable().await?;
+        store.migrate().await
+    });
     match result {
         Ok(found) => {
             println!(

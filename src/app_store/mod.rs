@@ -51,6 +51,13 @@ fn written(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// How to open one connection, kept to say why none opens.
+#[derive(Clone)]
+enum Options {
+    Postgres(PgConnectOptions),
+    MySql(MySqlConnectOptions),
+}
+
 #[derive(Clone)]
 enum Pool {
     Postgres(PgPool),
@@ -60,6 +67,7 @@ enum Pool {
 /// A connection pool to the apps table.
 pub struct AppStore {
     pool: Pool,
+    options: Options,
     /// The runtime the pool's connections live on: every query runs there
     /// (a request handler's worker thread has a runtime of its own, and a
     /// connection is served by the reactor it was opened on).
@@ -82,15 +90,14 @@ impl AppStore {
             .ok_or_else(|| StoreError::Invalid("not a postgres:// or mysql:// URL".to_owned()))?;
         // (The URL's own text is never in an error: it may hold a password.)
         let refused = |e: sqlx::Error| StoreError::Invalid(format!("app_store.url: {e}"));
-        let pool = match kind {
+        let (pool, options) = match kind {
             StoreKind::Postgres => {
                 let options = PgConnectOptions::from_str(url).map_err(refused)?;
-                Pool::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(POOL_SIZE)
-                        .acquire_timeout(QUERY_TIMEOUT)
-                        .connect_lazy_with(options),
-                )
+                let pool = PgPoolOptions::new()
+                    .max_connections(POOL_SIZE)
+                    .acquire_timeout(QUERY_TIMEOUT)
+                    .connect_lazy_with(options.clone());
+                (Pool::Postgres(pool), Options::Postgres(options))
             }
             StoreKind::MySql => {
                 let url = match url.strip_prefix("mariadb://") {
@@ -98,23 +105,39 @@ impl AppStore {
                     None => url.to_owned(),
                 };
                 let options = MySqlConnectOptions::from_str(&url).map_err(refused)?;
-                Pool::MySql(
-                    MySqlPoolOptions::new()
-                        .max_connections(POOL_SIZE)
-                        .acquire_timeout(QUERY_TIMEOUT)
-                        .connect_lazy_with(options),
-                )
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(POOL_SIZE)
+                    .acquire_timeout(QUERY_TIMEOUT)
+                    .connect_lazy_with(options.clone());
+                (Pool::MySql(pool), Options::MySql(options))
             }
         };
         let home = tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::Invalid("the app store needs a Tokio runtime".to_owned()))?;
         Ok(AppStore {
             pool,
+            options,
             home,
             kind,
             table: config.table.clone(),
             columns: schema::columns(),
         })
+    }
+
+    /// Opens one connection outside the pool: the database's own reason
+    /// when it cannot be reached (the pool only says it timed out). For
+    /// start-up and `herald apps migrate`, not for lookups.
+    pub async fn reachable(&self) -> StoreResult<()> {
+        use sqlx::ConnectOptions;
+        let options = self.options.clone();
+        let attempt = async move {
+            match options {
+                Options::Postgres(o) => o.connect().await.map(drop),
+                Options::MySql(o) => o.connect().await.map(drop),
+            }
+        };
+        self.at_home(attempt, |e| unavailable(format!("cannot connect: {e}")))
+            .await
     }
 
     pub fn kind(&self) -> StoreKind {
