@@ -31,20 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::lean::Lean;
 use common::redis_server::{Backend, RedisServer};
-use common::{cpu_time, env_or, rss_kib, Server};
-
-/// Raises the soft open-file limit to the hard one.
-fn raise_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain calls with valid pointers to rlimit structs.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    limit.rlim_cur = limit.rlim_max;
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    limit.rlim_cur
-}
+use common::{cpu_time, env_or, raise_file_limit, rss_kib, Server};
 
 fn main() {
     raise_file_limit();
@@ -123,9 +110,9 @@ fn client() {
                         dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                // Held until the process ends.
+                // Held (answering nothing more) until the process ends.
+                let _held = lean;
                 std::future::pending::<()>().await;
-                drop(lean);
             });
         }
         drop(ready_tx);

@@ -214,16 +214,7 @@ async fn open_store(config: &Config) -> Result<Option<(AppStore, Vec<AppConfig>,
         .inc();
     match db.all().await {
         Ok(apps) => {
-            let apps: Vec<AppConfig> = apps
-                .into_iter()
-                .filter(|app| match app.validate(|field| field.to_owned()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        warn!(app = %app.id, "the app store's row is not a valid app; not served: {e}");
-                        false
-                    }
-                })
-                .collect();
+            let apps: Vec<AppConfig> = apps.into_iter().filter_map(catalog::servable).collect();
             info!(
                 "{} apps from the app store (table {:?}, {:?})",
                 apps.len(),

@@ -144,6 +144,16 @@ async fn trigger(server: &impl Endpoint, app: &AppConfig, channel: &str) -> u16 
         .status
 }
 
+/// `herald_app_store_queries_total{query}` on the metrics port.
+async fn store_queries(metrics: u16, query: &str) -> f64 {
+    let name = format!("herald_app_store_queries_total{{query=\"{query}\"}}");
+    common::scrape(metrics)
+        .await
+        .get(&name)
+        .copied()
+        .unwrap_or(0.0)
+}
+
 async fn ready(server: &impl Endpoint) -> u16 {
     raw_request(server, "GET", "/ready", "").await.status
 }
@@ -307,13 +317,6 @@ async fn unknown_keys_cost_one_query_each_while_remembered(kind: Kind) {
         Some(&store_config(&db, "miss_seconds = 60")),
         &[("HERALD_METRICS_PORT", &metrics.to_string())],
     );
-    let queries = || async {
-        common::scrape(metrics)
-            .await
-            .get("herald_app_store_queries_total{query=\"key\"}")
-            .copied()
-            .unwrap_or(0.0)
-    };
     // A flood of one bad key, at once and after: one query.
     let attempts = (0..20).map(|_| connect(&server, "bad-key"));
     for refused in futures_util::future::join_all(attempts).await {
@@ -322,30 +325,27 @@ async fn unknown_keys_cost_one_query_each_while_remembered(kind: Kind) {
     for _ in 0..10 {
         assert_eq!(connect(&server, "bad-key").await.err(), Some(4001));
     }
-    assert_eq!(queries().await, 1.0, "one query for one unknown key");
+    assert_eq!(
+        store_queries(metrics, "key").await,
+        1.0,
+        "one query for one unknown key"
+    );
     // Another key: one more.
     for _ in 0..5 {
         assert_eq!(connect(&server, "other-bad-key").await.err(), Some(4001));
     }
-    assert_eq!(queries().await, 2.0);
+    assert_eq!(store_queries(metrics, "key").await, 2.0);
     // Created over the API, a remembered key is served at once.
     create(&server, json!({"id": "late", "key": "bad-key"})).await;
     connect(&server, "bad-key").await.expect("created since");
     // The API's unknown ids are remembered the same way. (On PostgreSQL
     // the creation above was notified and read by id: counted from here.)
-    let id_queries = || async {
-        common::scrape(metrics)
-            .await
-            .get("herald_app_store_queries_total{query=\"id\"}")
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let before = id_queries().await;
+    let before = store_queries(metrics, "id").await;
     let ghost = AppConfig::new("ghost", "ghost-key", "ghost-secret");
     for _ in 0..5 {
         assert_eq!(trigger(&server, &ghost, "c").await, 404);
     }
-    assert_eq!(id_queries().await - before, 1.0);
+    assert_eq!(store_queries(metrics, "id").await - before, 1.0);
 }
 
 async fn clients_are_served_while_the_database_is_away(kind: Kind) {

@@ -13,24 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::lean::Lean;
-use common::{rss_kib, trigger, Server};
+use common::{raise_file_limit, rss_kib, trigger, Server};
 use serde_json::json;
 
 fn connections() -> usize {
     common::env_or("HERALD_MANY_CONNECTIONS", 15_000)
-}
-
-/// Raises the soft open-file limit to the hard one; the new soft limit.
-fn raise_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain calls with valid pointers to rlimit structs.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    limit.rlim_cur = limit.rlim_max;
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    limit.rlim_cur
 }
 
 #[actix_rt::test]

@@ -64,6 +64,30 @@ enum Pool {
     MySql(MySqlPool),
 }
 
+/// `values` bound to `query` in order, alike for both databases.
+fn bound<'q, DB: sqlx::Database>(
+    mut query: sqlx::query::Query<'q, DB, DB::Arguments<'q>>,
+    values: Vec<Field>,
+) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+where
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for value in values {
+        query = match value {
+            Field::Bool(b) => query.bind(b),
+            Field::Integer(i) => query.bind(i),
+            Field::Text(s) | Field::Json(s) => query.bind(s),
+            Field::NullText => query.bind(None::<String>),
+            Field::NullInteger => query.bind(None::<i64>),
+        };
+    }
+    query
+}
+
 /// A connection pool to the apps table.
 pub struct AppStore {
     pool: Pool,
@@ -169,11 +193,20 @@ impl AppStore {
                     .map(|n| format!("'{n}', {}", quote(self.kind, n)))
                     .collect();
                 format!(
-                    "SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM {} {filter}",
+                    "SELECT CAST(JSON_OBJECT({}) AS {}) FROM {} {filter}",
                     pairs.join(", "),
+                    self.text(),
                     self.quoted_table()
                 )
             }
+        }
+    }
+
+    /// The type a value is cast to so that it reads as a `String`.
+    fn text(&self) -> &'static str {
+        match self.kind {
+            StoreKind::Postgres => "TEXT",
+            StoreKind::MySql => "CHAR",
         }
     }
 
@@ -331,29 +364,11 @@ impl AppStore {
             let sql = sql.as_str();
             match &pool {
                 Pool::Postgres(pool) => {
-                    let mut query = sqlx::query(sql);
-                    for value in values {
-                        query = match value {
-                            Field::Bool(b) => query.bind(b),
-                            Field::Integer(i) => query.bind(i),
-                            Field::Text(s) | Field::Json(s) => query.bind(s),
-                            Field::NullText => query.bind(None::<String>),
-                            Field::NullInteger => query.bind(None::<i64>),
-                        };
-                    }
+                    let query = bound(sqlx::query(sql), values);
                     query.execute(pool).await.map(|r| r.rows_affected())
                 }
                 Pool::MySql(pool) => {
-                    let mut query = sqlx::query(sql);
-                    for value in values {
-                        query = match value {
-                            Field::Bool(b) => query.bind(b),
-                            Field::Integer(i) => query.bind(i),
-                            Field::Text(s) | Field::Json(s) => query.bind(s),
-                            Field::NullText => query.bind(None::<String>),
-                            Field::NullInteger => query.bind(None::<i64>),
-                        };
-                    }
+                    let query = bound(sqlx::query(sql), values);
                     query.execute(pool).await.map(|r| r.rows_affected())
                 }
             }
@@ -373,14 +388,11 @@ impl AppStore {
         self.run(&schema::version_table(self.kind, &self.table))
             .await?;
         let versions = format!(
-            "SELECT CAST(COALESCE(MAX({}), 0) AS CHAR) FROM {}",
+            "SELECT CAST(COALESCE(MAX({}), 0) AS {}) FROM {}",
             quote(self.kind, "version"),
+            self.text(),
             quote(self.kind, &format!("{}_schema", self.table))
         );
-        let versions = match self.kind {
-            StoreKind::Postgres => versions.replace("AS CHAR", "AS TEXT"),
-            StoreKind::MySql => versions,
-        };
         let found: i64 = self
             .rows(&versions, None)
             .await?
@@ -419,10 +431,7 @@ impl AppStore {
         };
         let sql = format!(
             "SELECT CAST(column_name AS {}) FROM information_schema.columns WHERE table_name = {} AND table_schema = {schema_of}",
-            match self.kind {
-                StoreKind::Postgres => "TEXT",
-                StoreKind::MySql => "CHAR",
-            },
+            self.text(),
             self.placeholder(1)
         );
         self.rows(&sql, Some(&self.table)).await

@@ -27,14 +27,8 @@ impl Catalog {
     /// leaving the others as they are.
     pub fn apply_one(&self, id: &str, app: Option<AppConfig>) {
         let _one_at_a_time = self.applying.lock();
-        let mut apps: Vec<AppConfig> = self
-            .state
-            .hub
-            .apps()
-            .iter()
-            .map(|a| AppConfig::clone(&a.app()))
-            .filter(|a| a.id != id)
-            .collect();
+        let mut apps = self.served();
+        apps.retain(|a| a.id != id);
         if let Some(app) = app {
             // A key another app held here is that app's no more (the
             // store says so; it is read again at the next refresh).

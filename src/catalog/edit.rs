@@ -68,13 +68,7 @@ impl Catalog {
                 self.answered(store.db.all().await).map_err(stored)
             }
             None => {
-                let mut apps: Vec<AppConfig> = self
-                    .state
-                    .hub
-                    .apps()
-                    .iter()
-                    .map(|a| AppConfig::clone(&a.app()))
-                    .collect();
+                let mut apps = self.served();
                 apps.sort_by(|a, b| a.id.cmp(&b.id));
                 Ok(apps)
             }

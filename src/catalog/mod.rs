@@ -123,6 +123,16 @@ impl Catalog {
         &self.state
     }
 
+    /// The settings of the apps the node serves now.
+    fn served(&self) -> Vec<AppConfig> {
+        self.state
+            .hub
+            .apps()
+            .iter()
+            .map(|a| AppConfig::clone(&a.app()))
+            .collect()
+    }
+
     /// The store's answer was `result`: keeps the health (said once per
     /// change in the log), and passes the result on.
     fn answered<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
@@ -171,14 +181,7 @@ impl Catalog {
                 self.answered(store.db.by_id(id).await)
             }
         };
-        let found = match found {
-            Ok(Some(app)) if app.validate(|f| f.to_owned()).is_ok() => Some(app),
-            Ok(Some(app)) => {
-                warn!(app = %app.id, "the app store's row is not a valid app; not served");
-                None
-            }
-            Ok(None) | Err(_) => None,
-        };
+        let found = found.ok().flatten().and_then(servable);
         let exists = found.is_some();
         if let Some(app) = found {
             store.changes.fetch_add(1, Ordering::AcqRel);
@@ -193,7 +196,7 @@ impl Catalog {
         METRICS.app_store_queries.with_label_values(&["id"]).inc();
         match self.answered(store.db.by_id(id).await) {
             Ok(app) => {
-                let app = app.filter(|app| app.validate(|f| f.to_owned()).is_ok());
+                let app = app.and_then(servable);
                 if let Some(app) = &app {
                     store.misses.forget(&format!("k:{}", app.key));
                 }
@@ -234,6 +237,18 @@ impl AppSource for Catalog {
         self.store
             .as_ref()
             .is_none_or(|s| s.healthy.load(Ordering::Acquire))
+    }
+}
+
+/// A row of the store as an app to serve: `None` (and a warning) when it
+/// breaks the rules the config file is held to.
+pub fn servable(app: AppConfig) -> Option<AppConfig> {
+    match app.validate(|field| field.to_owned()) {
+        Ok(()) => Some(app),
+        Err(e) => {
+            warn!(app = %app.id, "the app store's row is not a valid app; not served: {e}");
+            None
+        }
     }
 }
 

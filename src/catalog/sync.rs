@@ -7,8 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::warn;
-
 use super::Catalog;
 use crate::metrics::METRICS;
 
@@ -65,16 +63,7 @@ impl Catalog {
             store.refresh_now.notify_one();
             return true;
         }
-        let apps: Vec<_> = apps
-            .into_iter()
-            .filter(|app| match app.validate(|field| field.to_owned()) {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(app = %app.id, "the app store's row is not a valid app; not served: {e}");
-                    false
-                }
-            })
-            .collect();
+        let apps: Vec<_> = apps.into_iter().filter_map(super::servable).collect();
         self.apply(&apps);
         true
     }

@@ -190,7 +190,7 @@ impl AppConfig {
         }
         positive(&at("cache_ttl"), app.cache_ttl)?;
         positive(&at("history_ttl"), app.history_ttl)?;
-        if app.require_signin {
+        if app.require_signin || app.require_authorization {
             positive(&at("signin_timeout"), app.signin_timeout)?;
         }
         for origin in &app.allowed_origins {
@@ -200,9 +200,6 @@ impl AppConfig {
                     format!("{origin:?} is not an origin such as \"https://app.example.com\" or \"https://*.example.com\""),
                 ));
             }
-        }
-        if app.require_authorization {
-            positive(&at("signin_timeout"), app.signin_timeout)?;
         }
         for (w, webhook) in app.webhooks.iter().enumerate() {
             webhook.validate(|field| at(&format!("webhooks[{w}].{field}")))?;

@@ -5,6 +5,7 @@
 //! API's event body (checked the same way by the API and the console).
 
 pub mod admission;
+pub mod bearer;
 pub mod body;
 pub mod cors;
 mod error;

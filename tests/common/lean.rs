@@ -142,9 +142,6 @@ impl Lean {
                 continue;
             }
             self.fill().await?;
-            if self.pending.capacity() > 4096 && self.pending.is_empty() {
-                self.pending = Vec::new();
-            }
         }
     }
 

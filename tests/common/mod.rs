@@ -321,6 +321,20 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
 }
 
+/// Raises this process's soft open-file limit to its hard one (children
+/// inherit it); the new soft limit.
+pub fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls with valid pointers to rlimit structs.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    limit.rlim_cur = limit.rlim_max;
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    limit.rlim_cur
+}
+
 /// A process's user + system CPU time so far, from `/proc/<pid>/stat`
 /// (utime and stime, in clock ticks of 10 ms).
 pub fn cpu_time(pid: u32) -> Duration {
